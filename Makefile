@@ -1,0 +1,48 @@
+# Entry points.  Every target sets up .venv itself on a fresh machine.
+#   make test                     default test suite (fast, offline)
+#   make test-slow                the slow end-to-end tests
+#   make sweep                    the embedded demo: no network needed
+#   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
+#   make plot MODEL=…             figures and report from the store only
+#   make bench                    the measurement benchmark (benches/)
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+MODEL  ?= demo
+MANIFEST = manifests/$(MODEL).toml
+STAMP   = $(VENV)/.installed
+
+.PHONY: test test-slow sweep plot report bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# An unpinned torch pulls a multi-GB CUDA build: pin the CPU 2.13.0 when none is there.
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+test-slow: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+sweep: $(STAMP)
+	$(VENV)/bin/trajectory sweep $(MANIFEST)
+	$(VENV)/bin/trajectory plot $(MANIFEST)
+	$(VENV)/bin/trajectory report $(MANIFEST)
+
+plot: $(STAMP)
+	$(VENV)/bin/trajectory plot $(MANIFEST)
+	$(VENV)/bin/trajectory report $(MANIFEST)
+
+report: $(STAMP)
+	$(VENV)/bin/trajectory report $(MANIFEST)
+
+bench: $(STAMP)
+	$(PY) benches/bench_measure.py
+
+clean-venv:
+	rm -rf $(VENV)

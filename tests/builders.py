@@ -1,0 +1,91 @@
+"""Tiny models, tokenizers and texts that the tests build themselves (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import sysconfig
+from pathlib import Path
+
+import torch
+
+TINY = dict(hidden=32, layers=2, heads=4, vocab=320, positions=256)
+
+
+def stdlib_text(n_chars: int = 400_000) -> str:
+    """Real text present on every machine: the CPython standard library's own source."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(root.glob("*.py")):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        parts.append(text)
+        size += len(text)
+        if size >= n_chars:
+            break
+    return "\n\n".join(parts)[:n_chars]
+
+
+def tiny_tokenizer(vocab: int = TINY["vocab"]):
+    """A byte-level BPE trained on stdlib text, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([stdlib_text(100_000)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
+
+
+def tiny_config(model_type: str, **overrides):
+    """A 2-block config of the family, hidden size 32."""
+    from transformers import BertConfig, GPT2Config, GPTNeoXConfig, LlamaConfig
+
+    h, layers, heads, vocab, pos = (TINY[k] for k in ("hidden", "layers", "heads", "vocab", "positions"))
+    if model_type == "gpt_neox":
+        cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+                            intermediate_size=4 * h, max_position_embeddings=pos, eos_token_id=0, bos_token_id=0)
+    elif model_type == "gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_embd=h, n_layer=layers, n_head=heads, n_positions=pos)
+    elif model_type == "llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=h, intermediate_size=2 * h, num_hidden_layers=layers,
+                          num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=pos)
+    elif model_type == "bert":
+        cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
+                         intermediate_size=2 * h, max_position_embeddings=pos)
+    else:
+        raise ValueError(model_type)
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def tiny_model(model_type: str, seed: int = 0, **overrides):
+    """A randomly initialised tiny model with an LM head (or a bare BERT encoder), in eval mode."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(model_type, **overrides)
+    cls = AutoModel if model_type == "bert" else AutoModelForCausalLM
+    model = cls.from_config(cfg)
+    _perturb_norms(model, seed)
+    return model.eval()
+
+
+@torch.no_grad()
+def _perturb_norms(model, seed: int) -> None:
+    """Give LayerNorms non-trivial gains and biases, as a trained model has."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    for mod in model.modules():
+        if hasattr(mod, "weight") and "Norm" in type(mod).__name__:
+            mod.weight.copy_(1.0 + 0.3 * torch.randn(mod.weight.shape, generator=gen))
+            if getattr(mod, "bias", None) is not None:
+                mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=gen))
+
+
+def save_tiny(path: Path, model_type: str = "gpt_neox", seed: int = 0, tokenizer=None) -> Path:
+    """Save a tiny model (safetensors) and tokenizer into ``path``."""
+    model = tiny_model(model_type, seed)
+    model.save_pretrained(path)
+    (tokenizer or tiny_tokenizer()).save_pretrained(path)
+    return path

@@ -1,0 +1,83 @@
+"""`trajectory measure` driven in-process, as a user would run it."""
+
+import json
+
+import pytest
+
+from trajectory.cli import main
+from trajectory.loading import load_model
+from trajectory.measure import MetricConfig, measure_blocks
+from trajectory.tokens import TextSource, tokenize_windows
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_json_output_equals_the_python_api(capsys, tiny_dir, text_file, tokenizer):
+    code, out, err = run(capsys, "measure", tiny_dir, "--text-file", text_file,
+                         "--tokens", 2048, "--seq-len", 64, "--seed", 4, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert set(result) >= {"model", "revision", "data_hash", "blocks"}
+    model, _ = load_model(str(tiny_dir))
+    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 2048, 64)
+    expected = measure_blocks(model, tokens, MetricConfig(seed=4))
+    assert result["data_hash"] == tokens.data_hash
+    assert [b["block"] for b in result["blocks"]] == [0, 1]
+    for got, want in zip(result["blocks"], expected):
+        assert set(got) >= {"r2_lin", "r2_lin_global", "r2_median_dim", "n_train", "n_test", "cond"}
+        assert got["r2_lin"] == pytest.approx(want["r2_lin"], abs=1e-12)
+
+
+def test_table_output_names_every_block(capsys, tiny_dir, text_file):
+    code, out, _ = run(capsys, "measure", tiny_dir, "--text-file", text_file, "--tokens", 1024, "--seq-len", 64)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[1].split()[:2] == ["block", "r2_lin"] and [ln.split()[0] for ln in lines[2:]] == ["0", "1"]
+
+
+def one_line_error(code, out, err):
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_unsupported_architecture_names_the_supported_ones(capsys, tmp_path, text_file):
+    from transformers import OPTConfig
+
+    OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2).save_pretrained(tmp_path)
+    err = one_line_error(*run(capsys, "measure", tmp_path, "--text-file", text_file))
+    assert "'opt'" in err and "gpt_neox" in err and "bert" in err
+
+
+def test_too_few_train_tokens_says_how_many_are_needed(capsys, tiny_dir, text_file):
+    err = one_line_error(*run(capsys, "measure", tiny_dir, "--text-file", text_file, "--tokens", 32, "--seq-len", 8))
+    assert "24 train tokens" in err and "at least 34" in err
+
+
+@pytest.mark.parametrize("content", [None, "", "\n\n  \n"])
+def test_missing_or_empty_text_file(capsys, tiny_dir, tmp_path, content):
+    path = tmp_path / "eval.txt"
+    if content is not None:
+        path.write_text(content)
+    err = one_line_error(*run(capsys, "measure", tiny_dir, "--text-file", path))
+    assert str(path) in err
+
+
+def test_revision_that_does_not_exist_in_a_local_checkpoint_directory(capsys, tiny_dir, text_file):
+    err = one_line_error(*run(capsys, "measure", tiny_dir.parent, "--revision", "step999", "--text-file", text_file))
+    assert "'step999' does not exist" in err and "neox" in err
+
+
+def test_local_checkpoint_directory_revision_is_measured(capsys, tiny_dir, text_file):
+    code, out, _ = run(capsys, "measure", tiny_dir.parent, "--revision", tiny_dir.name, "--text-file", text_file,
+                       "--tokens", 1024, "--seq-len", 64, "--json")
+    assert code == 0 and len(json.loads(out)["blocks"]) == 2
+
+
+def test_hub_id_offline_and_uncached_fails_in_one_line(capsys, text_file):
+    err = one_line_error(*run(capsys, "measure", "EleutherAI/pythia-14m", "--text-file", text_file))
+    assert "EleutherAI/pythia-14m" in err or "unreachable" in err

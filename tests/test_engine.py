@@ -1,0 +1,97 @@
+"""The probe on tiny models of every supported family, against numpy lstsq on stored activations."""
+
+import numpy as np
+import pytest
+import torch
+
+from builders import tiny_model
+from test_stats import lstsq_r2
+from trajectory.measure import MetricConfig, measure_blocks, split_by_sequence
+from trajectory.tokens import TextSource, tokenize_windows
+
+# Independent of trajectory.adapters: where each family's FFN input and output are.
+FFN_SITES = {
+    "gpt_neox": lambda m: [(b.mlp, b.mlp) for b in m.gpt_neox.layers],
+    "gpt2": lambda m: [(b.mlp, b.mlp) for b in m.transformer.h],
+    "llama": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
+    "bert": lambda m: [(b.intermediate, b.output.dense) for b in m.encoder.layer],
+}
+
+
+@pytest.fixture(scope="module")
+def windows(text_file, tokenizer):
+    return tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=4096, seq_len=64)
+
+
+def stored_activations(model, model_type, ids):
+    """Every block's full (x, y) for every window, kept in memory: the naive method."""
+    sites = FFN_SITES[model_type](model)
+    xs, ys = [[] for _ in sites], [[] for _ in sites]
+    hooks = []
+    for i, (m_in, m_out) in enumerate(sites):
+        hooks.append(m_in.register_forward_pre_hook(lambda m, a, i=i: xs[i].append(a[0].double())))
+        hooks.append(m_out.register_forward_hook(lambda m, a, o, i=i: ys[i].append(o.double())))
+    with torch.no_grad():
+        model(input_ids=torch.as_tensor(ids))
+    for h in hooks:
+        h.remove()
+    return [(torch.cat(x).numpy(), torch.cat(y).numpy()) for x, y in zip(xs, ys)]
+
+
+@pytest.mark.parametrize("model_type", sorted(FFN_SITES))
+def test_every_block_matches_lstsq_on_stored_activations(model_type, windows):
+    model = tiny_model(model_type)
+    cfg = MetricConfig(heldout_frac=0.25, seed=3)
+    got = measure_blocks(model, windows, cfg)
+    is_test = split_by_sequence(windows.ids.shape[0], cfg)
+    acts = stored_activations(model, model_type, windows.ids)
+    assert len(got) == len(acts) == 2
+    for block, (x, y) in zip(got, acts):
+        d = x.shape[-1]
+        ref, ref_global = lstsq_r2(x[~is_test].reshape(-1, d), y[~is_test].reshape(-1, d),
+                                   x[is_test].reshape(-1, d), y[is_test].reshape(-1, d))
+        assert block["r2_lin"] == pytest.approx(ref, abs=1e-6)
+        assert block["r2_lin_global"] == pytest.approx(ref_global, abs=1e-6)
+        assert block["n_test"] == is_test.sum() * windows.ids.shape[1]
+        assert 0.0 < block["r2_lin"] < 1.0 and block["status"] == "ok"
+
+
+def test_no_heldout_token_comes_from_a_train_sequence(windows):
+    """The held-out accumulator's mean input is the mean over held-out windows only."""
+    from trajectory.adapters import adapter_for
+    from trajectory.probe import FFNProbe
+
+    model = tiny_model("gpt_neox")
+    cfg = MetricConfig(seed=11)
+    is_test = split_by_sequence(windows.ids.shape[0], cfg)
+    assert 0 < is_test.sum() < len(is_test)
+    stats = FFNProbe(model, adapter_for("gpt_neox")).run(windows.ids, is_test, batch_size=5)
+    (x, _), _ = stored_activations(model, "gpt_neox", windows.ids)
+    np.testing.assert_allclose(stats[0].test.mx, x[is_test].reshape(-1, 32).mean(0), atol=1e-10)
+    np.testing.assert_allclose(stats[0].train.mx, x[~is_test].reshape(-1, 32).mean(0), atol=1e-10)
+
+
+def test_split_is_by_sequence_seeded_and_deterministic():
+    a = split_by_sequence(100, MetricConfig(seed=1))
+    assert a.sum() == 20 and (a == split_by_sequence(100, MetricConfig(seed=1))).all()
+    assert not (a == split_by_sequence(100, MetricConfig(seed=2))).all()
+    tail = split_by_sequence(100, MetricConfig(split="tail"))
+    assert tail[80:].all() and not tail[:80].any()
+
+
+def test_one_batch_or_many_gives_the_same_numbers(windows):
+    model = tiny_model("gpt_neox")
+    one = measure_blocks(model, windows, MetricConfig(batch_tokens=windows.n_tokens))
+    many = measure_blocks(model, windows, MetricConfig(batch_tokens=64 * 3))
+    for a, b in zip(one, many):
+        for key in ("r2_lin", "r2_lin_global", "r2_median_dim"):
+            assert a[key] == pytest.approx(b[key], abs=1e-9)
+
+
+def test_nonfinite_activations_flag_the_row_instead_of_a_number(windows):
+    model = tiny_model("gpt_neox")
+    with torch.no_grad():
+        model.gpt_neox.layers[1].mlp.dense_4h_to_h.bias[0] = float("inf")
+    got = measure_blocks(model, windows, MetricConfig())
+    assert got[0]["status"] == "ok"
+    assert got[1]["status"] == "nonfinite activations" and np.isnan(got[1]["r2_lin"])

@@ -1,0 +1,80 @@
+"""Model-family specifics, in one table keyed by ``config.model_type``.
+
+An :class:`Adapter` says where a family keeps its blocks and, inside a block,
+which module receives the FFN input x (after the block's norm) and which module
+returns the FFN output y (before dropout, the residual add or a post-LN).  The
+probe hooks those two modules; nothing else in the package names a family.
+
+=========  =====================  ==================  =====================
+family     blocks                 x = input of        y = output of
+=========  =====================  ==================  =====================
+gpt_neox   ``layers``             ``mlp``             ``mlp``
+gpt2       ``h``                  ``mlp``             ``mlp``
+llama      ``layers``             ``mlp``             ``mlp``
+bert       ``encoder.layer``      ``intermediate``    ``output.dense``
+=========  =====================  ==================  =====================
+
+``init`` is the family's real initialisation for random-init baselines and the
+twin (``None``: the Hugging Face default is the family's own).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch.nn as nn
+
+from .errors import TrajectoryError
+from .initialisation import init_gpt_neox
+
+
+def _path(obj, dotted: str):
+    for name in dotted.split("."):
+        obj = getattr(obj, name)
+    return obj
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Where the FFN of each block lives, for one model family."""
+
+    model_type: str
+    blocks_path: str
+    ffn_in_path: str
+    ffn_out_path: str
+    causal: bool = True
+    init: Callable[[nn.Module, int], None] | None = None
+
+    def trunk(self, model: nn.Module) -> nn.Module:
+        """The model without its head (``base_model`` is the trunk itself for a bare trunk)."""
+        return getattr(model, "base_model", model)
+
+    def blocks(self, model: nn.Module) -> list[nn.Module]:
+        return list(_path(self.trunk(model), self.blocks_path))
+
+    def ffn_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """(module whose first positional input is x, module whose output is y)."""
+        return _path(block, self.ffn_in_path), _path(block, self.ffn_out_path)
+
+
+ADAPTERS: dict[str, Adapter] = {
+    a.model_type: a
+    for a in (
+        Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox),
+        Adapter("gpt2", "h", "mlp", "mlp"),
+        Adapter("llama", "layers", "mlp", "mlp"),
+        Adapter("bert", "encoder.layer", "intermediate", "output.dense", causal=False),
+    )
+}
+
+
+def adapter_for(model_type: str) -> Adapter:
+    """The adapter of ``model_type``, or a one-line error naming the supported ones."""
+    try:
+        return ADAPTERS[model_type]
+    except KeyError:
+        supported = ", ".join(sorted(ADAPTERS))
+        raise TrajectoryError(
+            f"unsupported architecture {model_type!r}; supported model_type values: {supported}"
+        ) from None

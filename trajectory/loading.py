@@ -1,0 +1,111 @@
+"""Loading a model and its tokenizer from the Hub or a local directory, safely.
+
+Never ``trust_remote_code``; safetensors are preferred and a ``.bin`` goes
+through transformers' ``torch.load(weights_only=True)`` path (torch ≥ 2.6,
+CVE-2025-32434), so a pickle that needs more than tensors is refused.  The
+config is read first, so an unsupported architecture fails before any weights
+are fetched.  Hub failures become one-line :class:`TrajectoryError` messages.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .adapters import Adapter, adapter_for
+from .errors import TrajectoryError
+
+HUB_UNREACHABLE = (
+    "the Hugging Face Hub is unreachable; to run from a populated cache set HF_HUB_OFFLINE=1, "
+    "or pass a local model directory"
+)
+
+
+def quiet_transformers() -> None:
+    """No per-file progress bars or load reports from transformers: our own bars say what runs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _chain(exc: BaseException):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def explain_load_error(exc: BaseException, name: str, revision: str | None) -> TrajectoryError:
+    """Map a transformers / huggingface_hub failure to a one-line error."""
+    from huggingface_hub import errors as hf_errors
+
+    where = f"{name}@{revision}" if revision else name
+    for e in _chain(exc):
+        if isinstance(e, hf_errors.RevisionNotFoundError):
+            return TrajectoryError(f"revision {revision!r} does not exist in {name}")
+        if isinstance(e, hf_errors.RepositoryNotFoundError):
+            return TrajectoryError(f"no model repo or local directory named {name!r}")
+        if isinstance(e, hf_errors.LocalEntryNotFoundError | hf_errors.OfflineModeIsEnabled):
+            return TrajectoryError(f"{where} is not in the local cache and {HUB_UNREACHABLE}")
+        if type(e).__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError"}:
+            return TrajectoryError(HUB_UNREACHABLE)
+    if "is not a valid git identifier" in str(exc):
+        return TrajectoryError(f"revision {revision!r} does not exist in {name}")
+    if Path(name).exists():
+        return TrajectoryError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}")
+    return TrajectoryError(f"cannot load {where}: {str(exc).splitlines()[0]}")
+
+
+def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
+    """(what to pass to ``from_pretrained``, Hub revision or None).
+
+    A local directory with a revision is a directory of checkpoints, one
+    sub-directory per revision (how the twin and users' own runs are saved).
+    """
+    root = Path(name)
+    if not root.is_dir():
+        return name, revision
+    if revision is None:
+        return name, None
+    sub = (root / revision).resolve()
+    if sub.parent != root.resolve() or not sub.is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
+        raise TrajectoryError(f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})")
+    return str(sub), None
+
+
+def load_config(name: str, revision: str | None = None):
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    path, rev = resolve(name, revision)
+    try:
+        return AutoConfig.from_pretrained(path, revision=rev, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise explain_load_error(exc, name, revision) from None
+
+
+def load_model(name: str, revision: str | None = None, device: str = "cpu", with_head: bool = False,
+               dtype=torch.float32):
+    """(model, adapter): the trunk (or, with ``with_head``, the LM) in eval mode."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    adapter: Adapter = adapter_for(load_config(name, revision).model_type)
+    cls = AutoModelForCausalLM if with_head else AutoModel
+    path, rev = resolve(name, revision)
+    try:
+        model = cls.from_pretrained(path, revision=rev, trust_remote_code=False, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise explain_load_error(exc, name, revision) from None
+    return model.to(device).eval(), adapter
+
+
+def load_tokenizer(name: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    path, rev = resolve(name, revision)
+    try:
+        return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise explain_load_error(exc, name, revision) from None
