@@ -27,6 +27,7 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
@@ -43,6 +44,16 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
 }
 #: Identity of a unit: what a unit key must always contain.
 KEY_FIELDS = ("experiment", "arm", "model", "seed", "revision", "commit", "data_hash", "metric_config")
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """What happened to one unit in a sweep: ``cached`` (skipped), ``done`` or ``failed``."""
+
+    key: str
+    label: str
+    status: str
+    reason: str = ""
 
 
 def unit_key(provenance: dict) -> str:

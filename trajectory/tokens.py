@@ -25,7 +25,9 @@ class TextSource:
 
     ``kind`` is ``"text"`` (a UTF-8 file, one document per blank-line-separated
     paragraph block), ``"parquet"`` (a local parquet file's ``column``) or
-    ``"dataset"`` (``REPO:PATH``, a parquet file of a Hub dataset repo).
+    ``"dataset"`` (``REPO:PATH``, a parquet file of a Hub dataset repo) or
+    ``"embedded"`` (``path`` names a corpus shipped with every machine; see
+    :mod:`trajectory.corpus`; its evaluation part is disjoint from its training part).
     """
 
     kind: str
@@ -60,6 +62,11 @@ def _dataset_file(spec: str) -> Path:
 
 def iter_documents(source: TextSource) -> Iterator[str]:
     """Yield the source's documents in a fixed order."""
+    if source.kind == "embedded":
+        from .corpus import embedded_documents
+
+        yield from embedded_documents(source.path, part="eval")
+        return
     path = _dataset_file(source.path) if source.kind == "dataset" else Path(source.path)
     if not path.is_file():
         raise TrajectoryError(f"evaluation text file not found: {path}")
@@ -104,3 +111,8 @@ def tokenize_windows(source: TextSource, tokenizer, n_tokens: int, seq_len: int)
         )
     ids = np.asarray(stream[:need], dtype=np.int64).reshape(n_seq, seq_len)
     return EvalTokens(ids=ids, data_hash=window_hash(ids), source=source.describe())
+
+
+def eval_tokens(spec, tokenizer) -> EvalTokens:
+    """The evaluation windows a manifest's ``[data]`` (a :class:`~trajectory.manifest.DataSpec`) asks for."""
+    return tokenize_windows(TextSource(spec.kind, spec.path, spec.column), tokenizer, spec.tokens, spec.seq_len)
