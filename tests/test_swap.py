@@ -1,0 +1,59 @@
+"""The linear-swap Δloss against an independent module substitution."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from builders import tiny_model
+from trajectory.adapters import adapter_for
+from trajectory.probe import FFNProbe
+from trajectory.stats import fit_affine
+from trajectory.swap import lm_loss, swap_losses
+from trajectory.tokens import TextSource, tokenize_windows
+
+
+@pytest.fixture(scope="module")
+def windows(text_file, tokenizer):
+    return tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=2048, seq_len=64).ids
+
+
+def fits_for(model, ids):
+    adapter = adapter_for(model.config.model_type)
+    is_test = np.zeros(len(ids), bool)
+    is_test[-8:] = True
+    stats = FFNProbe(model, adapter).run(ids, is_test, batch_size=8)
+    return adapter, [fit_affine(s.train) for s in stats], ids[is_test]
+
+
+class Affine(torch.nn.Module):
+    def __init__(self, fit):
+        super().__init__()
+        self.w = torch.tensor(fit.w, dtype=torch.float32)
+        self.b = torch.tensor(fit.b, dtype=torch.float32)
+
+    def forward(self, x):
+        return x @ self.w + self.b
+
+
+def test_swap_loss_equals_replacing_the_module(windows):
+    model = tiny_model("gpt_neox", seed=2)
+    adapter, fits, heldout = fits_for(model, windows)
+    got = swap_losses(model, adapter, fits, heldout, batch_size=4)
+    base = lm_loss(model, heldout, 4)
+    for block, fit in enumerate(fits):
+        twin = copy.deepcopy(model)
+        twin.gpt_neox.layers[block].mlp = Affine(fit)
+        with torch.no_grad():
+            ref = twin(input_ids=torch.as_tensor(heldout), labels=torch.as_tensor(heldout)).loss.item()
+        assert got[block]["swap_loss"] == pytest.approx(ref, abs=1e-5)
+        assert got[block]["swap_dloss"] == pytest.approx(ref - base, abs=1e-5)
+    assert lm_loss(model, heldout, 4) == pytest.approx(base, abs=1e-12)  # hooks were removed
+
+
+def test_an_affine_ffn_swaps_for_free(windows):
+    model = tiny_model("gpt_neox", seed=3, hidden_act="linear")
+    adapter, fits, heldout = fits_for(model, windows)
+    for row in swap_losses(model, adapter, fits, heldout, batch_size=4):
+        assert abs(row["swap_dloss"]) < 1e-4

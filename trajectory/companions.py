@@ -1,0 +1,111 @@
+"""Companion linearity metrics computed from the same streaming moments as R²_lin.
+
+All of them are closed-form functions of :class:`~trajectory.stats.MomentAccumulator`
+statistics; none needs a stored activation.
+
+**Effective rank** (reduced-rank affine map).  With ``B = Sxx⁺ Sxy`` the full
+least-squares map, the best rank-r map in the train Frobenius norm is
+``B_r = B P_r``, ``P_r = V_r V_rᵀ`` the projector on the top-r eigenvectors of
+the fitted values' scatter ``Bᵀ Sxx B`` (reduced-rank regression, Izenman
+1975), with the intercept refitted: ``b_r = my - B_rᵀ mx``.  Its held-out
+residual, summed over outputs, is a cumulative sum over eigenvectors:
+
+    SSE(r) = Σ syy_t - 2 Σ_{i≤r} v_iᵀ(BᵀSxy_t)v_i + Σ_{i≤r} v_iᵀ(BᵀSxx_t B)v_i
+             + n_t (‖a‖² - 2 Σ_{i≤r} (aᵀv_i)(v_iᵀc) + Σ_{i≤r} (v_iᵀc)²),
+
+with ``a = my_t - my``, ``c = Bᵀ(mx_t - mx)``.  The effective rank is the
+smallest r whose held-out R² reaches ``frac`` (0.9) of the full-rank R²_lin.
+
+**Secretly-linear score** (Razzhigaev et al., arXiv 2405.12250) between
+consecutive residual-stream states ``h_l → h_{l+1}``: centre both, divide by
+their Frobenius norms, fit the least-squares linear map; score = 1 - residual.
+Dividing Y by ‖Yc‖_F makes the residual ``SSE / tr(Syy)``, so the score is the
+variance-weighted R² of the centred linear fit: in-sample on all tokens (the
+paper), or fitted on train and scored on held-out (``_heldout``).  The
+"without residual" variant targets ``h_{l+1} - h_l``; its moments follow from
+the same accumulator (:func:`minus_input`).
+
+**Uncertainty**: k-fold cross-validation by sequence.  Fold f is scored with
+the map fitted on the other folds; the interval is ``mean ± t_{k-1} · sd / √k``
+over the k fold scores (folds share training rows, so this interval is, as
+usual for CV, somewhat optimistic).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .stats import MomentAccumulator, fit_affine, r2_scores
+
+#: two-sided 95% Student t quantiles for k-1 degrees of freedom, k = 2..10
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def merged(*accs: MomentAccumulator) -> MomentAccumulator:
+    """A new accumulator holding the union of ``accs`` (inputs unchanged)."""
+    out = copy.deepcopy(accs[0])
+    for acc in accs[1:]:
+        out.merge(acc)
+    return out
+
+
+def reduced_rank_r2(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> np.ndarray:
+    """Held-out variance-weighted R² of the best rank-r affine map, for r = 1 … d_out."""
+    fit = fit_affine(train, rcond)
+    b = fit.w  # (d_in, d_out)
+    evals, evecs = np.linalg.eigh(b.T @ train.sxx @ b)
+    v = evecs[:, ::-1]  # (d_out, d_out), leading direction first
+    cross = np.einsum("ji,jk,ki->i", v, b.T @ test.sxy, v)
+    quad = np.einsum("ji,jk,ki->i", v, b.T @ test.sxx @ b, v)
+    a = test.my - train.my
+    c = b.T @ (test.mx - train.mx)
+    av, cv = a @ v, c @ v
+    sse = (test.syy.sum() - 2 * np.cumsum(cross) + np.cumsum(quad)
+           + test.n * (a @ a - 2 * np.cumsum(av * cv) + np.cumsum(cv * cv)))
+    return 1.0 - np.maximum(sse, 0.0) / test.syy.sum()
+
+
+def effective_rank(train: MomentAccumulator, test: MomentAccumulator, frac: float = 0.9,
+                   rcond: float = 1e-6) -> int:
+    """Smallest r with held-out R²(r) ≥ frac · R²(full); 0 when the full map explains nothing."""
+    curve = reduced_rank_r2(train, test, rcond)
+    full = curve[-1]
+    if not full > 0:
+        return 0
+    return int(np.argmax(curve >= frac * full)) + 1
+
+
+def minus_input(acc: MomentAccumulator) -> MomentAccumulator:
+    """Moments of (x, y - x) from those of (x, y); needs d_in == d_out."""
+    out = copy.deepcopy(acc)
+    diag_sxy = np.diag(acc.sxy)
+    out.my = acc.my - acc.mx
+    out.sxy = acc.sxy - acc.sxx
+    out.syy = acc.syy - 2 * diag_sxy + np.diag(acc.sxx)
+    return out
+
+
+def linearity_scores(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> dict:
+    """The secretly-linear score of h_l → h_{l+1}, in-sample and held-out, with and without residual."""
+    out = {}
+    for suffix, (tr, te) in {"": (train, test), "_nores": (minus_input(train), minus_input(test))}.items():
+        every = merged(tr, te)
+        out[f"linearity_score{suffix}"] = r2_scores(fit_affine(every, rcond), every)["r2_lin"]
+        out[f"linearity_score{suffix}_heldout"] = r2_scores(fit_affine(tr, rcond), te)["r2_lin"]
+    return out
+
+
+def kfold_interval(folds: list[MomentAccumulator], rcond: float = 1e-6) -> dict:
+    """95% interval for R²_lin from k-fold cross-validation over per-fold accumulators."""
+    k = len(folds)
+    if k < 2:
+        raise ValueError("k-fold needs at least 2 folds")
+    scores = np.array([
+        r2_scores(fit_affine(merged(*(folds[:f] + folds[f + 1:])), rcond), folds[f])["r2_lin"]
+        for f in range(k)
+    ])
+    half = _T95.get(k - 1, 1.96) * scores.std(ddof=1) / np.sqrt(k)
+    return {"r2_lin_cv": float(scores.mean()), "r2_lin_ci_low": float(scores.mean() - half),
+            "r2_lin_ci_high": float(scores.mean() + half)}
