@@ -9,6 +9,7 @@ are fetched.  Hub failures become one-line :class:`TrajectoryError` messages.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -96,6 +97,13 @@ def load_model(name: str, revision: str | None = None, device: str = "cpu", with
     path, rev = resolve(name, revision)
     try:
         model = cls.from_pretrained(path, revision=rev, trust_remote_code=False, dtype=dtype)
+    except pickle.UnpicklingError as exc:
+        where = f"{name}@{revision}" if revision else name
+        lines = [ln for ln in str(exc).splitlines() if "GLOBAL" in ln] or ["unsupported content"]
+        raise TrajectoryError(
+            f"refused to load {where}: its .bin pickle needs more than tensors under "
+            f"weights_only=True ({lines[0].strip()[:140]}); use a trusted checkpoint or safetensors"
+        ) from None
     except (OSError, ValueError) as exc:
         raise explain_load_error(exc, name, revision) from None
     return model.to(device).eval(), adapter
