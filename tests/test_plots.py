@@ -1,0 +1,125 @@
+"""Every figure is written (valid PNG and SVG of real size) and draws exactly the store's numbers."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+import polars as pl
+import pytest
+from synthetic import (BASE, FAILED_STEP, MISSING_STEP, N_BLOCKS, SHORT_STEPS, TWIN_BUDGET, build_store, hub_value,
+                       write_manifest)
+
+from trajectory.cli import main
+from trajectory.manifest import load_manifest
+from trajectory.plots import context_from, lines_by_block, plot_all, twin_vs_pythia
+from trajectory.store import Store
+
+NAMES = ["lines_by_block", "heatmap", "small_multiples", "final_profile", "twin_vs_pythia"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("plots")
+    build_store(root / "store")
+    manifest = load_manifest(write_manifest(root / "synth.toml", root / "store"))
+    frame = Store(manifest.store_dir).read()
+    ctx = context_from(manifest, frame)
+    return manifest, frame, ctx, {d.name: d for d in plot_all(frame, ctx, root / "figs")}
+
+
+def store_rows(frame: pl.DataFrame, arm: str) -> pl.DataFrame:
+    """Independent of trajectory.verdict: the ok rows of one arm, as (block, step, value)."""
+    return (frame.filter((pl.col("arm") == arm) & (pl.col("status") == "ok"))
+            .select("block", "step", pl.col("r2_lin").alias("value")).sort("block", "step"))
+
+
+def png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", head[16:24])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_figure_is_a_real_png_and_svg(setup, name):
+    drawn = setup[3][name]
+    png, svg = drawn.paths
+    width, height = png_size(png)
+    assert width >= 800 and height >= 500
+    assert png.stat().st_size > 30_000
+    text = svg.read_text()
+    assert "<svg" in text[:2000] and svg.stat().st_size > 30_000
+    assert "pythia-160m" in text and "wikitext-103-raw-v1/validation" in text  # the title names model and data
+
+
+def test_lines_draw_the_store(setup):
+    _, frame, _, drawn = setup
+    lines = drawn["lines_by_block"].data["lines"].select("block", "step", "value").sort("block", "step")
+    assert lines.equals(store_rows(frame, "hub"))
+    assert drawn["lines_by_block"].data["missing_steps"]["step"].to_list() == [MISSING_STEP, FAILED_STEP]
+
+
+def test_heatmap_draws_the_store(setup):
+    _, frame, _, drawn = setup
+    cells = drawn["heatmap"].data["cells"].select("block", "step", "value").sort("block", "step")
+    assert cells.equals(store_rows(frame, "hub"))
+
+
+def test_small_multiples_draw_band_and_both_arms(setup):
+    _, frame, _, drawn = setup
+    data = drawn["small_multiples"].data
+    assert data["band"]["init_mean"].to_list() == pytest.approx(BASE)
+    twin = data["trained"].filter(pl.col("arm") == "twin").sort("block", "step")
+    stored = frame.filter(pl.col("arm") == "twin").sort("block", "step")
+    assert twin["x"].to_list() == stored["pythia_step"].to_list()  # the twin sits on its Pythia step
+    assert twin["value"].to_list() == stored["r2_lin"].to_list()
+
+
+def test_final_profile_draws_last_values_and_reference(setup):
+    manifest, _, _, drawn = setup
+    data = drawn["final_profile"].data
+    hub = data["final"].filter(pl.col("arm") == "hub").sort("block")
+    assert hub["final"].to_list() == pytest.approx([hub_value(b, SHORT_STEPS[-1]) for b in range(N_BLOCKS)])
+    assert data["reference"]["value"].to_list() == pytest.approx(list(manifest.reference_profile))
+
+
+def test_twin_vs_pythia_is_fraction_of_each_arms_training(setup):
+    _, frame, _, drawn = setup
+    lines = drawn["twin_vs_pythia"].data["lines"]
+    twin = lines.filter(pl.col("arm") == "twin")
+    hub = lines.filter(pl.col("arm") == "hub")
+    assert (twin["fraction"] == twin["step"] / TWIN_BUDGET).all() and twin["fraction"].max() == 1.0
+    assert (hub["fraction"] == hub["step"] / SHORT_STEPS[-1]).all()
+    assert hub.select("block", "step", "value").sort("block", "step").equals(store_rows(frame, "hub"))
+
+
+def test_metric_is_a_parameter(setup, tmp_path):
+    _, frame, ctx, _ = setup
+    halved = frame.with_columns(r2_lin_global=pl.col("r2_lin") / 2)
+    drawn = lines_by_block(halved, replace(ctx, metric="r2_lin_global"), tmp_path, "hub")
+    expected = store_rows(frame, "hub").with_columns(pl.col("value") / 2)
+    assert drawn.data["lines"].select("block", "step", "value").sort("block", "step").equals(expected)
+
+
+def test_without_twin_the_comparison_still_draws_pythia(tmp_path):
+    frame = build_store(tmp_path / "store", twin=False, steps=[0, 1, 2, 64, 512], blocks=3).read()
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init")))
+    drawn = twin_vs_pythia(frame, context_from(manifest, frame), tmp_path / "figs")
+    assert set(drawn.data["lines"]["arm"].to_list()) == {"hub"}
+    assert all(p.stat().st_size > 10_000 for p in drawn.paths)
+
+
+def test_cli_plot_reads_only_the_store(tmp_path, capsys):
+    build_store(tmp_path / "store", steps=[0, 1, 64, 128, 512], blocks=3)  # a partial sweep
+    manifest = write_manifest(tmp_path / "m.toml", tmp_path / "store", reference=False)
+    assert main(["plot", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    for name in NAMES:
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / "out" / f"{name}.svg").is_file()
+
+
+def test_cli_plot_on_an_empty_store_is_one_line(tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "m.toml", tmp_path / "empty")
+    assert main(["plot", str(manifest)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no rows for experiment 'synth'" in err and "trajectory sweep" in err

@@ -1,0 +1,98 @@
+"""`trajectory report`: the verdict table, what is missing and provenance, in Markdown and self-contained HTML."""
+
+from __future__ import annotations
+
+import base64
+import re
+import statistics
+
+import pytest
+from synthetic import (BAD, BASE, DATA_HASH, FAILED_STEP, METRIC_CONFIG, MISSING_STEP, OFFSETS, SHORT_STEPS,
+                       build_store, hub_value, write_manifest, write_unit)
+
+from trajectory import __version__
+from trajectory.cli import main
+
+BLOCKS = 5  # blocks 0..3 carry the known emergence answers; block 4 has the non-ok row
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    store = build_store(root / "store", blocks=BLOCKS)
+    write_unit(store, "hub", 0, 1, [0.0] * BLOCKS, data_hash="0therd4t4")  # another evaluation: set aside
+    manifest = write_manifest(root / "synth.toml", root / "store", blocks=BLOCKS)
+    assert main(["report", str(manifest), "--out", str(root / "out")]) == 0
+    return root / "out", (root / "out" / "report.md").read_text(), (root / "out" / "report.html").read_text()
+
+
+def first_block_table(md: str) -> dict[int, list[str]]:
+    """The hub's per-block table: block -> cells."""
+    section = md.split("## Per block: Pythia")[1].split("| block |")[1].split("\n\n")[0]
+    rows = [line.strip("|").split(" | ") for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
+    return {int(r[0].strip()): [c.strip() for c in r] for r in rows}
+
+
+def test_block_table_has_the_known_emergence_and_z(report):
+    _, md, _ = report
+    table = first_block_table(md)
+    assert [table[b][4] for b in range(4)] == ["—", "64", "—", "256"]
+    sd = statistics.stdev(OFFSETS)
+    assert table[1][3] == f"{0.2 / sd:.2f}"
+    assert table[1][2] == f"{hub_value(1, SHORT_STEPS[-1]):.4f} ({SHORT_STEPS[-1]})"
+    assert table[0][1] == f"{BASE[0]:.4f} ± {sd:.4f} ({len(OFFSETS)})"
+
+
+def test_verdict_counts_blocks_outside_the_band(report):
+    _, md, _ = report
+    sd, last = statistics.stdev(OFFSETS), SHORT_STEPS[-1]
+    outside = sum(abs(hub_value(b, last) - BASE[b]) > 2 * sd for b in range(BLOCKS))
+    assert f"Pythia (hub checkpoints): {outside} of {BLOCKS} blocks end outside" in md
+
+
+def test_missing_steps_bad_rows_failures_and_other_evaluations_are_listed(report):
+    _, md, _ = report
+    missing = md.split("## What is missing")[1].split("## Provenance")[0]
+    assert f"2 of {len(SHORT_STEPS)} scheduled steps have no usable row: {MISSING_STEP}, {FAILED_STEP}." in missing
+    assert f"| hub | {BAD[0]} | 0 | {BAD[1]} | non-finite activations |" in missing
+    assert "HTTP 503 from the Hub" in missing
+    assert f"Set aside: {BLOCKS} rows of another evaluation (data_hash 0therd4t4" in missing
+
+
+def test_spread_table_per_step(report):
+    _, md, _ = report
+    section = md.split("## Per block: Pythia")[1].split("## ")[0]
+    row0 = next(line for line in section.splitlines() if line.startswith("| 0 | 5 |"))
+    assert f"| {statistics.stdev(BASE[:BLOCKS]):.4f} |" in row0
+    assert f"| {BAD[0]} | {BLOCKS - 1} |" in section
+
+
+def test_provenance_at_the_foot(report):
+    _, md, _ = report
+    foot = md.split("## Provenance")[1]
+    for needle in (DATA_HASH, METRIC_CONFIG, __version__, "chu000064", "step64"):
+        assert needle in foot
+
+
+def test_markdown_links_the_figures_beside_it(report):
+    out, md, _ = report
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert len(links) == 5
+    assert all((out / name).stat().st_size > 10_000 for name in links)
+
+
+def test_html_is_self_contained(report):
+    out, _, page = report
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 5
+    assert base64.b64decode(images[0]) == (out / "lines_by_block.png").read_bytes()
+    assert not re.search(r'src="(?!data:)', page)
+    assert "<table>" in page and "non-finite activations" in page
+
+
+def test_report_on_an_empty_store_is_one_line(tmp_path, capsys):
+    manifest = write_manifest(tmp_path / "m.toml", tmp_path / "empty")
+    assert main(["report", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no rows for experiment" in err
+    assert not (tmp_path / "out").exists()

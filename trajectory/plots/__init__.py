@@ -1,0 +1,38 @@
+"""Figures from the store: five views of FFN linearity across training (PNG + SVG each).
+
+1. ``lines_by_block``  — the metric vs step, one line per block, coloured by depth;
+2. ``heatmap``         — block × step;
+3. ``small_multiples`` — per block, trained trajectories over the random-init band;
+4. ``final_profile``   — final value per block vs the band and a reference profile;
+5. ``twin_vs_pythia``  — trained arms on one axis of fraction of training.
+
+Each function reads a store frame (``Store.read()``) and returns a :class:`Drawn`
+with the data it drew, so tests can hold a figure to the store's numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from .. import verdict
+from ..errors import TrajectoryError
+from .band import final_profile, small_multiples
+from .context import Drawn, FigureContext, context_from
+from .trajectories import heatmap, lines_by_block, twin_vs_pythia
+
+__all__ = ["Drawn", "FigureContext", "context_from", "plot_all", "lines_by_block", "heatmap",
+           "small_multiples", "final_profile", "twin_vs_pythia"]
+
+
+def plot_all(frame: pl.DataFrame, ctx: FigureContext, out: str | Path) -> list[Drawn]:
+    """Draw every figure into ``out``; the trajectory views use the first trained arm (hub, local, twin)."""
+    arms = verdict.trained_arms(frame, ctx.metric)
+    if not arms:
+        raise TrajectoryError(f"experiment {ctx.experiment}: no usable trained rows (hub, local or twin) in the "
+                              f"store; run `trajectory sweep` first")
+    out = Path(out)
+    arm = arms[0]
+    return [lines_by_block(frame, ctx, out, arm), heatmap(frame, ctx, out, arm),
+            small_multiples(frame, ctx, out, arm), final_profile(frame, ctx, out), twin_vs_pythia(frame, ctx, out)]

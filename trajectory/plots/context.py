@@ -1,0 +1,159 @@
+"""What every figure shares: who and what was measured (for titles), the step axis, and saving.
+
+A :class:`FigureContext` is built from the manifest and the store's frame only;
+figures never recompute a number.  Every figure is written as PNG and SVG into
+one folder and its drawing function returns a :class:`Drawn` naming the files
+and holding, as polars frames, exactly the data it drew.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
+
+METRIC_LABELS = {
+    "r2_lin": "R²_lin (held-out R² of the affine fit, unitless)",
+    "r2_lin_global": "global R²_lin (held-out, unitless)",
+    "r2_median_dim": "median per-dimension R² (held-out, unitless)",
+}
+ARM_LABELS = {"hub": "Pythia (hub checkpoints)", "local": "local checkpoints", "twin": "twin (our run)",
+              "random-init": "random init"}
+ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
+FORMATS = ("png", "svg")
+SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
+_SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """One figure: its files and the data it drew (``data[name]`` is a polars frame)."""
+
+    name: str
+    paths: tuple[Path, ...]
+    data: dict[str, pl.DataFrame] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FigureContext:
+    """Titles and axes: model, evaluation data, the schedule, and each arm's total training steps."""
+
+    experiment: str
+    model: str
+    data_label: str
+    data_hash: str
+    expected: dict[str, tuple[int, ...]] = field(default_factory=dict)  # arm -> its scheduled steps
+    totals: dict[str, int] = field(default_factory=dict)
+    reference: tuple[float, ...] | None = None
+    reference_label: str = ""
+    metric: str = "r2_lin"
+
+    @property
+    def metric_label(self) -> str:
+        return METRIC_LABELS.get(self.metric, f"{self.metric} (unitless)")
+
+    def title(self, what: str) -> str:
+        """Two lines: what is drawn and for which model; then the evaluation data."""
+        return f"{what} — {self.model}\neval data: {self.data_label} · data_hash {self.data_hash}"
+
+
+def data_label(manifest) -> str:
+    """A short description of a manifest's evaluation text, e.g. ``wikitext:wikitext-103-raw-v1/validation``."""
+    d = manifest.data
+    if d.kind == "dataset":
+        repo, _, path = d.path.partition(":")
+        where = f"{repo.split('/')[-1]}:{_SHARD.sub('', path).removesuffix('.parquet')}"
+    elif d.kind == "embedded":
+        where = f"embedded corpus {d.path}".strip()
+    else:
+        where = Path(d.path).name
+    return f"{where}, {d.tokens} tokens in {d.seq_len}-token windows"
+
+
+def model_label(manifest) -> str:
+    """The Hub id or folder, or for an inline config its family and shape."""
+    if manifest.repo:
+        return manifest.repo
+    c = manifest.model_config or {}
+    return (f"{c.get('model_type')} d={c.get('hidden_size', '?')}, {c.get('num_hidden_layers', '?')} blocks "
+            f"(inline config, experiment {manifest.name})")
+
+
+def expected_steps(manifest) -> dict[str, tuple[int, ...]]:
+    """Each arm's scheduled steps in its own step units (the twin's via :func:`trajectory.twin.twin_schedule`)."""
+    out = {arm: tuple(manifest.schedule.steps) for arm in ("hub", "local")}
+    if manifest.twin is not None:
+        from ..twin import twin_schedule
+
+        out["twin"] = tuple(t for t, _ in twin_schedule(manifest.schedule.steps, manifest.twin.steps))
+    return out
+
+
+def totals(manifest) -> dict[str, int]:
+    """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
+    out = {arm: manifest.schedule.steps[-1] for arm in ("hub", "local")}
+    if manifest.twin is not None:
+        out["twin"] = manifest.twin.steps
+    return out
+
+
+def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> FigureContext:
+    """The context of ``manifest``'s experiment, with the data hash(es) found in ``frame``."""
+    hashes = sorted(h for h in frame["data_hash"].unique().to_list() if h)
+    return FigureContext(
+        experiment=manifest.name, model=model_label(manifest),
+        data_label=data_label(manifest), data_hash=", ".join(hashes) or "unknown",
+        expected=expected_steps(manifest), totals=totals(manifest), reference=manifest.reference_profile,
+        reference_label=manifest.reference_label, metric=metric)
+
+
+def save(fig, out: Path, name: str) -> tuple[Path, ...]:
+    """Write ``fig`` as ``out/name.png`` (150 dpi) and ``out/name.svg``, then close it."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = tuple(out / f"{name}.{fmt}" for fmt in FORMATS)
+    for path in paths:
+        fig.savefig(path, dpi=150)
+        fig.set_layout_engine("none")  # keep the layout solved for the first file; re-solving is slow
+    plt.close(fig)
+    return paths
+
+
+def step_axis(ax, last: int, label: str = "training step (optimizer updates; symlog: linear in [0, 1])") -> None:
+    """A logarithmic step axis that still shows step 0: symlog, linear below 1."""
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.4)
+    ax.set_xlim(-0.2, max(last, 1) * 1.4)
+    decades = range(0, math.floor(math.log10(max(last, 1))) + 1)
+    ax.set_xticks([0] + [10**k for k in decades], ["0"] + [f"10{str(k).translate(SUPERSCRIPT)}" for k in decades])
+    ax.xaxis.set_minor_locator(NullLocator())  # symlog's default minor ticks are slow and cluttered
+    ax.set_xlabel(label)
+
+
+def depth_colours(blocks: list[int]):
+    """A discrete viridis colour per block (shallow = dark, deep = yellow) and the mappable for a colour bar."""
+    n = max(blocks) + 1 if blocks else 1
+    cmap = plt.get_cmap("viridis", n)
+    norm = matplotlib.colors.BoundaryNorm(np.arange(-0.5, n + 0.5), n)
+    return (lambda b: cmap(norm(b))), matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+
+
+def depth_colourbar(fig, mappable, ax, n_blocks: int) -> None:
+    bar = fig.colorbar(mappable, ax=ax, pad=0.01)
+    bar.set_label("block (depth: 0 = first FFN)")
+    bar.set_ticks(range(0, n_blocks, max(1, n_blocks // 12)))
+
+
+def on_grid(traj: pl.DataFrame, steps: list[int], x: str = "step") -> pl.DataFrame:
+    """Per block, one row per expected step; ``value`` is null where nothing was measured (a gap)."""
+    blocks = traj["block"].unique().sort()
+    grid = pl.DataFrame({"block": blocks}).join(pl.DataFrame({x: pl.Series(steps, dtype=pl.Int64)}), how="cross")
+    return grid.join(traj.select("block", x, "value"), on=["block", x], how="left").sort("block", x)

@@ -1,0 +1,133 @@
+"""Trajectories over training: lines per block (fig. 1), the block × step heatmap (fig. 2), and
+the twin against Pythia on a common fraction-of-training axis (fig. 5).
+
+Only measured values are drawn; a schedule step without a usable row is a gap
+(the line breaks, the heatmap cell is grey), never an interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
+
+from .. import verdict
+from .context import SUPERSCRIPT, ARM_LABELS, Drawn, FigureContext, depth_colourbar, depth_colours, on_grid, save, step_axis
+
+
+def expected_steps(traj: pl.DataFrame, ctx: FigureContext, arm: str) -> list[int]:
+    """The arm's scheduled steps together with every measured step, sorted."""
+    return sorted(set(ctx.expected.get(arm, ())) | set(traj["step"].to_list()))
+
+
+def lines_by_block(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
+    """Fig. 1: the metric against training step, one line per block coloured by depth."""
+    traj = verdict.trajectory(frame, arm, ctx.metric)
+    steps = expected_steps(traj, ctx, arm)
+    grid = on_grid(traj, steps)
+    colour, mappable = depth_colours(traj["block"].unique().to_list())
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    for (block,), g in grid.group_by("block", maintain_order=True):
+        ax.plot(g["step"].to_numpy(), g["value"].to_numpy(allow_copy=True).astype(float), color=colour(block),
+                lw=1.3, marker=".", ms=3)
+    missing = sorted(set(steps) - set(traj["step"].to_list()))
+    if missing:
+        ax.plot(missing, np.zeros(len(missing)), "x", color="0.4", transform=ax.get_xaxis_transform(),
+                clip_on=False, label=f"step with no usable rows ({len(missing)}): a gap, not interpolated")
+        fig.legend(loc="outside lower left", frameon=False)
+    step_axis(ax, steps[-1] if steps else 1)
+    ax.set_ylabel(ctx.metric_label)
+    ax.grid(alpha=0.3)
+    depth_colourbar(fig, mappable, ax, traj["block"].max() + 1 if len(traj) else 1)
+    fig.suptitle(ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    return Drawn("lines_by_block", save(fig, out, "lines_by_block"), {"lines": traj, "missing_steps":
+                 pl.DataFrame({"step": pl.Series(missing, dtype=pl.Int64)})})
+
+
+def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
+    """Fig. 2: block × step heatmap of the metric; columns are schedule steps in order (not to scale)."""
+    traj = verdict.trajectory(frame, arm, ctx.metric)
+    steps = expected_steps(traj, ctx, arm)
+    n_blocks = traj["block"].max() + 1 if len(traj) else 1
+    matrix = np.full((n_blocks, len(steps)), np.nan)
+    col = {s: i for i, s in enumerate(steps)}
+    for b, s, v in traj.select("block", "step", "value").iter_rows():
+        matrix[b, col[s]] = v
+    fig, ax = plt.subplots(figsize=(12, 5.5), layout="constrained")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
+    im = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=cmap, origin="lower", interpolation="nearest")
+    ticks = _column_ticks(steps)
+    ax.set_xticks(ticks, [str(steps[i]) for i in ticks], rotation=45, ha="right")
+    ax.set_yticks(range(n_blocks))
+    ax.set_xlabel("training step (one column per scheduled checkpoint; spacing not to scale)")
+    ax.set_ylabel("block (depth: 0 = first FFN)")
+    fig.colorbar(im, ax=ax, pad=0.01).set_label(ctx.metric_label)
+    if np.isnan(matrix).any():
+        ax.legend(handles=[Patch(color="0.85", label="no usable row")], loc="upper left",
+                  bbox_to_anchor=(0, -0.22), frameon=False)
+    fig.suptitle(ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    return Drawn("heatmap", save(fig, out, "heatmap"), {"cells": traj})
+
+
+def _column_ticks(steps: list[int], n: int = 16) -> list[int]:
+    """About ``n`` column indices to label, always including the first and last."""
+    if len(steps) <= n:
+        return list(range(len(steps)))
+    picks = set(np.linspace(0, len(steps) - 1, n).round().astype(int).tolist())
+    return sorted(picks | {0, len(steps) - 1})
+
+
+def training_fraction(frame: pl.DataFrame, ctx: FigureContext, arms: list[str]) -> pl.DataFrame:
+    """Each arm's trajectory with ``fraction = step / total steps of that arm``.
+
+    Both Pythia and the twin train on a constant number of tokens per step, so the
+    step fraction equals the fraction of training tokens seen.  The total is the
+    manifest's (schedule end; twin steps) or, failing that, the last stored step.
+    """
+    parts = []
+    for arm in arms:
+        traj = verdict.trajectory(frame, arm, ctx.metric)
+        total = ctx.totals.get(arm) or traj["step"].max() or 1
+        parts.append(traj.with_columns(arm=pl.lit(arm), fraction=pl.col("step") / total))
+    return pl.concat(parts) if parts else pl.DataFrame()
+
+
+def twin_vs_pythia(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
+    """Fig. 5: every trained arm on one axis of fraction of training; colour = depth, line style = arm."""
+    arms = verdict.trained_arms(frame, ctx.metric)
+    drawn = training_fraction(frame, ctx, arms)
+    colour, mappable = depth_colours(drawn["block"].unique().to_list())
+    styles = {"hub": "-", "local": "-", "twin": "--"}
+    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
+    for arm in arms:
+        part = drawn.filter(pl.col("arm") == arm)
+        grid = on_grid(part, expected_steps(part, ctx, arm)).join(part.select("block", "step", "fraction"),
+                                                                    on=["block", "step"], how="left")
+        grid = grid.with_columns(fraction=pl.col("step") / (ctx.totals.get(arm) or part["step"].max() or 1))
+        for (block,), g in grid.group_by("block", maintain_order=True):
+            ax.plot(g["fraction"], g["value"].fill_null(float("nan")), styles[arm], color=colour(block), lw=1.2)
+    handles = [plt.Line2D([], [], color="k", ls=styles[a], label=ARM_LABELS[a]) for a in arms]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fraction_axis(ax, drawn.filter(pl.col("fraction") > 0)["fraction"].min())
+    ax.set_xlabel("fraction of training (step / final step = tokens seen / total tokens; symlog)")
+    ax.set_ylabel(ctx.metric_label)
+    ax.grid(alpha=0.3)
+    depth_colourbar(fig, mappable, ax, drawn["block"].max() + 1 if len(drawn) else 1)
+    note = "" if "twin" in arms else " (no twin arm in the store)"
+    fig.suptitle(ctx.title("Twin vs Pythia over the fraction of training" + note), fontsize=11)
+    return Drawn("twin_vs_pythia", save(fig, out, "twin_vs_pythia"), {"lines": drawn})
+
+
+def fraction_axis(ax, smallest: float | None) -> None:
+    """Symlog in [0, 1], linear below the smallest positive fraction, ticks at 0 and each decade."""
+    linthresh = float(smallest) if smallest else 1e-3
+    ax.set_xscale("symlog", linthresh=linthresh, linscale=0.6)
+    ax.set_xlim(0, 1.05)
+    decades = range(math.ceil(math.log10(linthresh)), 1)
+    ax.set_xticks([0.0] + [10.0**k for k in decades], ["0"] + [f"10{str(k).translate(SUPERSCRIPT)}" for k in decades])
+    ax.xaxis.set_minor_locator(NullLocator())

@@ -1,0 +1,232 @@
+"""The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
+
+Everything comes from the store's frame (and its failure records) through
+:mod:`trajectory.verdict`; nothing is measured here.  ``report.md`` links the
+PNGs beside it; ``report.html`` is self-contained (PNGs embedded as base64).
+
+Sections: a one-paragraph verdict in numbers, the figures, per trained arm a
+table per block (random-init mean ± sd, final value, z, emergence step) and the
+spread across blocks per step against the spread at init, what is missing
+(scheduled steps without usable rows, rows whose status is not ``ok``, seeds,
+failed units, rows of other evaluations set aside), and provenance at the foot.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from . import __version__, verdict
+from .errors import TrajectoryError
+from .store import Store
+from .plots.context import ARM_LABELS, Drawn, expected_steps
+
+
+@dataclass(frozen=True)
+class Table:
+    header: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    collapsed: bool = False  # long tables fold away in HTML
+
+
+@dataclass(frozen=True)
+class Figure:
+    caption: str
+    png: Path
+
+
+Block = str | Table | Figure  # a paragraph, a table or a figure
+
+
+def read_experiment(manifest, data_hash: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame, list[dict]]:
+    """The store's rows of ``manifest``'s experiment and one evaluation, the rows set aside, and the failures."""
+    store = Store(manifest.store_dir)
+    frame = store.read()
+    frame = frame.filter(pl.col("experiment") == manifest.name)
+    if frame.is_empty():
+        raise TrajectoryError(f"store {manifest.store_dir} has no rows for experiment '{manifest.name}'; "
+                              f"run `trajectory sweep {manifest.source}` first")
+    kept, ignored = verdict.one_evaluation(frame, data_hash)
+    if data_hash is not None and kept["data_hash"][0] != data_hash:
+        raise TrajectoryError(f"store {manifest.store_dir} has no rows with data_hash {data_hash}; "
+                              f"it has {sorted(set(frame['data_hash'].to_list()))}")
+    return kept, ignored, store.failures()
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A cell: ``—`` for a missing or non-finite value."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def summary(table: pl.DataFrame, arm: str) -> str:
+    """The verdict in numbers for one arm: how many blocks end outside the band, and how many left it for good."""
+    n = table.filter(pl.col("final").is_not_null()).height
+    defined = table.filter(pl.col("z").is_not_null() & pl.col("z").is_finite())
+    outside = defined.filter(pl.col("z").abs() > verdict.BAND_WIDTH)
+    emerged = table.filter(pl.col("emergence_step").is_not_null())
+    if defined.is_empty():
+        return (f"{ARM_LABELS.get(arm, arm)}: {n} blocks measured; no random-init band with ≥ 2 seeds, "
+                "so z and emergence are undefined.")
+    up = outside.filter(pl.col("z") > 0).height
+    return (f"{ARM_LABELS.get(arm, arm)}: {outside.height} of {defined.height} blocks end outside the random-init "
+            f"band (|z| > {verdict.BAND_WIDTH:g}; {up} above, {outside.height - up} below); {emerged.height} left "
+            f"the band for good (an emergence step exists). Median |z| = {defined['z'].abs().median():.1f}.")
+
+
+def block_rows(table: pl.DataFrame, arm: str) -> Table:
+    twin = arm == "twin"
+    header = ("block", "random-init mean ± sd (seeds)", "final value (step)", "z", "emergence step"
+              + (" (Pythia-eq.)" if twin else ""))
+    rows = []
+    for r in table.iter_rows(named=True):
+        emerged = fmt(r["emergence_step"])
+        if twin and r["emergence_pythia_step"] is not None:
+            emerged += f" ({r['emergence_pythia_step']})"
+        rows.append((str(r["block"]), f"{fmt(r['init_mean'])} ± {fmt(r['init_sd'])} ({fmt(r['n_seeds'])})",
+                     f"{fmt(r['final'])} ({fmt(r['final_step'])})", fmt(r["z"], 2), emerged))
+    return Table(header, tuple(rows))
+
+
+def spread_rows(spread: pl.DataFrame) -> Table:
+    header = ("step", "blocks", "spread across blocks (sd)", "at init (mean ± sd over seeds)", "ratio")
+    rows = tuple((str(r["step"]), str(r["n_blocks"]), fmt(r["spread"]),
+                  f"{fmt(r['init_spread'])} ± {fmt(r['init_spread_sd'])}", fmt(r["ratio"], 2))
+                 for r in spread.iter_rows(named=True))
+    return Table(header, rows, collapsed=len(rows) > 20)
+
+
+def missing_blocks(frame: pl.DataFrame, manifest, failures: list[dict], ignored: pl.DataFrame,
+                   metric: str = "r2_lin") -> list[Block]:
+    """What the store lacks: unmeasured scheduled steps, non-ok rows, missing seeds, failures, set-aside rows."""
+    ok = verdict.usable(frame, metric)
+    out: list[Block] = []
+    expected = expected_steps(manifest)
+    for arm in manifest.arms:
+        have = set(ok.filter(pl.col("arm") == arm)["step"].to_list())
+        if arm in expected:
+            lost = [s for s in expected[arm] if s not in have]
+            out.append(f"**{arm}**: {len(lost)} of {len(expected[arm])} scheduled steps have no usable "
+                       "row" + (f": {', '.join(map(str, lost))}." if lost else "."))
+        elif arm == "random-init":
+            seeds = set(ok.filter(pl.col("arm") == arm)["seed"].to_list())
+            lost = [s for s in manifest.random_init_seeds if s not in seeds]
+            out.append(f"**random-init**: {len(seeds)} seeds measured" + (f"; missing seeds {lost}." if lost else "."))
+        elif not have:
+            out.append(f"**{arm}**: no usable rows in the store.")
+    bad = frame.filter(pl.col("status") != "ok").sort("arm", "step", "block")
+    if len(bad):
+        out.append(Table(("arm", "step", "seed", "block", "status"), tuple(
+            (r["arm"], fmt(r["step"]), fmt(r["seed"]), fmt(r["block"]), r["status"]) for r in bad.iter_rows(named=True)),
+            collapsed=len(bad) > 20))
+    if failures:
+        out.append(Table(("failed unit", "what", "reason"), tuple(
+            (str(f.get("key", ""))[:12], ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("key", "reason")),
+             str(f.get("reason", ""))) for f in failures)))
+    for r in ignored.iter_rows(named=True):
+        out.append(f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
+                   f"metric_config {r['metric_config']}).")
+    return out or ["Nothing is missing."]
+
+
+def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
+    units = (frame.group_by("key").agg(pl.col("arm", "seed", "revision", "step", "commit", "weights_hash").first())
+             .sort("arm", "seed", "step"))
+    configs = ", ".join(sorted({str(c) for c in frame["metric_config"].unique().to_list()}))
+    return [
+        f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
+        f"Data hash: {', '.join(sorted({str(h) for h in frame['data_hash'].unique().to_list()}))}; "
+        f"evaluation: {manifest.data.kind} `{manifest.data.path}` column `{manifest.data.column}`, "
+        f"{manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
+        f"Metric config: {configs} ({manifest.metric}).",
+        f"Code version of the rows: {', '.join(sorted({str(v) for v in frame['code_version'].unique().to_list()}))};"
+        f" report written by trajectory {__version__}.",
+        Table(("arm", "seed", "revision", "step", "commit", "weights hash"), tuple(
+            (r["arm"], fmt(r["seed"]), fmt(r["revision"]), fmt(r["step"]), fmt(r["commit"]), fmt(r["weights_hash"]))
+            for r in units.iter_rows(named=True)), collapsed=True),
+    ]
+
+
+def sections(frame: pl.DataFrame, manifest, drawn: list[Drawn], failures: list[dict], ignored: pl.DataFrame,
+             metric: str = "r2_lin") -> list[tuple[str, list[Block]]]:
+    """The report's content, independent of the output format."""
+    arms = verdict.trained_arms(frame, metric)
+    tables = {arm: verdict.block_table(frame, arm, metric) for arm in arms}
+    out = [("Verdict in numbers", [summary(tables[a], a) for a in arms] or ["No trained rows in the store."]),
+           ("Figures", [Figure(d.name.replace("_", " "), d.paths[0]) for d in drawn])]
+    for arm in arms:
+        out.append((f"Per block: {ARM_LABELS.get(arm, arm)}", [
+            f"Band: random-init mean ± {verdict.BAND_WIDTH:g} sd of `{metric}`; z = (final − mean) / sd; the "
+            "emergence step is the first measured step from which the value stays outside the band.",
+            block_rows(tables[arm], arm), "Spread across blocks per step, against the spread at initialisation:",
+            spread_rows(verdict.spread_by_step(frame, arm, metric))]))
+    out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
+    out.append(("Provenance", provenance_blocks(frame, manifest)))
+    return out
+
+
+def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:
+    lines = [f"# {title}", ""]
+    for heading, blocks in content:
+        lines += [f"## {heading}", ""]
+        for b in blocks:
+            if isinstance(b, Table):
+                lines += [f"<details><summary>{len(b.rows)} rows</summary>", ""] if b.collapsed else []
+                lines += ["| " + " | ".join(b.header) + " |", "|" + "---|" * len(b.header)]
+                lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in b.rows]
+                lines += ["", "</details>"] if b.collapsed else []
+            elif isinstance(b, Figure):
+                lines.append(f"![{b.caption}]({b.png.name})")
+            else:
+                lines.append(b)
+            lines.append("")
+    return "\n".join(lines)
+
+
+def _html_block(b: Block) -> str:
+    if isinstance(b, Figure):
+        data = base64.b64encode(b.png.read_bytes()).decode()
+        return f'<figure><img alt="{html.escape(b.caption)}" src="data:image/png;base64,{data}"></figure>'
+    if isinstance(b, str):
+        text = html.escape(b)
+        for mark, tag in (("**", "b"), ("`", "code")):  # the two inline marks the report uses
+            parts = text.split(mark)
+            text = "".join(p if i % 2 == 0 else f"<{tag}>{p}</{tag}>" for i, p in enumerate(parts))
+        return f"<p>{text}</p>"
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in b.header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in b.rows)
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<details><summary>{len(b.rows)} rows</summary>{table}</details>" if b.collapsed else table
+
+
+STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}img{max-width:100%}"
+         "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
+
+
+def to_html(title: str, content: list[tuple[str, list[Block]]]) -> str:
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    for heading, blocks in content:
+        parts.append(f"<h2>{html.escape(heading)}</h2>" + "".join(_html_block(b) for b in blocks))
+    return "".join(parts) + "</body></html>"
+
+
+def write_report(frame: pl.DataFrame, manifest, out: str | Path, drawn: list[Drawn], failures: list[dict],
+                 ignored: pl.DataFrame | None = None, metric: str = "r2_lin") -> tuple[Path, Path]:
+    """Write ``out/report.md`` and ``out/report.html``; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ignored = ignored if ignored is not None else pl.DataFrame(schema={"data_hash": pl.Utf8,
+                                                                       "metric_config": pl.Utf8, "rows": pl.UInt32})
+    content = sections(frame, manifest, drawn, failures, ignored, metric)
+    title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
+    md, page = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(title, content), encoding="utf-8")
+    page.write_text(to_html(title, content), encoding="utf-8")
+    return md, page
