@@ -4,7 +4,7 @@
 #   make sweep                    the embedded demo: no network needed
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
-#   make bench                    the measurement benchmark (benches/)
+#   make bench                    the measurement and sweep benchmarks (benches/)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -43,6 +43,7 @@ report: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benches/bench_measure.py
+	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .errors import TrajectoryError
 
@@ -102,9 +103,110 @@ def format_blocks(result: dict) -> str:
     return "\n".join([head, cols, *rows])
 
 
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", nargs="?", help="manifests/<name>.toml (or give --repo and --revisions)")
+    p.add_argument("--repo", help="quick form: Hub id ORG/NAME or a folder of checkpoint sub-directories")
+    p.add_argument("--revisions", help="quick form: comma-separated revisions, e.g. step0,step1,step1000")
+    add_data_arguments(p)
+    p.add_argument("--store", help="results folder (quick form; default store/<name>)")
+    p.add_argument("--keep-weights", action="store_true", help="keep downloaded weights in the HF cache")
+    p.add_argument("--workers", type=int, help="parallel local processes across revisions (default: manifest)")
+    p.add_argument("--prefetch", type=int, help="revisions downloaded ahead of the one measured (default: manifest)")
+    p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the units on this Dask scheduler")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_sweep(args) -> int:
+    from .manifest import DataSpec, load_manifest
+    from .measure import MetricConfig
+    from .sweep import SweepOptions, quick_manifest, run_sweep
+
+    if args.manifest and (args.repo or args.revisions):
+        raise TrajectoryError("give a MANIFEST or --repo with --revisions, not both")
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+    elif args.repo and args.revisions:
+        src = text_source_from_args(args)
+        data = DataSpec(src.kind, src.path, src.column, args.tokens or 16_384, args.seq_len or 128)
+        metric = MetricConfig(heldout_frac=args.heldout_frac if args.heldout_frac is not None else 0.2, seed=args.seed)
+        manifest = quick_manifest(args.repo, args.revisions.split(","), data, metric, args.store)
+    else:
+        raise TrajectoryError("give a MANIFEST, or --repo ORG/NAME --revisions step0,step1,… with evaluation text")
+    options = SweepOptions(keep_weights=args.keep_weights, workers=args.workers, prefetch=args.prefetch,
+                           dask=args.dask, device=args.device, progress=not args.no_progress)
+    report = run_sweep(manifest, options)
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _add_results(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="manifests/<name>.toml")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--csv", metavar="F", help="write every stored row of the experiment as CSV")
+    out.add_argument("--parquet", metavar="F", help="write every stored row of the experiment as parquet")
+
+
+def _run_results(args) -> int:
+    from .manifest import load_manifest
+    from .sweep import results_table
+
+    frame = results_table(load_manifest(args.manifest))
+    if args.csv:
+        frame.write_csv(args.csv)
+    elif args.parquet:
+        frame.write_parquet(args.parquet)
+    else:
+        import polars as pl
+
+        cols = ["arm", "seed", "revision", "step", "block", "r2_lin", "r2_lin_global", "n_train", "n_test"]
+        with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=4):
+            print(frame.select(cols))
+    print(f"{frame.height} rows" + (f" written to {args.csv or args.parquet}" if args.csv or args.parquet else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _add_figures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="manifests/<name>.toml (reads its store only; nothing is measured)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
+    p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
+
+
+def _figures(args):
+    from .manifest import load_manifest
+    from .plots import context_from, plot_all
+    from .report import read_experiment
+
+    manifest = load_manifest(args.manifest)
+    frame, ignored, failures = read_experiment(manifest, args.data_hash)
+    out = Path(args.out or Path("figures") / manifest.name)
+    return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
+
+
+def _run_plot(args) -> int:
+    *_, drawn = _figures(args)
+    for d in drawn:
+        print(" ".join(str(p) for p in d.paths))
+    return 0
+
+
+def _run_report(args) -> int:
+    from .report import write_report
+
+    manifest, frame, ignored, failures, out, drawn = _figures(args)
+    for path in write_report(frame, manifest, out, drawn, failures, ignored):
+        print(path)
+    return 0
+
+
 COMMANDS = {
     "measure": (_add_measure, _run_measure,
                 "R²_lin of every FFN block of one model revision, in one forward pass"),
+    "sweep": (_add_sweep, _run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
+    "results": (_add_results, _run_results, "print or export a manifest's stored results"),
+    "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
+    "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
 }
 
 

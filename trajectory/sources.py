@@ -1,0 +1,359 @@
+"""Checkpoint sources: where a revision's weights come from, behind one interface.
+
+A source ``pin``s each scheduled revision to a commit id once (``None``: the
+revision does not exist, a schedule gap), gives a folder with the tokenizer,
+``fetch``es one pinned revision into a folder that ``from_pretrained`` loads, and
+``release``s it when measured.
+
+- :class:`HubSource` — a Hugging Face Hub model repo through ``huggingface_hub``.
+  The branches are listed once (``list_repo_refs``) and each revision is pinned
+  to its commit SHA, written to the HF cache's ``refs/`` as ``hf_hub_download``
+  itself does, so that a later offline run (``HF_HUB_OFFLINE=1``) pins from the
+  cache.  Only ``config.json`` and the weights are downloaded (safetensors when
+  the revision has them, else ``pytorch_model.bin``, which transformers loads
+  with ``torch.load(weights_only=True)``), by commit SHA, so a moved branch can
+  never mix files of two commits.  ``release`` evicts the revision's weight
+  blobs from the cache (unless ``keep_weights``): a sweep holds at most
+  (prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.
+- :class:`LocalDirSource` — a folder with one checkpoint sub-directory per
+  revision (a user's own run); the "commit" is the sha256 of the files.
+
+Transient failures (HTTP 429/5xx, reset or truncated connections) are retried
+with exponential backoff on top of the client's own retries; a missing
+revision or file fails at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence, TypeVar
+
+from .errors import TrajectoryError
+from .loading import HUB_UNREACHABLE
+
+T = TypeVar("T")
+CONFIG = "config.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "merges.txt", "tokenizer.model")
+#: Weight layouts in order of preference: (index file or None, single file).
+WEIGHT_LAYOUTS = (("model.safetensors.index.json", "model.safetensors"),
+                  ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``attempts`` tries per request, waiting ``wait`` · 2^k seconds (at most ``max_wait``) between them."""
+
+    attempts: int = 4
+    wait: float = 2.0
+    max_wait: float = 30.0
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A revision on local disk, ready for ``from_pretrained``."""
+
+    revision: str
+    commit: str
+    path: Path
+    seconds: float
+
+
+class CheckpointSource(Protocol):
+    arm: str
+    model: str
+
+    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
+    def tokenizer_path(self) -> str: ...
+    def config_dir(self, revision: str, commit: str) -> Path: ...
+    def fetch(self, revision: str, commit: str) -> Fetched: ...
+    def release(self, fetched: Fetched) -> None: ...
+
+
+def _chain(exc: BaseException | None):
+    while exc is not None:
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_transient(exc: BaseException, connect: bool = True) -> bool:
+    """A failure worth retrying: HTTP 408/429/5xx, a dropped or short connection, a size mismatch.
+
+    Not ``LocalEntryNotFoundError``: the client raises it after its own retries of the metadata request.
+    """
+    from huggingface_hub import errors as hf_errors
+
+    if isinstance(exc, hf_errors.LocalEntryNotFoundError):
+        return False
+    for e in _chain(exc):
+        if isinstance(e, hf_errors.RevisionNotFoundError | hf_errors.RepositoryNotFoundError
+                      | hf_errors.RemoteEntryNotFoundError | hf_errors.OfflineModeIsEnabled):
+            return False
+        response = getattr(e, "response", None)
+        if isinstance(e, hf_errors.HfHubHTTPError) and response is not None:
+            return response.status_code in (408, 429) or response.status_code >= 500
+        if type(e).__name__ in ("ConnectError", "ConnectTimeout") and not connect:
+            return False
+        if type(e).__module__.startswith("httpx") or "Consistency check failed" in str(e):
+            return True
+    return False
+
+
+def with_retries(fn: Callable[[], T], policy: RetryPolicy, sleep=time.sleep, connect: bool = True) -> T:
+    """``fn()``, retried on transient failures per ``policy``; the last failure is raised.
+
+    ``connect=False``: a refused or timed-out connection is not retried (the first contact fails fast).
+    """
+    for attempt in range(policy.attempts):
+        try:
+            return fn()
+        except Exception as exc:  # classified below; anything permanent is raised at once
+            if attempt + 1 >= policy.attempts or not is_transient(exc, connect):
+                raise
+            sleep(min(policy.max_wait, policy.wait * 2**attempt))
+    raise AssertionError("unreachable")
+
+
+def _explain(exc: BaseException, repo: str, revision: str) -> TrajectoryError:
+    from .loading import explain_load_error
+
+    return explain_load_error(exc, repo, revision)
+
+
+@dataclass
+class HubSource:
+    """A Hub model repo.  ``endpoint``, ``cache_dir`` and ``offline`` are read once from huggingface_hub."""
+
+    repo: str
+    endpoint: str | None = None
+    cache_dir: str | None = None
+    offline: bool | None = None
+    keep_weights: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float = 10.0
+    refs: dict[str, str] = field(default_factory=dict)
+    arm: str = "hub"
+
+    def __post_init__(self) -> None:
+        from huggingface_hub import constants
+
+        self.endpoint = (self.endpoint or constants.ENDPOINT).rstrip("/")
+        self.cache_dir = str(self.cache_dir or constants.HF_HUB_CACHE)
+        self.offline = constants.HF_HUB_OFFLINE if self.offline is None else self.offline
+
+    @property
+    def model(self) -> str:
+        return self.repo
+
+    @property
+    def storage(self) -> Path:
+        from huggingface_hub.file_download import repo_folder_name
+
+        return Path(self.cache_dir) / repo_folder_name(repo_id=self.repo, repo_type="model")
+
+    def _api(self):
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint)
+
+    # -- pinning -----------------------------------------------------------------------------------------
+    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
+        """Each revision's commit SHA (``None``: not on the Hub, or offline and not in the cache)."""
+        if not self.refs:
+            self.refs = self._cached_refs() if self.offline else self._hub_refs()
+        if self.offline and not self.refs:
+            raise TrajectoryError(f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
+                                  "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE")
+        pins = {rev: self.refs.get(rev) for rev in revisions}
+        if not self.offline:
+            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
+        return pins
+
+    def _hub_refs(self) -> dict[str, str]:
+        from huggingface_hub import errors as hf_errors
+
+        api = self._api()
+        try:  # first contact: a short timeout, so an unreachable Hub fails in seconds, not minutes
+            with_retries(lambda: api.model_info(self.repo, timeout=self.timeout), self.retry, connect=False)
+            refs = with_retries(lambda: api.list_repo_refs(self.repo), self.retry)
+        except hf_errors.RepositoryNotFoundError:
+            raise TrajectoryError(f"no model repo named {self.repo!r} on {self.endpoint}") from None
+        except Exception as exc:
+            if any(type(e).__name__ in {"ConnectError", "ConnectTimeout", "ReadTimeout"} for e in _chain(exc)):
+                raise TrajectoryError(f"{self.endpoint}: {HUB_UNREACHABLE}") from None
+            raise TrajectoryError(f"cannot list the revisions of {self.repo}: {str(exc).splitlines()[0]}") from None
+        return {ref.name: ref.target_commit for ref in [*refs.branches, *refs.tags]}
+
+    def _cached_refs(self) -> dict[str, str]:
+        folder = self.storage / "refs"
+        if not folder.is_dir():
+            return {}
+        return {str(p.relative_to(folder)): p.read_text().strip() for p in folder.rglob("*") if p.is_file()}
+
+    def _write_refs(self, pins: dict[str, str]) -> None:
+        """Record branch → commit in the cache's ``refs/`` (the layout ``hf_hub_download`` writes)."""
+        for rev, commit in pins.items():
+            path = self.storage / "refs" / rev
+            if path.is_file() and path.read_text() == commit:
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(commit)
+            os.replace(tmp, path)
+
+    def _tokenizer_ref(self) -> dict[str, str]:
+        return {"main": self.refs["main"]} if "main" in self.refs else {}
+
+    # -- files -------------------------------------------------------------------------------------------
+    def _download(self, filename: str, commit: str, revision: str) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        def get() -> str:
+            return hf_hub_download(self.repo, filename, revision=commit, cache_dir=self.cache_dir,
+                                   endpoint=self.endpoint, local_files_only=bool(self.offline),
+                                   etag_timeout=self.timeout)
+        try:
+            return Path(with_retries(get, self.retry))
+        except Exception as exc:
+            raise _explain(exc, self.repo, revision) from None
+
+    def _listing(self, commit: str, revision: str) -> list[str]:
+        if self.offline:
+            snap = self.storage / "snapshots" / commit
+            return sorted(str(p.relative_to(snap)) for p in snap.rglob("*")) if snap.is_dir() else []
+        api = self._api()
+        try:
+            info = with_retries(lambda: api.model_info(self.repo, revision=commit, timeout=self.timeout), self.retry)
+        except Exception as exc:
+            raise _explain(exc, self.repo, revision) from None
+        return [s.rfilename for s in info.siblings or []]
+
+    def _weight_files(self, names: list[str], commit: str, revision: str) -> list[str]:
+        """The weight files to download: safetensors preferred, shards named by their index."""
+        for index, single in WEIGHT_LAYOUTS:
+            if single in names:
+                return [single]
+            if index in names:
+                weight_map = json.loads(self._download(index, commit, revision).read_text())["weight_map"]
+                return [index, *sorted(set(weight_map.values()))]
+        if self.offline:
+            raise TrajectoryError(f"the weights of {self.repo}@{revision} are not in the local cache (evicted after "
+                                  "measuring?) and HF_HUB_OFFLINE=1; run with network, or sweep with --keep-weights")
+        raise TrajectoryError(f"{self.repo}@{revision} has no weights on the Hub "
+                              "(looked for model.safetensors and pytorch_model.bin)")
+
+    def tokenizer_path(self) -> str:
+        """A folder with the tokenizer files of ``main`` (or of the first pinned revision)."""
+        if not self.refs:
+            raise TrajectoryError("pin revisions before asking for the tokenizer")
+        revision = "main" if "main" in self.refs else sorted(self.refs)[0]
+        commit = self.refs[revision]
+        names = [n for n in self._listing(commit, revision) if n in TOKENIZER_FILES]
+        if not names:
+            raise TrajectoryError(f"{self.repo}@{revision} has no tokenizer files; name one with "
+                                  "[model] tokenizer in the manifest")
+        paths = [self._download(name, commit, revision) for name in names]
+        return str(paths[0].parent)
+
+    def config_dir(self, revision: str, commit: str) -> Path:
+        """The snapshot folder of ``commit`` with its ``config.json`` (no weights)."""
+        return self._download(CONFIG, commit, revision).parent
+
+    def fetch(self, revision: str, commit: str) -> Fetched:
+        """Download ``config.json`` and the weights of ``commit`` (nothing when already cached)."""
+        start = time.perf_counter()
+        names = self._listing(commit, revision)
+        if not names:
+            raise TrajectoryError(f"{self.repo}@{revision} ({commit[:10]}) is not in the local cache and "
+                                  f"{HUB_UNREACHABLE}")
+        path = self._download(CONFIG, commit, revision).parent
+        for name in self._weight_files(names, commit, revision):
+            self._download(name, commit, revision)
+        return Fetched(revision, commit, path, time.perf_counter() - start)
+
+    def release(self, fetched: Fetched) -> None:
+        """Evict the revision's weight blobs from the HF cache, unless kept or shared with another snapshot."""
+        if self.keep_weights:
+            return
+        for link in sorted(fetched.path.iterdir()):
+            if link.name.endswith(WEIGHT_SUFFIXES):
+                evict(self.storage, link)
+
+    def weights_on_disk(self) -> int:
+        """How many snapshots in the cache hold weights (what the disk bound counts)."""
+        snaps = self.storage / "snapshots"
+        return sum(any(p.name.endswith(WEIGHT_SUFFIXES) and p.exists() for p in s.iterdir())
+                   for s in snaps.iterdir()) if snaps.is_dir() else 0
+
+
+def evict(storage: Path, link: Path) -> None:
+    """Remove one snapshot file and, when no other snapshot links to it, its blob.
+
+    Taken under the same per-blob lock that ``hf_hub_download`` holds while it
+    links a snapshot to an existing blob, so a concurrent worker either sees
+    the blob gone (and downloads it) or has linked it first (and keeps it).
+    """
+    from huggingface_hub.utils import WeakFileLock
+
+    blob = link.resolve() if link.is_symlink() else None
+    if blob is None or blob.parent != (storage / "blobs").resolve():
+        link.unlink(missing_ok=True)
+        return
+    lock = Path(str(storage.parent / ".locks" / storage.name / f"{blob.name}.lock"))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(str(lock)):
+        link.unlink(missing_ok=True)
+        others = (p for p in (storage / "snapshots").rglob("*") if p.is_symlink() and p.resolve() == blob)
+        if next(others, None) is None:
+            blob.unlink(missing_ok=True)
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over a checkpoint folder's files (names and bytes), 40 hex digits, like a commit id."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:40]
+
+
+@dataclass
+class LocalDirSource:
+    """``root/<revision>/`` checkpoint folders; the tokenizer from ``root`` or the first revision."""
+
+    root: Path
+    arm: str = "local"
+
+    @property
+    def model(self) -> str:
+        return str(Path(self.root).resolve())
+
+    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
+        if not Path(self.root).is_dir():
+            raise TrajectoryError(f"checkpoint folder not found: {self.root}")
+        return {rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None
+                for rev in revisions}
+
+    def tokenizer_path(self) -> str:
+        for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:
+            if any((folder / name).is_file() for name in TOKENIZER_FILES):
+                return str(folder)
+        raise TrajectoryError(f"no tokenizer files in {self.root} or its checkpoint folders; name one with "
+                              "[model] tokenizer in the manifest")
+
+    def config_dir(self, revision: str, commit: str) -> Path:
+        return Path(self.root) / revision
+
+    def fetch(self, revision: str, commit: str) -> Fetched:
+        return Fetched(revision, commit, Path(self.root) / revision, 0.0)
+
+    def release(self, fetched: Fetched) -> None:
+        pass
