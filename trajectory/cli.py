@@ -86,8 +86,20 @@ def _run_measure(args) -> int:
     blocks = measure_blocks(model, tokens, cfg, device=args.device)
     result = {"model": args.model, "revision": args.revision or "main", "data_hash": tokens.data_hash,
               "metric_config": cfg.digest(), "blocks": blocks}
-    print(json.dumps(result) if args.json else format_blocks(result))
-    return 0
+    print(json.dumps(_finite_or_null(result)) if args.json else format_blocks(result))
+    bad = [b["block"] for b in blocks if b.get("status", "ok") != "ok"]
+    if bad:  # the rows are printed, flagged; the exit status says not every block has a number
+        print(f"trajectory: blocks {bad} have no R²_lin: {blocks[bad[0]]['status']}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _finite_or_null(result: dict) -> dict:
+    """NaN is not JSON: a flagged block's metrics are ``null`` beside its ``status``."""
+    import math
+
+    def clean(b: dict) -> dict:
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in b.items()}
+    return {**result, "blocks": [clean(b) for b in result["blocks"]]}
 
 
 def format_blocks(result: dict) -> str:
@@ -167,6 +179,24 @@ def _run_results(args) -> int:
     return 0
 
 
+def _add_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", nargs="?", help="manifests/<name>.toml (also checks staleness and missing units)")
+    p.add_argument("--store", help="the store folder (default: the manifest's [sweep] store)")
+
+
+def _run_verify(args) -> int:
+    """Exit 0 when nothing is wrong, 1 when something is (the first line says how much)."""
+    from .manifest import load_manifest
+    from .verify import verify_store
+
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    if manifest is None and not args.store:
+        raise TrajectoryError("give a MANIFEST or --store DIR to verify")
+    result = verify_store(args.store or manifest.store_dir, manifest)
+    print("\n".join(result.lines()))
+    return 0 if result.ok else 1
+
+
 def _add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="manifests/<name>.toml (reads its store only; nothing is measured)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
@@ -207,6 +237,8 @@ COMMANDS = {
     "results": (_add_results, _run_results, "print or export a manifest's stored results"),
     "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
     "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
+    "verify": (_add_verify, _run_verify, "check every stored row against its provenance: stale, duplicated, "
+               "missing, unreadable"),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from . import names
 from .adapters import Adapter, adapter_for
 from .errors import TrajectoryError
 
@@ -65,8 +66,9 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
     sub-directory per revision (how the twin and users' own runs are saved).
     """
     root = Path(name)
-    if not root.is_dir():
-        return name, revision
+    if not root.is_dir():  # a Hub id: the HF cache writes refs/<revision>, so neither may name a path outside it
+        names.repo_id(name, "model")
+        return name, revision if revision is None else names.relative_name(revision, f"revision of {name}")
     if revision is None:
         return name, None
     sub = (root / revision).resolve()
@@ -112,6 +114,10 @@ def load_model(name: str, revision: str | None = None, device: str = "cpu", with
 def load_tokenizer(name: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
+    if name.split(":", 1)[0] == "embedded":  # a BPE trained locally on the embedded corpus
+        from .corpus import embedded_tokenizer
+
+        return embedded_tokenizer(name)
     path, rev = resolve(name, revision)
     try:
         return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=False)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence, TypeVar
 
+from .names import commit_id, inside, relative_name, repo_id
 from .errors import TrajectoryError
 from .loading import HUB_UNREACHABLE
 
@@ -143,6 +144,7 @@ class HubSource:
     def __post_init__(self) -> None:
         from huggingface_hub import constants
 
+        repo_id(self.repo, "Hub repo")
         self.endpoint = (self.endpoint or constants.ENDPOINT).rstrip("/")
         self.cache_dir = str(self.cache_dir or constants.HF_HUB_CACHE)
         self.offline = constants.HF_HUB_OFFLINE if self.offline is None else self.offline
@@ -165,8 +167,12 @@ class HubSource:
     # -- pinning -----------------------------------------------------------------------------------------
     def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
         """Each revision's commit SHA (``None``: not on the Hub, or offline and not in the cache)."""
+        for rev in revisions:
+            relative_name(rev, f"revision of {self.repo}")
         if not self.refs:
-            self.refs = self._cached_refs() if self.offline else self._hub_refs()
+            refs = self._cached_refs() if self.offline else self._hub_refs()
+            origin = self.cache_dir if self.offline else self.endpoint
+            self.refs = {n: commit_id(c, f"{origin} (ref {n!r} of {self.repo})") for n, c in refs.items()}
         if self.offline and not self.refs:
             raise TrajectoryError(f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
                                   "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE")
@@ -199,7 +205,7 @@ class HubSource:
     def _write_refs(self, pins: dict[str, str]) -> None:
         """Record branch → commit in the cache's ``refs/`` (the layout ``hf_hub_download`` writes)."""
         for rev, commit in pins.items():
-            path = self.storage / "refs" / rev
+            path = inside(self.storage / "refs", rev, f"revision of {self.repo}")
             if path.is_file() and path.read_text() == commit:
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +247,10 @@ class HubSource:
                 return [single]
             if index in names:
                 weight_map = json.loads(self._download(index, commit, revision).read_text())["weight_map"]
-                return [index, *sorted(set(weight_map.values()))]
+                shards = sorted(set(weight_map.values()))
+                for shard in shards:  # names served by the Hub: none may leave the snapshot folder
+                    relative_name(shard, f"{self.repo}@{revision} {index} entry")
+                return [index, *shards]
         if self.offline:
             raise TrajectoryError(f"the weights of {self.repo}@{revision} are not in the local cache (evicted after "
                                   "measuring?) and HF_HUB_OFFLINE=1; run with network, or sweep with --keep-weights")
@@ -339,6 +348,8 @@ class LocalDirSource:
     def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
         if not Path(self.root).is_dir():
             raise TrajectoryError(f"checkpoint folder not found: {self.root}")
+        for rev in revisions:
+            relative_name(rev, f"revision of {self.root}")
         return {rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None
                 for rev in revisions}
 

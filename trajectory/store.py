@@ -32,7 +32,7 @@ from pathlib import Path
 
 import polars as pl
 
-from . import __version__
+from . import __version__, names
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "experiment": pl.Utf8, "arm": pl.Utf8, "model": pl.Utf8, "seed": pl.Int64,
@@ -88,8 +88,12 @@ class Store:
         self.units.mkdir(parents=True, exist_ok=True)
         self.failed.mkdir(parents=True, exist_ok=True)
 
+    def unit_path(self, key: str) -> Path:
+        """``units/<key>.parquet``; ``key`` must be a hex digest, so no key can name a path outside the store."""
+        return self.units / f"{names.store_key(key)}.parquet"
+
     def has(self, key: str) -> bool:
-        return (self.units / f"{key}.parquet").is_file()
+        return self.unit_path(key).is_file()
 
     def write_unit(self, key: str, rows: list[dict]) -> Path:
         """Write one unit's rows atomically; clears a recorded failure of the same key."""
@@ -98,21 +102,28 @@ class Store:
             [{**{c: None for c in ROW_SCHEMA}, **r, "key": key, "code_version": __version__} for r in rows],
             schema_overrides=ROW_SCHEMA, strict=False,
         )
-        path = self.units / f"{key}.parquet"
+        path = self.unit_path(key)
         _atomic_write(path, frame.write_parquet)
-        (self.failed / f"{key}.json").unlink(missing_ok=True)
+        self.forget_failure(key)
         return path
 
     def record_failure(self, key: str, unit: dict, reason: str) -> None:
         self._ensure()
         payload = json.dumps({**unit, "key": key, "reason": reason}, default=str)
-        _atomic_write(self.failed / f"{key}.json", lambda tmp: Path(tmp).write_text(payload))
+        _atomic_write(self.failed / f"{names.store_key(key)}.json", lambda tmp: Path(tmp).write_text(payload))
+
+    def forget_failure(self, key: str) -> None:
+        (self.failed / f"{names.store_key(key)}.json").unlink(missing_ok=True)
 
     def failures(self) -> list[dict]:
+        """Every failure record; unreadable ones, and ones whose ``key`` is not a hex key, are reported and skipped."""
         out = []
         for path in sorted(self.failed.glob("*.json")) if self.failed.is_dir() else []:
             try:
-                out.append(json.loads(path.read_text()))
+                record = json.loads(path.read_text())
+                if not isinstance(record, dict) or not names.KEY.fullmatch(str(record.get("key"))):
+                    raise ValueError("not a failure record")
+                out.append(record)
             except (OSError, ValueError):
                 warnings.warn(f"store {self.root}: unreadable failure record {path.name}, skipped")
         return out

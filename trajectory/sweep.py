@@ -8,8 +8,11 @@ is skipped without fetching anything, and a changed input is a new unit.
 Each unit runs :func:`measure_checkpoint`, the same path as ``trajectory
 measure`` (``load_model`` then ``measure_blocks``), and is written atomically by
 the store.  A unit that fails (revision missing on the Hub, download failed
-after retries, non-finite activations) is recorded with its reason and the
-sweep goes on; re-running retries exactly the failed and missing units.
+after retries, a weights file that will not load) is recorded with its reason
+and the sweep goes on; re-running retries exactly the failed and missing units.
+Non-finite activations (e.g. an overflow) are not a failure of the unit: its
+rows are stored, the affected blocks with NaN metrics and ``status`` saying
+why, and the summary lists the unit as flagged (as ``measure`` does per block).
 
 Units run one after another with the next ``prefetch`` revisions downloading
 in a background thread (disk: at most prefetch + 1 revisions), or with
@@ -81,6 +84,11 @@ class SweepReport:
     def failed(self) -> list[UnitOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def flagged(self) -> list[UnitOutcome]:
+        """Measured units with blocks flagged instead of measured (their rows carry the status)."""
+        return [o for o in self.outcomes if o.status == "done" and o.reason]
+
     def summary(self) -> str:
         """One line: counts, the first failures with reasons, duplicates and gaps."""
         line = (f"sweep {self.name}: {self.count('done')} measured, {self.count('cached')} cached, "
@@ -88,6 +96,8 @@ class SweepReport:
         if self.failed:
             shown = "; ".join(f"{o.label} ({o.reason})" for o in self.failed[:3])
             line += f" [{shown}{'; …' if len(self.failed) > 3 else ''}]"
+        if self.flagged:
+            line += "; flagged: " + ", ".join(f"{o.label} ({o.reason})" for o in self.flagged)
         if self.duplicates:
             line += "; identical weights: " + ", ".join("=".join(g) for g in self.duplicates)
         if self.gaps:
@@ -140,17 +150,15 @@ def run_unit(unit: Unit, source: CheckpointSource, tokens: EvalTokens, cfg: Metr
             seconds = time.perf_counter() - start
         finally:
             source.release(got)
-        bad = [b["block"] for b in blocks if b.get("status", "ok") != "ok"]
-        if bad:
-            raise TrajectoryError(f"non-finite activations in blocks {bad}")
     except Exception as exc:  # any failure of one unit is recorded and the sweep goes on
         reason = _one_line(exc)
         store.record_failure(unit.key, unit.identity, reason)
         return UnitOutcome(unit.key, unit.label, "failed", reason)
     rows = [{**unit.identity, **b, "weights_hash": weights_hash, "seconds_fetch": got.seconds,
              "seconds_measure": seconds} for b in blocks]
-    store.write_unit(unit.key, rows)
-    return UnitOutcome(unit.key, unit.label, "done")
+    store.write_unit(unit.key, rows)  # flagged blocks are stored too: their status says why there is no number
+    bad = [b["block"] for b in blocks if b.get("status", "ok") != "ok"]
+    return UnitOutcome(unit.key, unit.label, "done", f"non-finite activations in blocks {bad}" if bad else "")
 
 
 # -- planning ------------------------------------------------------------------------------------------------
@@ -287,7 +295,7 @@ def prune_failures(store: Store, units: list[Unit]) -> None:
     for record in store.failures():
         key = stored.get((record.get("arm"), record.get("revision")))
         if key and record.get("experiment") == units[0].identity["experiment"] and record["key"] != key:
-            (store.failed / f"{record['key']}.json").unlink(missing_ok=True)
+            store.forget_failure(record["key"])
 
 
 def _other_arm(arm: str, manifest: Manifest, store: Store, options: SweepOptions) -> list[UnitOutcome]:
@@ -329,6 +337,8 @@ def quick_manifest(repo: str, revisions: list[str], data, metric: MetricConfig, 
                               f"got {','.join(revisions)!r}")
     fmt = parts[0][1] + "{step}" + parts[0][3]
     name = repo.rstrip("/").split("/")[-1]
+    if not name or name.startswith("."):  # it names the store folder store/<name>
+        raise TrajectoryError(f"--repo {repo!r} does not end in a plain name; give ORG/NAME or a folder path")
     return Manifest(name=name, source=Path(f"{name}.toml"), arms=("local" if Path(repo).is_dir() else "hub",),
                     repo=repo, schedule=Schedule(tuple(sorted({int(m[2]) for m in parts})), fmt), data=data,
                     metric=metric, store_dir=Path(store or f"store/{name}"))

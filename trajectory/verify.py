@@ -1,0 +1,295 @@
+"""``trajectory verify [MANIFEST]``: check every stored unit against its provenance, offline.
+
+A store is a folder of unit files, ``units/<key>.parquet``, where ``key`` is
+:func:`~trajectory.store.unit_key` of the unit's provenance (see
+:mod:`trajectory.store`).  Verification reads each file on its own and says
+what is wrong, in five kinds:
+
+- **unreadable**: a unit file that is not parquet, or lacks the provenance
+  columns (truncated, foreign); a failure record that is not JSON.
+- **inconsistent**: a readable unit whose rows disagree with its name: rows
+  naming another key, several provenances in one file, a block twice, or (hub
+  and local units, whose key is recomputable from the row) a key that is not
+  the hash of the row's own provenance — an edited or renamed file.
+- **duplicated**: several units for one (experiment, arm, model, seed,
+  revision) under the same evaluation (data hash and metric config): the same
+  measurement stored twice, e.g. after a Hub branch moved to a new commit.
+  Units of other evaluations are not duplicates; a store may hold several.
+- **stale** (with a manifest): a unit of the manifest's experiment and arms
+  whose metric config digest differs from the manifest's ``[metric]``, whose
+  data hash differs from the evaluation windows the manifest's ``[data]`` and
+  tokenizer give now, or whose commit differs from what its revision is pinned
+  to now (hub: the HF cache's ``refs/``, no network; local: the folder's content
+  hash; random-init: the architecture's config hash).  A twin's commit (its run
+  digest, which hashes its training tokens) is not recomputed.
+- **missing** (with a manifest): a scheduled revision, seed or twin step with no
+  current unit, with the recorded failure's reason when there is one.
+
+Whatever cannot be computed offline (an uncached tokenizer, a Hub dataset) is
+not guessed: it is named in the "not checked" notes.  Nothing is written.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .errors import TrajectoryError
+from .store import KEY_FIELDS, Store, unit_key
+
+IDENTITY = ("experiment", "arm", "model", "seed", "revision")
+KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong: its kind, what it concerns (a file or a unit identity) and why."""
+
+    kind: str
+    where: str
+    detail: str
+
+
+@dataclass
+class Verification:
+    """The outcome of :func:`verify_store`: counts, findings and notes on what was not checked."""
+
+    store: Path
+    units: int = 0
+    rows: int = 0
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def count(self, kind: str) -> int:
+        return sum(f.kind == kind for f in self.findings)
+
+    def summary(self) -> str:
+        counts = ", ".join(f"{self.count(k)} {k}" for k in KINDS)
+        return f"verify {self.store}: {self.units} units, {self.rows} rows: {counts}" + (" — ok" if self.ok else "")
+
+    def lines(self) -> list[str]:
+        """The summary line, one line per finding, then the notes."""
+        return ([self.summary()] + [f"  {f.kind:<12} {f.where}: {f.detail}" for f in self.findings]
+                + [f"  note: {n}" for n in self.notes])
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+# -- reading, file by file -----------------------------------------------------------------------------------
+def _recomputed_key(row: dict) -> str | None:
+    """The key a hub or local unit must have (the identity ``sweep.plan_units`` hashes); None for other arms."""
+    if row["arm"] not in ("hub", "local"):
+        return None
+    return unit_key({k: row[k] for k in (*KEY_FIELDS, "step")})
+
+
+def _inconsistency(path: Path, frame: pl.DataFrame) -> str | None:
+    keys = set(frame["key"].to_list()) if "key" in frame.columns else {None}
+    if keys != {path.stem}:
+        return f"its rows name key(s) {sorted(map(str, keys))}, not its file name"
+    if frame.select(KEY_FIELDS).unique().height != 1:
+        return "it holds rows of several provenances"
+    if "block" in frame.columns and frame["block"].n_unique() != frame.height:
+        return "a block appears twice"
+    row = frame.row(0, named=True)
+    want = _recomputed_key({**row, "step": row.get("step")})
+    if want is not None and want != path.stem:
+        return f"its key is not the hash of its rows' provenance ({want}); edited or renamed?"
+    return None
+
+
+def read_units(store: Store) -> tuple[list[dict], list[Finding], int]:
+    """(one provenance dict per consistent unit file, findings, total rows)."""
+    units, findings, rows = [], [], 0
+    for path in sorted(store.units.glob("*.parquet")) if store.units.is_dir() else []:
+        where = f"units/{path.name}"
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:  # any parquet error: the file is reported, never fatal
+            findings.append(Finding("unreadable", where, _first_line(exc)))
+            continue
+        missing = sorted(set(KEY_FIELDS) - set(frame.columns))
+        if missing or frame.is_empty():
+            findings.append(Finding("unreadable", where, f"not a unit file (no rows, or lacks {missing})"))
+            continue
+        rows += frame.height
+        problem = _inconsistency(path, frame)
+        if problem:
+            findings.append(Finding("inconsistent", where, problem))
+            continue
+        units.append({**{k: frame[k][0] for k in KEY_FIELDS}, "key": path.stem, "file": where})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store.failures()
+    findings += [Finding("unreadable", "failed/", str(w.message).split(": ", 1)[-1]) for w in caught]
+    return units, findings, rows
+
+
+def label(unit: dict) -> str:
+    seed = "" if unit.get("seed") is None else f" seed {unit['seed']}"
+    return f"{unit['experiment']} {unit['arm']} {unit['revision']}{seed}"
+
+
+def duplicates(units: list[dict]) -> list[Finding]:
+    """Several units for one identity under one evaluation."""
+    groups: dict[tuple, list[dict]] = {}
+    for u in units:
+        groups.setdefault(tuple(u[k] for k in (*IDENTITY, "data_hash", "metric_config")), []).append(u)
+    return [Finding("duplicated", label(g[0]), ", ".join(f"{u['file']} (commit {str(u['commit'])[:12]})" for u in g))
+            for g in groups.values() if len(g) > 1]
+
+
+# -- what the manifest gives now -----------------------------------------------------------------------------
+@dataclass
+class Expected:
+    """One arm's schedule entries (revision, seed) → commit (None: not pinnable; absent key: not checked)."""
+
+    arm: str
+    commits: dict[tuple[str, int | None], str | None]
+    commits_known: bool
+    data_hash: str | None
+    metric_config: str
+
+
+def _source(manifest, arm: str):
+    """The arm's checkpoint source as ``sweep.make_source`` picks it, but offline: the Hub is never contacted."""
+    from .sources import HubSource, LocalDirSource
+
+    if not manifest.repo:
+        raise TrajectoryError(f"arm {arm!r} needs [model] repo or path")
+    if arm == "local" or Path(manifest.repo).is_dir():
+        return LocalDirSource(Path(manifest.repo), arm=arm)
+    return HubSource(manifest.repo, offline=True)
+
+
+def _entries(manifest, arm: str) -> tuple[dict, str]:
+    """(schedule entry → commit it should carry now, why the commits are not known or "")."""
+    if arm in ("hub", "local"):
+        revisions = manifest.schedule.revisions()
+        try:
+            return {(r, None): c for r, c in _source(manifest, arm).pin(revisions).items()}, ""
+        except TrajectoryError as exc:
+            return {(r, None): None for r in revisions}, str(exc)
+    if arm == "random-init":
+        from .baselines import architecture, config_hash
+
+        entries = {("init", s): None for s in manifest.random_init_seeds}
+        if manifest.model_config is None and not Path(manifest.repo or "").is_dir():
+            return entries, "the architecture's config would come from the Hub"
+        commit = f"config:{config_hash(architecture(manifest))}"
+        return {e: commit for e in entries}, ""
+    from .twin import twin_schedule
+
+    spec = manifest.twin
+    return ({(f"step{t}", spec.seed): None for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)},
+            "a twin's run digest hashes its training tokens")
+
+
+def _tokenizer_name(manifest, arm: str) -> str:
+    """Where the arm's tokenizer is read from, resolved offline (a Hub id becomes its cached snapshot folder)."""
+    from .sources import HubSource
+
+    if manifest.tokenizer is None and arm in ("hub", "local"):
+        source = _source(manifest, arm)
+        source.pin([])  # a HubSource learns its refs from the cache
+        return source.tokenizer_path()
+    name = manifest.tokenizer or manifest.repo
+    if name is None:
+        raise TrajectoryError("[model] names no tokenizer")
+    if name.startswith("embedded") or Path(name).is_dir():
+        return name
+    source = HubSource(name, offline=True)
+    source.pin([])
+    return source.tokenizer_path()
+
+
+def _data_hash(manifest, arm: str, cache: dict) -> str:
+    from .loading import load_tokenizer
+    from .tokens import eval_tokens
+
+    if manifest.data.kind == "dataset":
+        raise TrajectoryError(f"[data] dataset {manifest.data.path!r} would be read from the Hub")
+    name = _tokenizer_name(manifest, arm)
+    if name not in cache:
+        cache[name] = eval_tokens(manifest.data, load_tokenizer(name)).data_hash
+    return cache[name]
+
+
+def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
+    """What every arm of ``manifest`` should have in the store now, computed offline; and what was not checked."""
+    arms, notes, cache = [], [], {}
+    for arm in manifest.arms:
+        try:
+            entries, why = _entries(manifest, arm)
+        except TrajectoryError as exc:
+            entries, why = {}, f"schedule unknown: {exc}"
+        if why:
+            notes.append(f"{arm}: commits not checked: {why}")
+        try:
+            data_hash = _data_hash(manifest, arm, cache)
+        except TrajectoryError as exc:
+            data_hash = None
+            notes.append(f"{arm}: data hash not checked: {exc}")
+        arms.append(Expected(arm, entries, not why, data_hash, manifest.metric.digest()))
+    return arms, notes
+
+
+def stale_reasons(unit: dict, exp: Expected) -> list[str]:
+    reasons = []
+    if unit["metric_config"] != exp.metric_config:
+        reasons.append(f"metric config {unit['metric_config']}, the manifest gives {exp.metric_config}")
+    if exp.data_hash is not None and unit["data_hash"] != exp.data_hash:
+        reasons.append(f"data hash {unit['data_hash']}, the manifest's data gives {exp.data_hash}")
+    now = exp.commits.get((unit["revision"], unit["seed"])) if exp.commits_known else None
+    if now is not None and now != unit["commit"]:  # None: not pinnable now, so nothing to compare with
+        reasons.append(f"commit {str(unit['commit'])[:12]}, the revision is now at {now[:12]}")
+    return reasons
+
+
+def against_manifest(units: list[dict], manifest, store: Store, arms: list[Expected]) -> list[Finding]:
+    """Stale units of the manifest's arms, and schedule entries without a current unit."""
+    findings = []
+    reasons = {(f.get("arm"), f.get("revision"), f.get("seed")): f.get("reason", "") for f in store.failures()}
+    for exp in arms:
+        mine = [u for u in units if u["experiment"] == manifest.name and u["arm"] == exp.arm]
+        current = set()
+        for u in mine:
+            why = stale_reasons(u, exp)
+            if why:
+                findings.append(Finding("stale", f"{label(u)} ({u['file']})", "; ".join(why)))
+            else:
+                current.add((u["revision"], u["seed"]))
+        for rev, seed in exp.commits:
+            if (rev, seed) not in current:
+                why = reasons.get((exp.arm, rev, seed)) or reasons.get((exp.arm, rev, None))
+                where = label({"experiment": manifest.name, "arm": exp.arm, "revision": rev, "seed": seed})
+                findings.append(Finding("missing", where, f"recorded failure: {why}" if why else "no unit"))
+    return findings
+
+
+def verify_store(store_dir: str | Path, manifest=None) -> Verification:
+    """Check ``store_dir`` (and, given a manifest, its experiment) as the module docstring says."""
+    store = Store(store_dir)
+    if not store.root.is_dir():
+        raise TrajectoryError(f"store folder not found: {store.root}; run `trajectory sweep` first, or give --store")
+    units, findings, rows = read_units(store)
+    result = Verification(store.root, units=len(units) + sum(f.where.startswith("units/") for f in findings),
+                          rows=rows, findings=findings)
+    result.findings += duplicates(units)
+    if manifest is not None:
+        arms, notes = expected_arms(manifest)
+        result.findings += against_manifest(units, manifest, store, arms)
+        result.notes += notes
+    else:
+        result.notes.append("no manifest: staleness and missing units were not checked")
+    return result
