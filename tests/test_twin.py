@@ -1,0 +1,215 @@
+"""The random-init twin: Pythia's optimiser shape, the mapped schedule, in-loop rows, checkpoints, resume."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from builders import stdlib_text
+from trajectory import twin
+from trajectory.baselines import run_random_init
+from trajectory.errors import TrajectoryError
+from trajectory.loading import load_model
+from trajectory.manifest import TwinSpec, load_manifest, pythia_steps
+from trajectory.measure import measure_blocks
+from trajectory.store import Store
+
+SCHEDULE = [0, 1, 2, 4, 8, 16, 32, 64, 128]
+BUDGET = 40
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads, and on shared cores their spin-waits cost ~3×."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_schedule_maps_by_fraction_and_keeps_early_doubling_steps():
+    points = twin.twin_schedule(pythia_steps(), 600)
+    steps = [t for t, _ in points]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 600
+    assert {1, 2, 4, 8, 16, 32, 64, 128, 256, 512} <= set(steps)
+    assert dict(points)[600] == 143_000
+    assert round(71_000 * 600 / 143_000) == 298 and abs(dict(points)[298] - 71_000) <= 143_000 / 600 / 2
+    assert round(2000 * 600 / 143_000) == 8 and 8 in steps  # Pythia step2000 ↦ twin step 8
+    pythia = [p for _, p in points]
+    assert pythia == sorted(pythia)
+    assert twin.twin_schedule([0, 1, 2, 4, 8, 16, 20], 5) == [(0, 0), (1, 4), (2, 8), (4, 16), (5, 20)]
+    assert twin.twin_schedule([0, 10, 20], 5) == [(0, 0), (2, 8), (5, 20)]  # no doubling steps to keep
+    with pytest.raises(TrajectoryError):
+        twin.twin_schedule([0], 10)
+
+
+def test_learning_rate_warms_up_then_cosine_to_a_tenth():
+    spec = TwinSpec(steps=1000, lr=1e-3, warmup_frac=0.01, min_lr_frac=0.1)
+    lrs = np.array([twin.lr_at(t, spec) for t in range(spec.steps)])
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10 warm-up updates
+    assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[10:]) <= 0)
+    assert lrs[10 + 495] == pytest.approx(0.55e-3, rel=1e-2)  # cosine midpoint: (peak + floor) / 2
+    assert lrs[-1] == pytest.approx(1e-4, rel=1e-3) and lrs.min() >= 1e-4 - 1e-12
+
+
+def test_optimizer_is_pythia_shaped():
+    from trajectory.baselines import fresh_model
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.for_model("gpt_neox", vocab_size=64, hidden_size=16, num_hidden_layers=1,
+                               num_attention_heads=2, intermediate_size=32)
+    model = fresh_model(cfg, 0, with_head=True)
+    opt = twin.make_optimizer(model, TwinSpec())
+    decay, plain = opt.param_groups
+    assert decay["betas"] == (0.9, 0.95) and decay["eps"] == 1e-8
+    assert decay["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("bias") or "norm" in names[id(p)] for p in plain["params"])
+    assert any("embed_in" in names[id(p)] for p in decay["params"])
+    assert len(decay["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def _write_manifest(folder, tiny_dir, eval_file, train_file, store, save=True):
+    path = folder / "twin.toml"
+    path.write_text(f"""
+[experiment]
+name = "tiny-twin"
+arms = ["random-init", "twin"]
+[model]
+tokenizer = "{tiny_dir}"
+[model.config]
+model_type = "gpt_neox"
+vocab_size = 320
+hidden_size = 32
+num_hidden_layers = 2
+num_attention_heads = 4
+intermediate_size = 128
+max_position_embeddings = 256
+[schedule]
+steps = {SCHEDULE}
+[data]
+text_file = "{eval_file}"
+tokens = 4096
+seq_len = 64
+[random_init]
+seeds = [0]
+[twin]
+steps = {BUDGET}
+batch_tokens = 512
+seq_len = 64
+lr = 3e-3
+save_checkpoints = {str(save).lower()}
+train_data = "text:{train_file}"
+[sweep]
+store = "{store}"
+""")
+    return load_manifest(path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dir, text_file):
+    folder = tmp_path_factory.mktemp("twin")
+    train_file = folder / "train.txt"
+    train_file.write_text(stdlib_text(1_000_000)[400_000:], encoding="utf-8")  # disjoint from text_file
+    manifest = _write_manifest(folder, tiny_dir, text_file, train_file, folder / "store")
+    store = Store(manifest.store_dir)
+    outcomes = twin.run_twin(manifest, store, progress=False)
+    return manifest, store, outcomes, folder
+
+
+def test_twin_rows_for_every_step_and_block_and_loss_falls(trained):
+    manifest, store, outcomes, _ = trained
+    points = dict(twin.twin_schedule(SCHEDULE, BUDGET))
+    assert [o.status for o in outcomes] == ["done"] * len(points)
+    rows = store.read().filter(pl.col("arm") == "twin")
+    assert rows.height == len(points) * 2
+    assert rows.group_by("step", "block").len()["len"].max() == 1
+    assert sorted(set(rows["step"])) == sorted(points)
+    for r in rows.iter_rows(named=True):
+        assert r["pythia_step"] == points[r["step"]] and r["tokens_seen"] == r["step"] * 512
+        assert r["status"] == "ok" and math.isfinite(r["r2_lin"])
+    run = twin.plan(manifest, store)
+    losses = pl.read_csv(run.folder / "losses.tsv", separator="\t")
+    assert losses.height == BUDGET and losses["step"].to_list() == list(range(1, BUDGET + 1))
+    first, last = losses["loss"].head(5).mean(), losses["loss"].tail(5).mean()
+    assert last < first - 0.5, (first, last)  # from ~ln(320) ≈ 5.8 down
+
+
+def test_in_loop_numbers_equal_the_saved_checkpoints(trained):
+    manifest, store, _, _ = trained
+    run = twin.plan(manifest, store)
+    rows = store.read().filter(pl.col("arm") == "twin")
+    for step in (0, 5, BUDGET):
+        model, _ = load_model(str(run.folder / "checkpoints"), revision=f"step{step}")
+        again = measure_blocks(model, run.eval, manifest.metric)
+        stored = rows.filter(pl.col("step") == step).sort("block")["r2_lin"].to_list()
+        assert stored == pytest.approx([b["r2_lin"] for b in again], abs=1e-6)
+    final = rows.filter(pl.col("step") == BUDGET).sort("block")["r2_lin"].to_numpy()
+    start = rows.filter(pl.col("step") == 0).sort("block")["r2_lin"].to_numpy()
+    assert np.abs(final - start).max() > 1e-3  # training moved the numbers
+
+
+def test_twin_step_zero_is_random_init_of_its_seed_and_rerun_is_cached(trained, monkeypatch):
+    manifest, store, _, _ = trained
+    run_random_init(manifest, store, progress=False)
+    rows = store.read().filter(pl.col("step") == 0)
+    ri = rows.filter(pl.col("arm") == "random-init").sort("block")
+    tw = rows.filter(pl.col("arm") == "twin").sort("block")
+    assert ri["weights_hash"].to_list() != tw["weights_hash"].to_list()  # the twin also has its LM head
+    assert tw["r2_lin"].to_list() == pytest.approx(ri["r2_lin"].to_list(), abs=1e-12)
+    monkeypatch.setattr(twin, "train_step", lambda *a, **k: pytest.fail("trained on a cache hit"))
+    assert {o.status for o in twin.run_twin(manifest, store, progress=False)} == {"cached"}
+
+
+def test_interrupted_twin_resumes_from_its_last_state(trained, tmp_path, tiny_dir, text_file, monkeypatch):
+    manifest0, store0, _, folder = trained
+    manifest = _write_manifest(tmp_path, tiny_dir, text_file, folder / "train.txt", tmp_path / "store", save=False)
+    store = Store(manifest.store_dir)
+    real, calls = twin.train_step, []
+
+    def interrupted(run, model, opt, t, device):
+        if t == 15:
+            raise KeyboardInterrupt
+        calls.append(t)
+        return real(run, model, opt, t, device)
+
+    monkeypatch.setattr(twin, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        twin.run_twin(manifest, store, progress=False)
+    done = {p.name: p.stat().st_mtime_ns for p in store.units.glob("*.parquet")}
+    assert len(done) == 7  # steps 0, 1, 2, 4, 5, 8 and 10 were measured before the interrupt at 15
+    calls.clear()
+    monkeypatch.setattr(twin, "train_step", lambda run, model, opt, t, device: calls.append(t) or real(
+        run, model, opt, t, device))
+    twin.run_twin(manifest, store, progress=False)
+    assert calls[0] == 10 and calls[-1] == BUDGET - 1  # resumed from the state saved at step 10
+    assert all(p.stat().st_mtime_ns == done[p.name] for p in store.units.glob("*.parquet") if p.name in done)
+    ours = store.read().sort("step", "block")["r2_lin"].to_numpy()
+    theirs = store0.read().filter(pl.col("arm") == "twin").sort("step", "block")["r2_lin"].to_numpy()
+    assert np.allclose(ours, theirs, atol=1e-6, rtol=0)
+
+
+def test_twin_refuses_to_evaluate_on_its_training_text(tmp_path, tiny_dir, text_file):
+    manifest = _write_manifest(tmp_path, tiny_dir, text_file, text_file, tmp_path / "store")
+    with pytest.raises(TrajectoryError, match="disjoint"):
+        twin.run_twin(manifest, Store(manifest.store_dir), progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_twin_trains_in_bf16_autocast(tmp_path, tiny_dir, text_file):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    train_file = tmp_path / "train.txt"
+    train_file.write_text(stdlib_text(1_000_000)[400_000:], encoding="utf-8")
+    manifest = _write_manifest(tmp_path, tiny_dir, text_file, train_file, tmp_path / "store", save=False)
+    store = Store(manifest.store_dir)
+    assert {o.status for o in twin.run_twin(manifest, store, device="cuda", progress=False)} == {"done"}
+    losses = pl.read_csv(twin.plan(manifest, store, "cuda").folder / "losses.tsv", separator="\t")
+    assert losses["loss"].tail(5).mean() < losses["loss"].head(5).mean() - 0.5
+    assert twin.plan(manifest, store, "cuda").digest != twin.plan(manifest, store, "cpu").digest  # bf16 ≠ fp32 run
