@@ -123,3 +123,17 @@ def test_cli_plot_on_an_empty_store_is_one_line(tmp_path, capsys):
     assert main(["plot", str(manifest)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no rows for experiment 'synth'" in err and "trajectory sweep" in err
+
+
+def test_twin_emergence_marker_stands_on_its_pythia_step(tmp_path):
+    """Without a hub arm the verdict is the twin's; its panels' x axis is the Pythia-equivalent step."""
+    from trajectory.plots.band import small_multiples
+
+    frame = build_store(tmp_path / "store", steps=[0, 1, 2, 64, 512, 1000, 2000], blocks=3)
+    frame = frame.read().filter(pl.col("arm") != "hub")
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("random-init", "twin")))
+    drawn = small_multiples(frame, context_from(manifest, frame), tmp_path / "figs", arm="twin")
+    table = drawn.data["table"]
+    assert table["emergence_pythia_step"].drop_nulls().len() > 0
+    for row in table.iter_rows(named=True):
+        assert drawn.data["emergence_x"][row["block"]] == row["emergence_pythia_step"]

@@ -38,8 +38,8 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 1, 2.5 * nrows + 1.4), sharex=True,
                              sharey=True, layout="constrained", squeeze=False)
     last = int(trained["x"].max()) if len(trained) else 1
-    for ax, block in zip(axes.flat, blocks):
-        _panel(ax, block, band, trained, table, last, ctx.expected, arm)
+    marks = {block: _panel(ax, block, band, trained, table, last, ctx.expected, arm)
+             for ax, block in zip(axes.flat, blocks)}
     for ax in list(axes.flat)[len(blocks):]:
         ax.set_visible(False)
     legend = {}  # every panel's artists, one entry per label (block 0 may lack an emergence line)
@@ -52,11 +52,12 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title("Learned or architectural? Trained trajectory over the random-init band"), fontsize=11)
     return Drawn("small_multiples", save(fig, out, "small_multiples"),
-                 {"trained": trained, "band": band, "table": table})
+                 {"trained": trained, "band": band, "table": table, "emergence_x": marks})
 
 
 def _panel(ax, block: int, band: pl.DataFrame, trained: pl.DataFrame, table: pl.DataFrame, last: int,
-           expected: dict[str, tuple[int, ...]], arm: str) -> None:
+           expected: dict[str, tuple[int, ...]], arm: str) -> int | None:
+    """Draw one block's panel; returns where its emergence marker stands on the x axis (None: no marker)."""
     b = band.filter(pl.col("block") == block)
     if len(b) and b["init_sd"][0] is not None:
         ax.axhspan(b["band_low"][0], b["band_high"][0], color="0.8", label="random init, mean ± 2 sd")
@@ -72,7 +73,9 @@ def _panel(ax, block: int, band: pl.DataFrame, trained: pl.DataFrame, table: pl.
         ax.plot(g["x"], g["value"].fill_null(float("nan")), color=ARM_COLOURS[name], lw=1.2, ls="--" if twin else "-",
                 marker=".", ms=3, label=ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin else ""))
     row = table.filter(pl.col("block") == block)
-    emerged = row["emergence_step"][0] if len(row) else None
+    # the twin is drawn on its Pythia-equivalent step, so its emergence marker must be too
+    column = "emergence_pythia_step" if arm == "twin" and "emergence_pythia_step" in row.columns else "emergence_step"
+    emerged = row[column][0] if len(row) else None
     if emerged is not None:
         ax.axvline(emerged, color="k", lw=0.8, ls="-.", label=f"emergence step, {arm} (stays outside the band from here on)")
     z = row["z"][0] if len(row) else None
@@ -80,6 +83,7 @@ def _panel(ax, block: int, band: pl.DataFrame, trained: pl.DataFrame, table: pl.
                  fontsize=9)
     step_axis(ax, last, label="")
     ax.grid(alpha=0.3)
+    return emerged
 
 
 def final_profile(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
