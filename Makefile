@@ -1,6 +1,7 @@
 # Entry points.  Every target sets up .venv itself on a fresh machine.
 #   make test                     default test suite (fast, offline)
 #   make test-slow                the slow end-to-end tests
+#   make test-gpu                 the tests that need a CUDA device
 #   make sweep                    the embedded demo: no network needed
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
@@ -13,7 +14,7 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: test test-slow sweep plot report bench clean-venv
+.PHONY: test test-slow test-gpu sweep plot report bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,10 +25,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $@
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not gpu"
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+
+test-gpu: $(STAMP)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m gpu
 
 sweep: $(STAMP)
 	$(VENV)/bin/trajectory sweep $(MANIFEST)

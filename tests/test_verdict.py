@@ -125,5 +125,5 @@ def test_one_evaluation_sets_other_data_aside(tmp_path):
 
 
 def test_unknown_metric_is_named(frame):
-    with pytest.raises(ValueError, match="swap_dloss"):
-        verdict.usable(frame, "swap_dloss")
+    with pytest.raises(ValueError, match="no_such_metric"):
+        verdict.usable(frame, "no_such_metric")

@@ -57,6 +57,10 @@ class Adapter:
         """(module whose first positional input is x, module whose output is y)."""
         return _path(block, self.ffn_in_path), _path(block, self.ffn_out_path)
 
+    def residual_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
+        """The block itself: its first positional input is h_l, its output h_{l+1}."""
+        return block, block
+
 
 ADAPTERS: dict[str, Adapter] = {
     a.model_type: a

@@ -22,7 +22,7 @@ import torch
 
 from .adapters import adapter_for
 from .errors import TrajectoryError
-from .measure import measure_blocks
+from .measure import measure_blocks, needs_head
 from .store import Store, UnitOutcome, unit_key
 from .tokens import EvalTokens, eval_tokens
 
@@ -104,7 +104,7 @@ def _provenance(manifest, config, seed: int, tokens: EvalTokens) -> dict:
 def measure_seed(manifest, config, seed: int, tokens: EvalTokens, device: str = "cpu") -> list[dict]:
     """The rows of one random-init seed: one per block."""
     t0 = time.perf_counter()
-    model = fresh_model(config, seed).to(device).eval()
+    model = fresh_model(config, seed, with_head=needs_head(manifest.metric, config.model_type)).to(device).eval()
     wh = weights_hash(model)
     t1 = time.perf_counter()
     blocks = measure_blocks(model, tokens, manifest.metric, device=device)

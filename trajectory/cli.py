@@ -67,6 +67,10 @@ def _add_measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published protocol's data and split")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--companions", default="", metavar="LIST",
+                   help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
+                        "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
+                        "FFN is replaced by its affine fit); or 'all'")
 
 
 def _run_measure(args) -> int:
@@ -76,13 +80,15 @@ def _run_measure(args) -> int:
     from .tokens import tokenize_windows
 
     _apply_preset(args)
-    cfg = MetricConfig(heldout_frac=args.heldout_frac, seed=args.seed, split=args.split)
+    cfg = MetricConfig(heldout_frac=args.heldout_frac, seed=args.seed, split=args.split,
+                       companions=args.companions)
     source = text_source_from_args(args)
     config = load_config(args.model, args.revision)
-    adapter_for(config.model_type)  # fail on the architecture before any weights move
+    adapter = adapter_for(config.model_type)  # fail on the architecture before any weights move
     tokens = tokenize_windows(source, load_tokenizer(args.model, args.revision), args.tokens, args.seq_len)
     check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
-    model, _ = load_model(args.model, args.revision, device=args.device)
+    with_head = "swap" in cfg.companions and adapter.causal
+    model, _ = load_model(args.model, args.revision, device=args.device, with_head=with_head)
     blocks = measure_blocks(model, tokens, cfg, device=args.device)
     result = {"model": args.model, "revision": args.revision or "main", "data_hash": tokens.data_hash,
               "metric_config": cfg.digest(), "blocks": blocks}

@@ -79,12 +79,9 @@ def effective_rank(train: MomentAccumulator, test: MomentAccumulator, frac: floa
 
 def minus_input(acc: MomentAccumulator) -> MomentAccumulator:
     """Moments of (x, y - x) from those of (x, y); needs d_in == d_out."""
-    out = copy.deepcopy(acc)
-    diag_sxy = np.diag(acc.sxy)
-    out.my = acc.my - acc.mx
-    out.sxy = acc.sxy - acc.sxx
-    out.syy = acc.syy - 2 * diag_sxy + np.diag(acc.sxx)
-    return out
+    sxx, sxy = acc.sxx, acc.sxy
+    return MomentAccumulator.from_moments(acc.n, acc.mx, acc.my - acc.mx, sxx, sxy - sxx,
+                                          acc.syy - 2 * np.diag(sxy) + np.diag(sxx))
 
 
 def linearity_scores(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> dict:

@@ -17,13 +17,17 @@ import numpy as np
 import torch
 
 from .adapters import adapter_for
+from .companions import effective_rank, kfold_interval, linearity_scores, merged
 from .errors import TrajectoryError
 from .probe import FFNProbe
+from .stats import BlockStats, fit_affine
 from .tokens import EvalTokens
 
 #: Bumped whenever a change to the maths could change a stored number.
 METRIC_VERSION = 1
 _DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: Companion metrics a config may ask for (see :mod:`trajectory.companions` and :mod:`trajectory.swap`).
+COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,18 @@ class MetricConfig:
     rcond: float = 1e-6
     compute_dtype: str = "float64"
     batch_tokens: int = 8192
+    companions: tuple[str, ...] = ()
+    folds: int = 5
 
     def __post_init__(self) -> None:
+        raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
+        names = tuple(str(c).strip() for c in raw if str(c).strip())
+        object.__setattr__(self, "companions", COMPANIONS if "all" in names else names)
+        unknown = [c for c in self.companions if c not in COMPANIONS]
+        if unknown:
+            raise TrajectoryError(f"unknown companion metric {unknown[0]!r}; choose from {', '.join(COMPANIONS)} or all")
+        if "ci" in self.companions and self.folds < 2:
+            raise TrajectoryError(f"folds must be ≥ 2 for a k-fold interval, got {self.folds}")
         if not 0.0 < self.heldout_frac < 1.0:
             raise TrajectoryError(f"heldout-frac must lie in (0, 1), got {self.heldout_frac}")
         if self.split not in ("random", "tail"):
@@ -48,6 +62,10 @@ class MetricConfig:
     def digest(self) -> str:
         fields = asdict(self)
         fields.pop("batch_tokens")
+        if not self.companions:  # digests of plain R²_lin configs stay what they were before companions
+            fields.pop("companions")
+        if "ci" not in self.companions:
+            fields.pop("folds")
         fields["metric_version"] = METRIC_VERSION
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -91,13 +109,75 @@ def _finalize(block: int, stats, rcond: float) -> dict:
     return {"block": block, **stats.finalize(rcond), "status": "ok"}
 
 
+def needs_head(cfg: MetricConfig, model_type: str) -> bool:
+    """Whether measuring with ``cfg`` needs the LM head loaded (the swap metric on a causal LM)."""
+    return "swap" in cfg.companions and adapter_for(model_type).causal
+
+
+def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
+    """Probe group per window: ``is_test`` (0/1), or ``2·fold + is_test`` when a k-fold interval is asked for.
+
+    Folds are dealt round-robin over a permutation seeded by a child of ``cfg.seed``.
+    """
+    if "ci" not in cfg.companions:
+        return is_test.astype(np.int64)
+    n_seq = len(is_test)
+    if n_seq < 2 * cfg.folds:
+        raise TrajectoryError(f"a {cfg.folds}-fold interval needs at least {2 * cfg.folds} windows, got {n_seq}")
+    child = np.random.SeedSequence(cfg.seed).spawn(1)[0]
+    fold = np.empty(n_seq, dtype=np.int64)
+    fold[np.random.default_rng(child).permutation(n_seq)] = np.arange(n_seq) % cfg.folds
+    return 2 * fold + is_test.astype(np.int64)
+
+
+def _companion_values(i: int, probe: FFNProbe, train, test, cfg: MetricConfig) -> dict:
+    out = {}
+    if "effective_rank" in cfg.companions:
+        out["effective_rank"] = effective_rank(train, test, rcond=cfg.rcond)
+    if "ci" in cfg.companions:
+        accs = probe.accumulators["ffn"][i]
+        out.update(kfold_interval([merged(*accs[2 * f : 2 * f + 2]) for f in range(cfg.folds)], cfg.rcond))
+    if "linearity_score" in cfg.companions:
+        res = probe.accumulators["residual"][i]
+        out.update(linearity_scores(merged(*res[0::2]), merged(*res[1::2]), cfg.rcond))
+    return out
+
+
+def _swap(model, adapter, stats: list[BlockStats], rows: list[dict], heldout: np.ndarray, batch: int,
+          device: str, rcond: float) -> None:
+    from .swap import swap_losses
+
+    if not adapter.causal:
+        return  # an encoder has no next-token loss to compare
+    if model.get_output_embeddings() is None:
+        raise TrajectoryError("the 'swap' metric needs the LM head: load the model with its head (with_head=True)")
+    ok = [r["status"] == "ok" for r in rows]
+    fits = [fit_affine(s.train, rcond) if good else None for s, good in zip(stats, ok)]
+    for row in swap_losses(model, adapter, fits, heldout, batch, device):
+        if ok[row["block"]]:
+            rows[row["block"]].update({k: v for k, v in row.items() if k != "block"})
+
+
 def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu",
                    progress=None) -> list[dict]:
-    """One flat dict per block: r2_lin, r2_lin_global, r2_median_dim, n_train, n_test, cond, rank, status."""
+    """One flat dict per block: r2_lin, r2_lin_global, r2_median_dim, n_train, n_test, cond, rank, status,
+    plus the companion metrics ``cfg.companions`` asks for."""
     adapter = adapter_for(model.config.model_type)
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
-    probe = FFNProbe(model, adapter, _DTYPES[cfg.compute_dtype])
+    groups = groups_of(is_test, cfg)
+    probe = FFNProbe(model, adapter, _DTYPES[cfg.compute_dtype], n_groups=int(groups.max()) + 1,
+                     residual="linearity_score" in cfg.companions)
     batch = max(1, cfg.batch_tokens // tokens.ids.shape[1])
-    stats = probe.run(tokens.ids, is_test, batch, device=device, progress=progress)
-    return [_finalize(i, s, cfg.rcond) for i, s in enumerate(stats)]
+    probe.run(tokens.ids, groups, batch, device=device, progress=progress)
+    stats, rows = [], []
+    for i, accs in enumerate(probe.accumulators["ffn"]):
+        s = BlockStats(accs[0], accs[1]) if len(accs) == 2 else BlockStats(merged(*accs[0::2]), merged(*accs[1::2]))
+        row = _finalize(i, s, cfg.rcond)
+        if row["status"] == "ok":
+            row.update(_companion_values(i, probe, s.train, s.test, cfg))
+        stats.append(s)
+        rows.append(row)
+    if "swap" in cfg.companions:
+        _swap(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg.rcond)
+    return rows

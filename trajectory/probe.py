@@ -1,10 +1,16 @@
-"""Forward hooks that feed every block's FFN (x, y) rows into streaming statistics.
+"""Forward hooks that feed every block's (x, y) rows into streaming statistics.
 
 One forward pass of the trunk (never the LM head) over each batch of windows
-updates every block's :class:`~trajectory.stats.BlockStats`; no activation is
-kept beyond its batch.  Rows are routed to the train or held-out accumulator by
-the split of the *sequence* they come from, so a held-out token never shares a
-window with a train token.
+updates every block's accumulators; no activation is kept beyond its batch.
+Rows are routed by the *group* of the sequence they come from — by default
+group 0 = train and 1 = held-out, so a held-out token never shares a window
+with a train token; k-fold intervals use more groups (``2·fold + held_out``).
+
+Two kinds of site can be hooked in the same pass:
+
+* ``ffn``: x = the FFN's input (after its norm), y = its output (R²_lin);
+* ``residual``: x = the block's input h_l, y = its output h_{l+1} (the
+  residual-stream states of the secretly-linear score).
 """
 
 from __future__ import annotations
@@ -17,46 +23,58 @@ import torch
 import torch.nn as nn
 
 from .adapters import Adapter
-from .stats import BlockStats
+from .stats import BlockStats, MomentAccumulator
 
 
 class FFNProbe:
-    """Collects (x, y) statistics for all blocks of ``model`` in one forward pass."""
+    """Collects per-group (x, y) moments for all blocks of ``model`` in one forward pass."""
 
-    def __init__(self, model: nn.Module, adapter: Adapter, compute_dtype=torch.float64) -> None:
+    def __init__(self, model: nn.Module, adapter: Adapter, compute_dtype=torch.float64, n_groups: int = 2,
+                 residual: bool = False) -> None:
         self.model, self.adapter, self.compute_dtype = model, adapter, compute_dtype
         self.blocks = adapter.blocks(model)
         d = model.config.hidden_size
-        self.stats = [BlockStats.empty(d, d) for _ in self.blocks]
-        self._x: dict[int, torch.Tensor] = {}
-        self._is_test: torch.Tensor | None = None  # (batch,) bool
+        self.sites = {"ffn": adapter.ffn_modules}
+        if residual:
+            self.sites["residual"] = adapter.residual_modules
+        # accumulators[site][block][group]
+        self.accumulators = {site: [[MomentAccumulator(d, d) for _ in range(n_groups)] for _ in self.blocks]
+                             for site in self.sites}
+        self._x: dict[tuple[str, int], torch.Tensor] = {}
+        self._groups: torch.Tensor | None = None  # (batch,) long
+        self._present: list[int] = []
 
-    def _update(self, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    @property
+    def stats(self) -> list[BlockStats]:
+        """The FFN site's (train, held-out) pairs; only meaningful with the default two groups."""
+        return [BlockStats(g[0], g[1]) for g in self.accumulators["ffn"]]
+
+    def _update(self, site: str, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         # x, y: (batch, seq, d)
-        mask = self._is_test
-        if not mask.any():
-            self.stats[i].train.update(x.flatten(0, 1), y.flatten(0, 1), self.compute_dtype)
-        elif mask.all():
-            self.stats[i].test.update(x.flatten(0, 1), y.flatten(0, 1), self.compute_dtype)
-        else:
-            self.stats[i].train.update(x[~mask].flatten(0, 1), y[~mask].flatten(0, 1), self.compute_dtype)
-            self.stats[i].test.update(x[mask].flatten(0, 1), y[mask].flatten(0, 1), self.compute_dtype)
+        accs = self.accumulators[site][i]
+        if len(self._present) == 1:
+            accs[self._present[0]].update(x.flatten(0, 1), y.flatten(0, 1), self.compute_dtype)
+            return
+        for g in self._present:
+            mask = self._groups == g
+            accs[g].update(x[mask].flatten(0, 1), y[mask].flatten(0, 1), self.compute_dtype)
 
     @contextmanager
     def _hooks(self) -> Iterator[None]:
         handles = []
-        for i, block in enumerate(self.blocks):
-            m_in, m_out = self.adapter.ffn_modules(block)
+        for site, modules in self.sites.items():
+            for i, block in enumerate(self.blocks):
+                m_in, m_out = modules(block)
 
-            def pre(_m, args, i=i):
-                self._x[i] = args[0]
+                def pre(_m, args, key=(site, i)):
+                    self._x[key] = args[0]
 
-            def post(_m, _args, out, i=i):
-                y = out[0] if isinstance(out, tuple) else out
-                self._update(i, self._x.pop(i), y)
+                def post(_m, _args, out, key=(site, i)):
+                    y = out[0] if isinstance(out, tuple) else out
+                    self._update(key[0], key[1], self._x.pop(key), y)
 
-            handles.append(m_in.register_forward_pre_hook(pre))
-            handles.append(m_out.register_forward_hook(post))
+                handles.append(m_in.register_forward_pre_hook(pre))
+                handles.append(m_out.register_forward_hook(post))
         try:
             yield
         finally:
@@ -65,21 +83,24 @@ class FFNProbe:
             self._x.clear()
 
     @torch.no_grad()
-    def run(self, ids: np.ndarray, is_test: np.ndarray, batch_size: int, device: str = "cpu",
+    def run(self, ids: np.ndarray, groups: np.ndarray, batch_size: int, device: str = "cpu",
             progress=None) -> list[BlockStats]:
         """Forward ``ids`` (n_seq, seq_len) in batches of ``batch_size`` windows.
 
-        Train windows go first, so batches rarely mix splits; the statistics do
+        ``groups`` (n_seq,) is a bool (held-out) or integer group label per window.
+        Windows are sorted by group, so batches rarely mix groups; the statistics do
         not depend on the order or the batching.
         """
-        order = np.argsort(is_test, kind="stable")
+        groups = np.asarray(groups).astype(np.int64)
+        order = np.argsort(groups, kind="stable")
         trunk = self.adapter.trunk(self.model).eval()
+        kwargs = {"use_cache": False} if self.adapter.causal else {}
         with self._hooks():
             for start in range(0, len(order), batch_size):
                 sel = order[start : start + batch_size]
-                batch = torch.as_tensor(ids[sel], dtype=torch.long, device=device)
-                self._is_test = torch.as_tensor(is_test[sel], device=device)
-                trunk(input_ids=batch, use_cache=False) if self.adapter.causal else trunk(input_ids=batch)
+                self._groups = torch.as_tensor(groups[sel], device=device)
+                self._present = sorted(set(groups[sel].tolist()))
+                trunk(input_ids=torch.as_tensor(ids[sel], dtype=torch.long, device=device), **kwargs)
                 if progress is not None:
                     progress(len(sel))
         return self.stats

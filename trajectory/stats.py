@@ -10,11 +10,20 @@ For one block and one split we see rows ``x ∈ R^d`` (the FFN input) and
 * ``syy``      Σ (y-my)²  per output dim  (k,),
 
 which are exactly the sufficient statistics ``[X,1]ᵀ[X,1]``, ``[X,1]ᵀY``,
-``Σy`` and ``Σy²`` rewritten about the running mean.  Batches are merged with
-Chan et al.'s pairwise update, so memory never grows with the number of tokens
-and the result does not depend on how the tokens were batched (up to float64
-rounding).  Centring each batch before its product keeps the Gram matrix free
-of the large mean term that would otherwise cost digits.
+``Σy`` and ``Σy²`` rewritten about the mean.  Each batch is shifted by a fixed
+point close to the mean before its product, which keeps the Gram matrix free of
+the large mean term that would otherwise cost digits; the centred moments are
+recovered exactly from the shifted sums, and two accumulators are merged with
+Chan et al.'s pairwise update.  Memory never grows with the number of tokens and
+the result does not depend on how the tokens were batched (up to rounding).
+
+The per-batch products run in ``compute_dtype`` and are summed in float64.
+float64 (the default) matches ``numpy.linalg.lstsq`` on stored activations to
+1e-14 in R² on a pythia-160m-shaped model.  float32 products are about 3× faster
+on CPU but cost digits: max |ΔR²| against float64 was 3e-8 and 1.2e-7 on the
+tests' tiny models (d=32) and 2e-5 at d=768 with 2k tokens (the fit is then
+ill-conditioned, and float32 rounding lifts the LayerNorm null direction above
+the ``rcond`` cutoff), so it is an option, hashed into the metric digest.
 
 :func:`fit_affine` solves ``min_{W,b} Σ ||y - Wᵀx - b||²`` on the train
 statistics.  With centred statistics the intercept drops out (``b = my - Wᵀmx``,
@@ -45,65 +54,133 @@ import numpy as np
 import torch
 
 
+#: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
+ROW_BLOCK = 384  # d=768: two row blocks, 7/8 of the full product's work
+
+
 class MomentAccumulator:
-    """Float64 first and second moments of (x, y) rows; see the module docstring."""
+    """Float64 first and second moments of (x, y) rows; see the module docstring.
+
+    Internally the sums are kept about a fixed *shift* ``c`` (the first batch's
+    mean, rounded to float32 so that it is exact in every compute dtype):
+    ``G = Σ (x-cx)[(x-cx) | (y-cy)]ᵀ``, ``Σ (x-cx)``, ``Σ (y-cy)`` and ``Σ (y-cy)²``.
+    The centred moments are recovered on demand, ``Sxx = Gxx - n r rᵀ`` with
+    ``r = mx - cx`` small (c is close to the mean, so no digits are lost), and
+    likewise ``Sxy`` and ``syy``.  An update is therefore one product per block
+    of rows added into float64, with no per-batch outer product.  ``Sxx`` is
+    symmetric, so only its upper block triangle is formed: rows are cut into
+    blocks of :data:`ROW_BLOCK` and row block ``[a, a+b)`` meets columns ``a:``.
+    """
 
     def __init__(self, d_in: int, d_out: int) -> None:
         self.d_in, self.d_out = d_in, d_out
         self.n = 0
-        self.mx = np.zeros(d_in)
-        self.my = np.zeros(d_out)
-        self.sxx = np.zeros((d_in, d_in))
-        self.sxy = np.zeros((d_in, d_out))
-        self.syy = np.zeros(d_out)
+        self._cx, self._cy = np.zeros(d_in), np.zeros(d_out)  # the shift c (float32-representable)
+        self._sx, self._sy = np.zeros(d_in), np.zeros(d_out)  # Σ (x-cx), Σ (y-cy)
+        self._syy = np.zeros(d_out)  # Σ (y-cy)²
+        self._starts = list(range(0, d_in, ROW_BLOCK))
+        # Row block at a: Σ (x-cx)[:, a:a+b]ᵀ [(x-cx)[:, a:] | (y-cy)]   (b, d_in - a + d_out)
+        self._rows = [torch.zeros(min(ROW_BLOCK, d_in - a), d_in - a + d_out, dtype=torch.float64)
+                      for a in self._starts]
 
     def update(self, x: torch.Tensor, y: torch.Tensor, compute_dtype=torch.float64) -> None:
         """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of one batch.
 
-        The batch is centred on its own mean in ``compute_dtype`` and one product
-        ``Xcᵀ[Xc | Yc]`` gives both ``Sxx`` and ``Sxy``; the result is merged in float64.
+        The rows are shifted by ``c`` straight into one (n, d_in + d_out) buffer of
+        ``compute_dtype`` (no concatenation copy); each row block's product is
+        formed in ``compute_dtype`` and accumulated in float64.
         """
         n = x.shape[0]
         if n == 0:
             return
-        x = x.reshape(n, -1).to(compute_dtype)  # (n, d_in)
-        y = y.reshape(n, -1).to(compute_dtype)  # (n, d_out)
-        bx, by = x.mean(0), y.mean(0)
-        xc, yc = x - bx, y - by
-        prod = xc.T @ torch.cat([xc, yc], dim=1)  # (d_in, d_in + d_out)
-        syy = (yc * yc).sum(0)
-        self._merge_raw(
-            n,
-            bx.double().cpu().numpy(),
-            by.double().cpu().numpy(),
-            prod[:, : self.d_in].double().cpu().numpy(),
-            prod[:, self.d_in :].double().cpu().numpy(),
-            syy.double().cpu().numpy(),
-        )
+        x, y = x.reshape(n, -1), y.reshape(n, -1)  # (n, d_in), (n, d_out)
+        if self.n == 0:
+            self._cx, self._cy = _float32_mean(x), _float32_mean(y)
+        d = self.d_in
+        buf = torch.empty(n, d + self.d_out, dtype=compute_dtype, device=x.device)  # [x-cx | y-cy]
+        torch.sub(x, torch.as_tensor(self._cx, dtype=compute_dtype, device=x.device), out=buf[:, :d])
+        torch.sub(y, torch.as_tensor(self._cy, dtype=compute_dtype, device=x.device), out=buf[:, d:])
+        sums = (buf.T @ torch.ones(n, dtype=compute_dtype, device=x.device)).double().cpu().numpy()
+        self._sx += sums[:d]
+        self._sy += sums[d:]
+        self._syy += buf[:, d:].square().sum(0, dtype=torch.float64).cpu().numpy()
+        for a, acc in zip(self._starts, self._rows):
+            acc.add_((buf[:, a : a + acc.shape[0]].T @ buf[:, a:]).cpu())
+        self.n += n
+
+    @property
+    def mx(self) -> np.ndarray:
+        return self._cx + self._sx / max(self.n, 1)
+
+    @property
+    def my(self) -> np.ndarray:
+        return self._cy + self._sy / max(self.n, 1)
+
+    @property
+    def sxx(self) -> np.ndarray:
+        """Σ (x-mx)(x-mx)ᵀ  (d_in, d_in)."""
+        d = self.d_in
+        upper = np.zeros((d, d))
+        for a, acc in zip(self._starts, self._rows):
+            upper[a : a + acc.shape[0], a:] = acc[:, : d - a].numpy()
+        gxx = np.triu(upper) + np.triu(upper, 1).T
+        rx = self._sx / max(self.n, 1)
+        return gxx - self.n * np.outer(rx, rx)
+
+    @property
+    def sxy(self) -> np.ndarray:
+        """Σ (x-mx)(y-my)ᵀ  (d_in, d_out)."""
+        gxy = np.concatenate([acc[:, self.d_in - a :].numpy() for a, acc in zip(self._starts, self._rows)])
+        return gxy - self.n * np.outer(self._sx / max(self.n, 1), self._sy / max(self.n, 1))
+
+    @property
+    def syy(self) -> np.ndarray:
+        """Σ (y-my)² per output dim  (d_out,)."""
+        return self._syy - self.n * (self._sy / max(self.n, 1)) ** 2
 
     def merge(self, other: "MomentAccumulator") -> "MomentAccumulator":
-        """Fold ``other`` into ``self`` (Chan's pairwise update) and return ``self``."""
+        """Fold ``other`` into ``self`` (Chan's pairwise update on centred moments) and return ``self``."""
         if (other.d_in, other.d_out) != (self.d_in, self.d_out):
             raise ValueError("cannot merge accumulators of different shapes")
-        if other.n:
-            self._merge_raw(other.n, other.mx, other.my, other.sxx, other.sxy, other.syy)
-        return self
-
-    def _merge_raw(self, nb, mxb, myb, sxxb, sxyb, syyb) -> None:
-        na = self.n
+        if not other.n:
+            return self
+        if not self.n:
+            self._load(other.n, other.mx, other.my, other.sxx, other.sxy, other.syy)
+            return self
+        na, nb = self.n, other.n
         n = na + nb
-        dx, dy = mxb - self.mx, myb - self.my
+        dx, dy = other.mx - self.mx, other.my - self.my
         w = na * nb / n
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is flagged at finalize
-            self._fold(n, nb, w, dx, dy, sxxb, sxyb, syyb)
+            self._load(n, self.mx + dx * (nb / n), self.my + dy * (nb / n),
+                       self.sxx + other.sxx + w * np.outer(dx, dx),
+                       self.sxy + other.sxy + w * np.outer(dx, dy),
+                       self.syy + other.syy + w * dy * dy)
+        return self
 
-    def _fold(self, n, nb, w, dx, dy, sxxb, sxyb, syyb) -> None:
-        self.sxx += sxxb + w * np.outer(dx, dx)
-        self.sxy += sxyb + w * np.outer(dx, dy)
-        self.syy += syyb + w * dy * dy
-        self.mx += dx * (nb / n)
-        self.my += dy * (nb / n)
-        self.n = n
+    @classmethod
+    def from_moments(cls, n: int, mx, my, sxx, sxy, syy) -> "MomentAccumulator":
+        """An accumulator holding the given centred moments (see the module docstring)."""
+        acc = cls(len(mx), len(my))
+        if n:
+            acc._load(n, np.asarray(mx, float), np.asarray(my, float), sxx, sxy, syy)
+        return acc
+
+    def _load(self, n, mx, my, sxx, sxy, syy) -> None:
+        """Re-store centred moments about a new shift c = mean rounded to float32."""
+        cx, cy = mx.astype(np.float32).astype(np.float64), my.astype(np.float32).astype(np.float64)
+        rx, ry = mx - cx, my - cy
+        gxx, gxy = sxx + n * np.outer(rx, rx), sxy + n * np.outer(rx, ry)
+        self.n, self._cx, self._cy, self._sx, self._sy = n, cx, cy, n * rx, n * ry
+        self._syy = syy + n * ry * ry
+        for a, acc in zip(self._starts, self._rows):
+            b = acc.shape[0]
+            acc.copy_(torch.from_numpy(np.hstack([gxx[a : a + b, a:], gxy[a : a + b]])))
+
+
+def _float32_mean(t: torch.Tensor) -> np.ndarray:
+    """Column mean of ``t`` rounded to float32: a shift that is exact in float32 and float64."""
+    return t.mean(0, dtype=torch.float64).float().double().cpu().numpy()
 
 
 @dataclass(frozen=True)

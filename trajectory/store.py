@@ -41,6 +41,11 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "n_train": pl.Int64, "n_test": pl.Int64, "cond": pl.Float64, "rank": pl.Int64, "status": pl.Utf8,
     "commit": pl.Utf8, "weights_hash": pl.Utf8, "data_hash": pl.Utf8, "metric_config": pl.Utf8,
     "code_version": pl.Utf8, "key": pl.Utf8, "seconds_fetch": pl.Float64, "seconds_measure": pl.Float64,
+    # companion metrics (null unless the metric config asks for them; see trajectory.companions, .swap)
+    "linearity_score": pl.Float64, "linearity_score_heldout": pl.Float64, "linearity_score_nores": pl.Float64,
+    "linearity_score_nores_heldout": pl.Float64, "effective_rank": pl.Int64, "r2_lin_cv": pl.Float64,
+    "r2_lin_ci_low": pl.Float64, "r2_lin_ci_high": pl.Float64, "swap_loss": pl.Float64,
+    "swap_dloss": pl.Float64, "swap_dppl": pl.Float64,
 }
 #: Identity of a unit: what a unit key must always contain.
 KEY_FIELDS = ("experiment", "arm", "model", "seed", "revision", "commit", "data_hash", "metric_config")

@@ -53,12 +53,15 @@ def lm_loss(model, ids: np.ndarray, batch_size: int, device: str = "cpu") -> flo
     return total / count
 
 
-def swap_losses(model, adapter: Adapter, fits: list[AffineFit], heldout_ids: np.ndarray, batch_size: int,
+def swap_losses(model, adapter: Adapter, fits: list[AffineFit | None], heldout_ids: np.ndarray, batch_size: int,
                 device: str = "cpu") -> list[dict]:
     """Per block: the held-out loss with that block's FFN swapped for its affine fit, and the increase."""
     base = lm_loss(model, heldout_ids, batch_size, device)
     out = []
     for i, (block, fit) in enumerate(zip(adapter.blocks(model), fits)):
+        if fit is None:  # a block without a fit (non-finite activations) has no swap
+            out.append({"block": i, "swap_loss": math.nan, "swap_dloss": math.nan, "swap_dppl": math.nan})
+            continue
         with swapped(adapter, block, fit):
             loss = lm_loss(model, heldout_ids, batch_size, device)
         out.append({"block": i, "swap_loss": loss, "swap_dloss": loss - base,

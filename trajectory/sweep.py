@@ -121,10 +121,11 @@ def state_dict_hash(model) -> str:
 
 def measure_checkpoint(path: str, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu"):
     """(blocks, weights hash): exactly what ``trajectory measure PATH`` computes."""
-    from .loading import load_model
-    from .measure import measure_blocks
+    from .loading import load_config, load_model
+    from .measure import measure_blocks, needs_head
 
-    model, _ = load_model(path, device=device)
+    head = needs_head(cfg, load_config(path).model_type)
+    model, _ = load_model(path, device=device, with_head=head)
     return measure_blocks(model, tokens, cfg, device=device), state_dict_hash(model)
 
 

@@ -4,7 +4,8 @@
 2. ``heatmap``         — block × step;
 3. ``small_multiples`` — per block, trained trajectories over the random-init band;
 4. ``final_profile``   — final value per block vs the band and a reference profile;
-5. ``twin_vs_pythia``  — trained arms on one axis of fraction of training.
+5. ``twin_vs_pythia``  — trained arms on one axis of fraction of training;
+6. ``companions``      — the companion metrics the store holds, vs step (when there are any).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`Drawn`
 with the data it drew, so tests can hold a figure to the store's numbers.
@@ -19,6 +20,7 @@ import polars as pl
 from .. import verdict
 from ..errors import TrajectoryError
 from .band import final_profile, small_multiples
+from .companions import companion_metrics
 from .context import Drawn, FigureContext, context_from
 from .trajectories import heatmap, lines_by_block, twin_vs_pythia
 
@@ -34,5 +36,7 @@ def plot_all(frame: pl.DataFrame, ctx: FigureContext, out: str | Path) -> list[D
                               f"store; run `trajectory sweep` first")
     out = Path(out)
     arm = arms[0]
-    return [lines_by_block(frame, ctx, out, arm), heatmap(frame, ctx, out, arm),
-            small_multiples(frame, ctx, out, arm), final_profile(frame, ctx, out), twin_vs_pythia(frame, ctx, out)]
+    drawn = [lines_by_block(frame, ctx, out, arm), heatmap(frame, ctx, out, arm),
+             small_multiples(frame, ctx, out, arm), final_profile(frame, ctx, out), twin_vs_pythia(frame, ctx, out)]
+    extra = companion_metrics(frame, ctx, out, arm)
+    return drawn + ([extra] if extra is not None else [])

@@ -1,0 +1,65 @@
+"""Companion metrics against training step (fig. 6): one panel per metric the store holds.
+
+Secretly-linear score of h_l → h_{l+1} (with and without the residual), the
+effective rank of the affine map, the linear-swap Δloss, and R²_lin with its
+k-fold 95% interval — each drawn only from stored rows, one line per block
+coloured by depth, on the same symlog step axis as fig. 1.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import polars as pl
+
+from .. import verdict
+from .context import ARM_LABELS, Drawn, FigureContext, depth_colourbar, depth_colours, on_grid, save, step_axis
+
+PANELS = {
+    "linearity_score": "linearity score\nh_l→h_l+1 (unitless)",
+    "linearity_score_nores": "linearity score,\nresidual removed",
+    "effective_rank": "effective rank\n(dims, 90% of R²_lin)",
+    "swap_dloss": "swap Δloss\n(nats/token)",
+    "r2_lin_cv": "R²_lin, k-fold mean\nand 95% interval",
+}
+
+
+def present(frame: pl.DataFrame, arm: str) -> list[str]:
+    """The companion metrics with at least one usable row of ``arm`` in the store."""
+    rows = frame.filter(pl.col("arm") == arm)
+    return [m for m in PANELS if m in rows.columns and len(verdict.usable(rows, m))]
+
+
+def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn | None:
+    """Fig. 6, or None when the store holds no companion metric for ``arm``."""
+    metrics = present(frame, arm)
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 2.6 * len(metrics) + 1.2), sharex=True,
+                             layout="constrained", squeeze=False)
+    drawn = {}
+    colour, mappable = depth_colours(sorted(set(frame["block"].drop_nulls().to_list())))
+    for ax, metric in zip(axes[:, 0], metrics):
+        traj = verdict.trajectory(frame, arm, metric)
+        steps = sorted(set(ctx.expected.get(arm, ())) | set(traj["step"].to_list()))
+        for (block,), g in on_grid(traj, steps).group_by("block", maintain_order=True):
+            ax.plot(g["step"], g["value"].fill_null(float("nan")), color=colour(block), lw=1.2, marker=".", ms=3)
+        if metric == "r2_lin_cv":
+            _interval(ax, frame, arm, colour)
+        ax.set_ylabel(PANELS[metric], fontsize=9)
+        ax.grid(alpha=0.3)
+        step_axis(ax, steps[-1] if steps else 1, label="")
+        drawn[metric] = traj
+    axes[-1, 0].set_xlabel("training step (optimizer updates; symlog: linear in [0, 1])")
+    depth_colourbar(fig, mappable, axes[:, 0].tolist(), int(frame["block"].max()) + 1)
+    fig.suptitle(ctx.title(f"Companion linearity metrics across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    return Drawn("companions", save(fig, out, "companions"), drawn)
+
+
+def _interval(ax, frame: pl.DataFrame, arm: str, colour) -> None:
+    low = verdict.trajectory(frame, arm, "r2_lin_ci_low")
+    high = verdict.trajectory(frame, arm, "r2_lin_ci_high")
+    both = low.join(high, on=["block", "step"], suffix="_high").sort("block", "step")
+    for (block,), g in both.group_by("block", maintain_order=True):
+        ax.fill_between(g["step"], g["value"], g["value_high"], color=colour(block), alpha=0.2, lw=0)
