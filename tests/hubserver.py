@@ -34,6 +34,8 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin")
+#: The repo id the tests serve their tiny Pythia-like revisions under.
+REPO = "EleutherAI/pythia-tiny"
 
 
 @dataclass

@@ -18,15 +18,7 @@ NEOX = dict(model_type="gpt_neox", vocab_size=320, hidden_size=128, num_hidden_l
             intermediate_size=512, max_position_embeddings=256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on shared cores their spin-waits cost ~3×."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(**kw):

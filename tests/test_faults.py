@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from builders import tiny_model
-from hubserver import HubServer, HubState, build_checkpoints, point_client_at, serve_checkpoints
+from hubserver import REPO, build_checkpoints
 from trajectory.cli import main
 from trajectory.errors import TrajectoryError
 from trajectory.manifest import DataSpec, load_manifest
@@ -24,22 +24,13 @@ from trajectory.sweep import SweepOptions, prune_failures, quick_manifest, run_s
 from trajectory.tokens import TextSource, tokenize_windows
 from trajectory.verify import verify_store
 
-REPO = "EleutherAI/pythia-tiny"
+
 FAST = RetryPolicy(attempts=2, wait=0.01)
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, tokenizer):
     return build_checkpoints(tmp_path_factory.mktemp("faults") / "ck", [0, 4], tokenizer, same_as_step0=())
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path, ckpts):
-    state = HubState()
-    serve_checkpoints(state, REPO, ckpts)
-    with HubServer(state) as server:
-        point_client_at(monkeypatch, server.endpoint, tmp_path / "cache")
-        yield server
 
 
 def run(capsys, *argv):

@@ -7,27 +7,18 @@ import pytest
 import torch
 from huggingface_hub import errors as hf_errors
 
-from hubserver import Fault, HubServer, HubState, build_checkpoints, files_of, point_client_at, serve_checkpoints
+from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 from trajectory.errors import TrajectoryError
 from trajectory.loading import load_model
 from trajectory.sources import HubSource, LocalDirSource, RetryPolicy, content_hash, is_transient, with_retries
 
-REPO = "EleutherAI/pythia-tiny"
+
 FAST = RetryPolicy(attempts=4, wait=0.01)
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, tokenizer):
     return build_checkpoints(tmp_path_factory.mktemp("src") / "ck", [0, 1, 4, 8], tokenizer, bin_steps=(8,))
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path, ckpts):
-    state = HubState()
-    serve_checkpoints(state, REPO, ckpts)
-    with HubServer(state) as server:
-        point_client_at(monkeypatch, server.endpoint, tmp_path / "cache")
-        yield server
 
 
 def source(**kw) -> HubSource:

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from hubserver import Fault, HubServer, HubState, build_checkpoints, files_of, point_client_at, serve_checkpoints
+from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 from trajectory.cli import main
 from trajectory.manifest import DataSpec, load_manifest
 from trajectory.measure import MetricConfig
@@ -19,7 +19,7 @@ from trajectory.sources import HubSource, RetryPolicy
 from trajectory.store import Store
 from trajectory.sweep import SweepOptions, quick_manifest, run_sweep
 
-REPO = "EleutherAI/pythia-tiny"
+
 STEPS = [0, 1, 2, 4, 8, 16]
 REVS = [f"step{s}" for s in STEPS]
 FAST = RetryPolicy(attempts=4, wait=0.05)
@@ -30,15 +30,6 @@ MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory, tokenizer):
     return build_checkpoints(tmp_path_factory.mktemp("sweep") / "ck", STEPS, tokenizer, bin_steps=(8,))
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path, ckpts):
-    state = HubState()
-    serve_checkpoints(state, REPO, ckpts)
-    with HubServer(state) as server:
-        point_client_at(monkeypatch, server.endpoint, tmp_path / "cache")
-        yield server
 
 
 def manifest_for(tmp_path, text_file, revisions=REVS, repo=REPO, store="store"):

@@ -21,15 +21,7 @@ SCHEDULE = [0, 1, 2, 4, 8, 16, 32, 64, 128]
 BUDGET = 40
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on shared cores their spin-waits cost ~3×."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedule_maps_by_fraction_and_keeps_early_doubling_steps():
