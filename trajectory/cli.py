@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trajectory",
         description="Track how linear a transformer's FFN blocks are across training (R²_lin).",
+        epilog="Start with `make sweep` (the offline demo: random-init band vs a trained twin) or "
+               "`trajectory measure MODEL --text-file F`. `trajectory COMMAND --help` explains each command.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add, run, help_) in COMMANDS.items():
