@@ -150,3 +150,27 @@ def test_local_source_pins_by_content(tmp_path, ckpts):
     assert src.pin(["step4"])["step4"] != pins["step4"] == content_hash(ckpts / "step4")
     assert src.tokenizer_path() == str(root / "step0")
     assert src.fetch("step4", pins["step4"]).path == root / "step4"
+
+
+def test_a_prefetched_revision_whose_shared_blob_was_evicted_meanwhile_is_fetched_again(hub, text_file, tokenizer,
+                                                                                        tmp_path):
+    """The race a prefetch can lose: step1 links step0's blob, then releasing step0 deletes it."""
+    from concurrent.futures import Future
+
+    from trajectory.measure import MetricConfig
+    from trajectory.sweep import Unit, run_unit
+    from trajectory.tokens import TextSource, tokenize_windows
+
+    src = source()
+    pins = src.pin(["step0", "step1"])
+    b = src.fetch("step1", pins["step1"])
+    (b.path / "model.safetensors").resolve().unlink()  # what a concurrent eviction of step0's shared blob leaves
+    assert (b.path / "model.safetensors").is_symlink() and not (b.path / "model.safetensors").exists()
+    prefetched = Future()
+    prefetched.set_result(b)
+    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 1024, 64)
+    identity = dict(experiment="e", arm="hub", model=REPO, seed=None, revision="step1", commit=pins["step1"],
+                    data_hash=tokens.data_hash, metric_config=MetricConfig().digest(), step=1)
+    outcome = run_unit(Unit(identity, "ab" * 12), src, tokens, MetricConfig(), str(tmp_path / "store"),
+                       fetched=prefetched)
+    assert outcome.status == "done", outcome.reason

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,18 +44,31 @@ def architecture(manifest):
         except ValueError as exc:
             first = str(exc).splitlines()[0]
             raise TrajectoryError(f"manifest {manifest.source.name}: [model.config] {first}") from None
-    return load_config(manifest.repo)
+    return load_config(*reference_revision(manifest))
+
+
+def reference_revision(manifest) -> tuple[str, str | None]:
+    """Where the architecture and tokenizer are read: the repo itself, or — for a local folder of
+    checkpoints, which has no config of its own — its first scheduled revision that is on disk."""
+    root = Path(manifest.repo)
+    if not root.is_dir() or (root / "config.json").is_file():
+        return manifest.repo, None
+    for rev in manifest.schedule.revisions():
+        if (root / rev / "config.json").is_file():
+            return manifest.repo, rev
+    raise TrajectoryError(f"manifest {manifest.source.name}: no scheduled revision of {manifest.repo} is on disk")
 
 
 def manifest_tokenizer(manifest):
     """The manifest's tokenizer: ``[model] tokenizer`` (a Hub id, a folder or ``embedded:VOCAB``), else the repo's."""
     from .loading import load_tokenizer
 
-    name = manifest.tokenizer or manifest.repo
-    if name is None:
+    if manifest.tokenizer:
+        return load_tokenizer(manifest.tokenizer)
+    if manifest.repo is None:
         raise TrajectoryError(f"manifest {manifest.source.name}: [model] needs 'tokenizer' when only 'config' "
                               "is given, e.g. tokenizer = \"embedded:4096\"")
-    return load_tokenizer(name)
+    return load_tokenizer(*reference_revision(manifest))
 
 
 def config_hash(config) -> str:

@@ -145,6 +145,9 @@ def run_unit(unit: Unit, source: CheckpointSource, tokens: EvalTokens, cfg: Metr
     try:
         got: Fetched = fetched.result() if fetched is not None else source.fetch(unit.revision,
                                                                                 unit.identity["commit"])
+        if any(p.is_symlink() and not p.exists() for p in got.path.iterdir()):
+            # a blob shared with the previous revision was evicted while this one was prefetched: fetch again
+            got = source.fetch(unit.revision, unit.identity["commit"])
         try:
             start = time.perf_counter()
             blocks, weights_hash = measure_checkpoint(str(got.path), tokens, cfg, device)

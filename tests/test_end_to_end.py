@@ -1,0 +1,45 @@
+"""A tiny experiment end to end, as a user runs it: sweep (local checkpoints + random-init), plot, report."""
+
+import polars as pl
+
+from hubserver import build_checkpoints
+from trajectory.cli import main
+from trajectory.store import Store
+
+FIGURES = ["lines_by_block", "heatmap", "small_multiples", "final_profile", "twin_vs_pythia", "companions"]
+
+
+def test_sweep_then_plot_and_report_from_a_real_tiny_store(tmp_path, tokenizer, text_file, capsys):
+    ckpts = build_checkpoints(tmp_path / "ck", [0, 2, 8, 32], tokenizer, same_as_step0=())
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(f"""
+[experiment]
+name = "tiny"
+arms = ["local", "random-init"]
+[model]
+path = "{ckpts}"
+[schedule]
+steps = [0, 2, 8, 32]
+[data]
+text_file = "{text_file}"
+tokens = 2048
+seq_len = 64
+[metric]
+companions = ["linearity_score", "effective_rank"]
+[random_init]
+seeds = 3
+[sweep]
+store = "{tmp_path / 'store'}"
+""")
+    assert main(["sweep", str(toml), "--no-progress"]) == 0, capsys.readouterr().err
+    out = tmp_path / "figs"
+    assert main(["report", str(toml), "--out", str(out)]) == 0, capsys.readouterr().err
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            assert (out / f"{name}.{ext}").stat().st_size > 5_000, name
+    rows = Store(tmp_path / "store").read()
+    assert set(rows["arm"]) == {"local", "random-init"} and rows.height == 4 * 2 + 3 * 2
+    report = (out / "report.md").read_text()
+    final = rows.filter((pl.col("arm") == "local") & (pl.col("step") == 32)).sort("block")["r2_lin"]
+    for value in final:
+        assert f"{value:.4f}" in report  # the report's final values are the store's
