@@ -89,3 +89,25 @@ def save_tiny(path: Path, model_type: str = "gpt_neox", seed: int = 0, tokenizer
     model.save_pretrained(path)
     (tokenizer or tiny_tokenizer()).save_pretrained(path)
     return path
+
+
+def local_manifest(path: Path, ckpts: Path, text_file: Path, steps, store: Path, *, arms=("local",),
+                   tokens: int = 2048, extra: str = "") -> Path:
+    """Write an experiment over a folder of local checkpoints (``ckpts/step<N>/``) to ``path``."""
+    path.write_text(f"""
+[experiment]
+name = "{path.stem}"
+arms = {list(arms)!r}
+[model]
+path = "{ckpts}"
+[schedule]
+steps = {list(steps)}
+[data]
+text_file = "{text_file}"
+tokens = {tokens}
+seq_len = 64
+[sweep]
+store = "{store}"
+{extra}
+""")
+    return path

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 import torch
 
-from builders import tiny_model
+from builders import local_manifest, tiny_model
 from hubserver import REPO, build_checkpoints
 from trajectory.cli import main
 from trajectory.errors import TrajectoryError
@@ -188,22 +188,7 @@ def many(tmp_path_factory, tokenizer):
 
 @pytest.mark.slow  # two fresh interpreters importing torch: ~30 s on 2 cores
 def test_two_sweeps_at_once_into_one_store_neither_corrupt_nor_duplicate(many, text_file, tmp_path):
-    toml = tmp_path / "both.toml"
-    toml.write_text(f"""
-[experiment]
-name = "both"
-arms = ["local"]
-[model]
-path = "{many}"
-[schedule]
-steps = [0, 1, 2, 4]
-[data]
-text_file = "{text_file}"
-tokens = 1024
-seq_len = 64
-[sweep]
-store = "{tmp_path / 'store'}"
-""")
+    toml = local_manifest(tmp_path / "both.toml", many, text_file, [0, 1, 2, 4], tmp_path / "store", tokens=1024)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     argv = [sys.executable, "-m", "trajectory", "sweep", str(toml), "--no-progress"]
     procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]

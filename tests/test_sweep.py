@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from builders import local_manifest
 from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 from trajectory.cli import main
 from trajectory.manifest import DataSpec, load_manifest
@@ -144,22 +145,8 @@ def test_offline_from_a_populated_cache_and_fast_failure_when_the_hub_is_unreach
 
 
 def test_local_arm_from_a_manifest_and_results_export(ckpts, text_file, tmp_path, capsys, monkeypatch):
-    toml = tmp_path / "mine.toml"
-    toml.write_text(f"""
-[experiment]
-name = "mine"
-arms = ["local", "random-init"]
-[model]
-path = "{ckpts}"
-[schedule]
-steps = [0, 4, 8]
-[data]
-text_file = "{text_file}"
-tokens = 2048
-seq_len = 64
-[sweep]
-store = "{tmp_path / 'store'}"
-""")
+    toml = local_manifest(tmp_path / "mine.toml", ckpts, text_file, [0, 4, 8], tmp_path / "store",
+                          arms=("local", "random-init"))
     calls = []
 
     def fake_random_init(manifest, store, device="cpu", progress=True):

@@ -6,6 +6,7 @@ import warnings
 import polars as pl
 import pytest
 
+from builders import local_manifest
 from hubserver import build_checkpoints
 from trajectory.cli import main
 from trajectory.manifest import load_manifest
@@ -17,24 +18,8 @@ STEPS = [0, 4, 8]
 
 
 def write_manifest(folder, ckpts, text_file, steps=STEPS, metric="", tokens=2048):
-    path = folder / "exp.toml"
-    path.write_text(f"""
-[experiment]
-name = "exp"
-arms = ["local"]
-[model]
-path = "{ckpts}"
-[schedule]
-steps = {steps}
-[data]
-text_file = "{text_file}"
-tokens = {tokens}
-seq_len = 64
-[sweep]
-store = "{folder / 'store'}"
-{metric}
-""")
-    return path
+    return local_manifest(folder / "exp.toml", ckpts, text_file, steps, folder / "store", tokens=tokens,
+                          extra=metric)
 
 
 @pytest.fixture(scope="module")
