@@ -4,21 +4,24 @@ On a pythia-160m-shaped GPT-NeoX (random init, built from its config, never
 downloaded) and the same random token windows (seq_len 128, 4096-token batches):
 
 * (a) the bare trunk forward pass (no LM head) and (b) the FFNProbe path of
-  ``measure_blocks`` on all 12 blocks (default float64 products) run in one
+  ``measure_blocks`` on all 12 blocks (the default config: float64 Gram and
+  float32 cross products, held-out rows scored in the same pass) run in one
   process, alternating batch by batch, so both see the same machine load; (b)'s
-  fits and scores are timed at the end and counted in (b);
+  fits (made when the first held-out row arrives) and scores count in (b);
 * (c) the straightforward method (what ``tests/test_engine.py``'s reference
   does): hooks keep every block's FFN (x, y) as float64, then
   ``numpy.linalg.lstsq`` on ``[X, 1]`` per block, in a fresh process;
 * ``measure_blocks`` at 4k and at twice the tokens, each in a fresh process, for
-  the memory ratio; ``--float32`` adds a run with float32 products and its error.
+  the memory ratio; then ``measure_blocks`` with the other precisions (``--also``,
+  default float64 and float32), each in a fresh process, with their errors.
 
-Peak memory is ``ru_maxrss`` (glibc's mmap threshold fixed, see ``WORKER_ENV``) relative to its value once the model is built (the
-high-water mark is reset there through ``/proc/self/clear_refs`` where Linux
-allows it), so it counts activations and statistics, not the weights.  Times
-exclude model building.  The last line is machine-readable.
+Peak memory is ``ru_maxrss`` (glibc's mmap threshold fixed, see ``WORKER_ENV``)
+relative to its value once the model is built (the high-water mark is reset
+there through ``/proc/self/clear_refs`` where Linux allows it), so it counts
+activations and statistics, not the weights.  Times exclude model building.
+The last line is machine-readable.
 
-    python benches/bench_measure.py [--tokens 16384] [--float32] [--device cpu|cuda]
+    python benches/bench_measure.py [--tokens 16384] [--also float64,float32] [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from trajectory.adapters import adapter_for  # noqa: E402
 from trajectory.probe import FFNProbe  # noqa: E402
-from trajectory.measure import MetricConfig, measure_blocks, split_by_sequence  # noqa: E402
+from trajectory.measure import MetricConfig, measure_blocks, sinks_for, split_by_sequence  # noqa: E402
 from trajectory.tokens import EvalTokens  # noqa: E402
 
 SEQ_LEN = 128  # the manifests' window length
@@ -88,8 +91,8 @@ def run_forward(model, tokens: EvalTokens, device: str) -> list[float]:
     return []
 
 
-def run_measure(model, tokens: EvalTokens, device: str, dtype: str) -> list[float]:
-    cfg = MetricConfig(compute_dtype=dtype, batch_tokens=BATCH_TOKENS)
+def run_measure(model, tokens: EvalTokens, device: str, precision: str = "mixed") -> list[float]:
+    cfg = MetricConfig(compute_dtype=precision, batch_tokens=BATCH_TOKENS)
     return [row["r2_lin"] for row in measure_blocks(model, tokens, cfg, device=device)]
 
 
@@ -122,8 +125,9 @@ def lstsq_r2(x_tr, y_tr, x_te, y_te, rcond=1e-6) -> float:
 def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     """(a) and (b) batch by batch, alternating which goes first: both see the same load.
 
-    (b) is the FFNProbe path of ``measure_blocks`` (same split, same batches, the
-    train windows first), timed per batch, plus the fits and scores at the end.
+    (b) is the FFNProbe path of ``measure_blocks`` (same sinks, split and batches,
+    the train windows first), timed per batch (the fits happen inside the first
+    held-out batch), plus the scores at the end.
     (b)'s peak counts from before its statistics are allocated; (a)'s is the
     rise during the first forward batch, after they are; the forward's
     activations are the same in both.
@@ -132,7 +136,7 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     order, per = np.argsort(is_test, kind="stable"), BATCH_TOKENS // SEQ_LEN
     base, t_fwd, t_meas, peak_fwd = maxrss_mib(), [], [], None
-    probe = FFNProbe(model, adapter_for(model.config.model_type))  # its statistics count in (b)'s peak
+    probe = FFNProbe(model, adapter_for(model.config.model_type), sinks_for(cfg, 2))  # counted in (b)'s peak
     base_fwd = maxrss_mib()
     for k, start in enumerate(range(0, len(order), per)):
         sel = order[start : start + per]
@@ -144,7 +148,7 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
             if peak_fwd is None:
                 peak_fwd = maxrss_mib() - base_fwd
     start = time.perf_counter()
-    r2 = [stats.finalize(cfg.rcond)["r2_lin"] for stats in probe.stats]
+    r2 = [sink.finalize(cfg.rcond)["r2_lin"] for sink in probe.accumulators["ffn"]]
     t_fit = time.perf_counter() - start
     return {"forward": t_fwd, "measure": t_meas, "fit": t_fit, "peak_forward": peak_fwd,
             "peak_measure": maxrss_mib() - base, "r2": r2}
@@ -168,8 +172,8 @@ def worker(method: str, n_tokens: int, device: str) -> None:
     if method == "interleaved":
         print(json.dumps(interleaved(model, tokens, device)))
         return
-    runner = {"naive": run_naive, "measure": lambda *a: run_measure(*a, "float64"),
-              "measure32": lambda *a: run_measure(*a, "float32")}[method]
+    runner = {"naive": run_naive, "measure": run_measure, "float64": lambda *a: run_measure(*a, "float64"),
+              "float32": lambda *a: run_measure(*a, "float32")}[method]
     result: list[list[float]] = []
     seconds = timed(lambda: result.append(runner(model, tokens, device)), device)
     print(json.dumps({"seconds": seconds, "peak_mib": maxrss_mib() - base, "r2": result[0]}))
@@ -185,32 +189,32 @@ def spawn(method: str, n_tokens: int, device: str) -> dict:
     return result
 
 
-def bench(n_tokens: int, device: str, float32: bool) -> None:
+def bench(n_tokens: int, device: str, also: list[str]) -> None:
     print(f"device={device} threads={torch.get_num_threads()} tokens={n_tokens} seq_len={SEQ_LEN} "
           f"batch_tokens={BATCH_TOKENS} load={os.getloadavg()[0]:.2f}", flush=True)
     runs = {"interleaved": spawn("interleaved", n_tokens, device), "naive": spawn("naive", n_tokens, device),
             "4k": spawn("measure", 4096, device), "32k": spawn("measure", 2 * n_tokens, device)}
-    if float32:
-        runs["float32"] = spawn("measure32", n_tokens, device)
-    report(runs)
+    for precision in also:
+        runs[precision] = spawn(precision, n_tokens, device)
+    report(runs, also)
 
 
-def report(runs: dict) -> None:
+def report(runs: dict, also: list[str]) -> None:
     inter, naive, small, large = (runs[k] for k in ("interleaved", "naive", "4k", "32k"))
     fwd = sum(inter["forward"])
     meas = sum(inter["measure"]) + inter["fit"]
     ratios = [m / f for m, f in zip(inter["measure"], inter["forward"])]
     print(f"(a) forward   {fwd:8.2f} s                          peak +{inter['peak_forward']:.0f} MiB")
-    print(f"(b) measure   {meas:8.2f} s (fits {inter['fit']:.2f} s; per-batch ratio median "
+    print(f"(b) measure   {meas:8.2f} s (final scores {inter['fit']:.2f} s; per-batch ratio median "
           f"{statistics.median(ratios):.3f})  peak +{inter['peak_measure']:.0f} MiB "
           f"(4k: +{small['peak_mib']:.0f}, 32k: +{large['peak_mib']:.0f})")
     print(f"(c) naive     {naive['seconds']:8.2f} s                          peak +{naive['peak_mib']:.0f} MiB")
     diff = max(abs(a - b) for a, b in zip(inter["r2"], naive["r2"]))
-    if "float32" in runs:
-        f32 = runs["float32"]
-        diff32 = max(abs(a - b) for a, b in zip(f32["r2"], naive["r2"]))
-        print(f"(b') float32 products: {f32['seconds']:.2f} s ({f32['seconds'] / fwd:.3f} x forward, separate run) "
-              f"peak +{f32['peak_mib']:.0f} MiB, max |ΔR²| vs naive {diff32:.2e}")
+    for precision in also:
+        run = runs[precision]
+        err = max(abs(a - b) for a, b in zip(run["r2"], naive["r2"]))
+        print(f"(b') {precision} products: {run['seconds']:.2f} s ({run['seconds'] / fwd:.3f} x forward, separate "
+              f"run) peak +{run['peak_mib']:.0f} MiB, max |ΔR²| vs naive {err:.2e}")
     print(f"measure_over_forward={meas / fwd:.3f} naive_over_measure={naive['seconds'] / meas:.2f} "
           f"naive_mem_over_measure={naive['peak_mib'] / inter['peak_measure']:.2f} "
           f"measure_mem_32k_over_4k={large['peak_mib'] / small['peak_mib']:.3f} max_abs_r2_diff={diff:.2e}")
@@ -219,15 +223,17 @@ def report(runs: dict) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16384)
-    parser.add_argument("--float32", action="store_true", help="also time compute_dtype=float32 and its error")
+    parser.add_argument("--also", default="float64,float32",
+                        help="other precisions to time in separate runs, with their errors ('' for none)")
     parser.add_argument("--device", help="default: cpu, then cuda when available")
-    parser.add_argument("--worker", choices=("interleaved", "measure", "measure32", "naive"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("interleaved", "measure", "float64", "float32", "naive"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.tokens, args.device)
     else:
         for device in [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-            bench(args.tokens, device, args.float32)
+            bench(args.tokens, device, [p for p in args.also.split(",") if p])
 
 
 if __name__ == "__main__":

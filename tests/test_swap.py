@@ -23,8 +23,9 @@ def fits_for(model, ids):
     adapter = adapter_for(model.config.model_type)
     is_test = np.zeros(len(ids), bool)
     is_test[-8:] = True
-    stats = FFNProbe(model, adapter).run(ids, is_test, batch_size=8)
-    return adapter, [fit_affine(s.train) for s in stats], ids[is_test]
+    probe = FFNProbe(model, adapter)
+    probe.run(ids, is_test, batch_size=8)
+    return adapter, [fit_affine(s.train) for s in probe.stats], ids[is_test]
 
 
 class Affine(torch.nn.Module):

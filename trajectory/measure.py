@@ -14,31 +14,37 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from .adapters import adapter_for
 from .companions import effective_rank, kfold_interval, linearity_scores, merged
 from .errors import TrajectoryError
-from .probe import FFNProbe
-from .stats import BlockStats, fit_affine
+from .heldout import FitThenScore
+from .probe import FFNProbe, moments
+from .stats import PRECISIONS, BlockStats
 from .tokens import EvalTokens
 
 #: Bumped whenever a change to the maths could change a stored number.
-METRIC_VERSION = 1
-_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: 2: mixed-precision products by default, held-out rows scored by their residuals (:mod:`trajectory.heldout`).
+METRIC_VERSION = 2
 #: Companion metrics a config may ask for (see :mod:`trajectory.companions` and :mod:`trajectory.swap`).
 COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
+#: Companions that need the FFN's held-out moments, not just its held-out residuals.
+NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci")
 
 
 @dataclass(frozen=True)
 class MetricConfig:
-    """How R²_lin is computed.  ``batch_tokens`` does not change results, so it is not hashed."""
+    """How R²_lin is computed.  ``batch_tokens`` does not change results, so it is not hashed.
+
+    ``compute_dtype`` is the precision of the products (:data:`trajectory.stats.PRECISIONS`):
+    ``mixed`` (Gram float64, cross products float32), ``float64`` or ``float32``.
+    """
 
     heldout_frac: float = 0.2
     seed: int = 0
     split: str = "random"
     rcond: float = 1e-6
-    compute_dtype: str = "float64"
+    compute_dtype: str = "mixed"
     batch_tokens: int = 8192
     companions: tuple[str, ...] = ()
     folds: int = 5
@@ -56,8 +62,8 @@ class MetricConfig:
             raise TrajectoryError(f"heldout-frac must lie in (0, 1), got {self.heldout_frac}")
         if self.split not in ("random", "tail"):
             raise TrajectoryError(f"split must be 'random' or 'tail', got {self.split!r}")
-        if self.compute_dtype not in _DTYPES:
-            raise TrajectoryError(f"compute_dtype must be one of {sorted(_DTYPES)}, got {self.compute_dtype!r}")
+        if self.compute_dtype not in PRECISIONS:
+            raise TrajectoryError(f"compute_dtype must be one of {', '.join(PRECISIONS)}, got {self.compute_dtype!r}")
 
     def digest(self) -> str:
         fields = asdict(self)
@@ -99,12 +105,11 @@ def check_budget(tokens: EvalTokens, is_test: np.ndarray, d_model: int) -> None:
         )
 
 
-def _finalize(block: int, stats, rcond: float) -> dict:
-    moments = (stats.train.sxx, stats.train.sxy, stats.test.syy, stats.test.sxy)
-    if not all(np.isfinite(m).all() for m in moments):
+def _finalize(block: int, stats: BlockStats | FitThenScore, rcond: float) -> dict:
+    if not stats.finite():
         nan = float("nan")
         return {"block": block, "r2_lin": nan, "r2_lin_global": nan, "r2_median_dim": nan,
-                "n_train": stats.train.n, "n_test": stats.test.n, "cond": nan, "rank": 0,
+                "n_train": stats.n_train, "n_test": stats.n_test, "cond": nan, "rank": 0,
                 "status": "nonfinite activations"}
     return {"block": block, **stats.finalize(rcond), "status": "ok"}
 
@@ -130,20 +135,20 @@ def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
     return 2 * fold + is_test.astype(np.int64)
 
 
-def _companion_values(i: int, probe: FFNProbe, train, test, cfg: MetricConfig) -> dict:
+def _companion_values(i: int, probe: FFNProbe, stats: BlockStats | FitThenScore, cfg: MetricConfig) -> dict:
     out = {}
     if "effective_rank" in cfg.companions:
-        out["effective_rank"] = effective_rank(train, test, rcond=cfg.rcond)
+        out["effective_rank"] = effective_rank(stats.train, stats.test, rcond=cfg.rcond)
     if "ci" in cfg.companions:
-        accs = probe.accumulators["ffn"][i]
+        accs = probe.accumulators["ffn"][i].groups
         out.update(kfold_interval([merged(*accs[2 * f : 2 * f + 2]) for f in range(cfg.folds)], cfg.rcond))
     if "linearity_score" in cfg.companions:
-        res = probe.accumulators["residual"][i]
+        res = probe.accumulators["residual"][i].groups
         out.update(linearity_scores(merged(*res[0::2]), merged(*res[1::2]), cfg.rcond))
     return out
 
 
-def _swap(model, adapter, stats: list[BlockStats], rows: list[dict], heldout: np.ndarray, batch: int,
+def _swap(model, adapter, stats: list[BlockStats | FitThenScore], rows: list[dict], heldout: np.ndarray, batch: int,
           device: str, rcond: float) -> None:
     from .swap import swap_losses
 
@@ -152,10 +157,28 @@ def _swap(model, adapter, stats: list[BlockStats], rows: list[dict], heldout: np
     if model.get_output_embeddings() is None:
         raise TrajectoryError("the 'swap' metric needs the LM head: load the model with its head (with_head=True)")
     ok = [r["status"] == "ok" for r in rows]
-    fits = [fit_affine(s.train, rcond) if good else None for s, good in zip(stats, ok)]
+    fits = [s.affine_fit(rcond) if good else None for s, good in zip(stats, ok)]
     for row in swap_losses(model, adapter, fits, heldout, batch, device):
         if ok[row["block"]]:
             rows[row["block"]].update({k: v for k, v in row.items() if k != "block"})
+
+
+def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
+    """Per site, what collects each block's rows: one-pass fit-then-score unless a companion needs held-out
+    moments (then per-group moments); the residual site, for the secretly-linear score, always keeps moments."""
+    if any(c in cfg.companions for c in NEEDS_HELDOUT_MOMENTS):
+        sinks = {"ffn": moments(n_groups, cfg.compute_dtype)}
+    else:
+        sinks = {"ffn": lambda d_in, d_out: FitThenScore(d_in, d_out, cfg.compute_dtype, cfg.rcond)}
+    if "linearity_score" in cfg.companions:
+        sinks["residual"] = moments(n_groups, cfg.compute_dtype)
+    return sinks
+
+
+def _train_and_heldout(groups: list) -> BlockStats:
+    """Groups ``2·fold + held_out`` (or just 0/1) folded into one train and one held-out accumulator."""
+    return BlockStats(groups[0], groups[1]) if len(groups) == 2 else BlockStats(merged(*groups[0::2]),
+                                                                                merged(*groups[1::2]))
 
 
 def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu",
@@ -166,16 +189,15 @@ def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
     groups = groups_of(is_test, cfg)
-    probe = FFNProbe(model, adapter, _DTYPES[cfg.compute_dtype], n_groups=int(groups.max()) + 1,
-                     residual="linearity_score" in cfg.companions)
+    probe = FFNProbe(model, adapter, sinks_for(cfg, n_groups=int(groups.max()) + 1))
     batch = max(1, cfg.batch_tokens // tokens.ids.shape[1])
     probe.run(tokens.ids, groups, batch, device=device, progress=progress)
     stats, rows = [], []
-    for i, accs in enumerate(probe.accumulators["ffn"]):
-        s = BlockStats(accs[0], accs[1]) if len(accs) == 2 else BlockStats(merged(*accs[0::2]), merged(*accs[1::2]))
+    for i, sink in enumerate(probe.accumulators["ffn"]):
+        s = sink if isinstance(sink, FitThenScore) else _train_and_heldout(sink.groups)
         row = _finalize(i, s, cfg.rcond)
         if row["status"] == "ok":
-            row.update(_companion_values(i, probe, s.train, s.test, cfg))
+            row.update(_companion_values(i, probe, s, cfg))
         stats.append(s)
         rows.append(row)
     if "swap" in cfg.companions:

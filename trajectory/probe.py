@@ -1,7 +1,9 @@
 """Forward hooks that feed every block's (x, y) rows into streaming statistics.
 
 One forward pass of the trunk (never the LM head) over each batch of windows
-updates every block's accumulators; no activation is kept beyond its batch.
+updates every block's *sink* — per-group moment accumulators
+(:class:`~trajectory.stats.GroupMoments`) or a one-pass fit-then-score
+(:class:`~trajectory.heldout.FitThenScore`); no activation is kept beyond its batch.
 Rows are routed by the *group* of the sequence they come from — by default
 group 0 = train and 1 = held-out, so a held-out token never shares a window
 with a train token; k-fold intervals use more groups (``2·fold + held_out``).
@@ -16,48 +18,62 @@ Two kinds of site can be hooked in the same pass:
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from .adapters import Adapter
-from .stats import BlockStats, MomentAccumulator
+from .stats import BlockStats, GroupMoments
+
+
+class Sink(Protocol):
+    """Where one block's rows of one site go: ``update(group, x (n, d_in), y (n, d_out))``."""
+
+    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None: ...
+
+
+def moments(n_groups: int = 2, precision: str = "float64") -> Callable[[int, int], GroupMoments]:
+    """A sink factory: per-group moment accumulators (:class:`~trajectory.stats.GroupMoments`)."""
+    return lambda d_in, d_out: GroupMoments(d_in, d_out, n_groups, precision)
 
 
 class FFNProbe:
-    """Collects per-group (x, y) moments for all blocks of ``model`` in one forward pass."""
+    """Feeds every block's (x, y) rows of each site into its sink, in one forward pass.
 
-    def __init__(self, model: nn.Module, adapter: Adapter, compute_dtype=torch.float64, n_groups: int = 2,
-                 residual: bool = False) -> None:
-        self.model, self.adapter, self.compute_dtype = model, adapter, compute_dtype
+    ``sinks`` maps a site (``"ffn"``, ``"residual"``) to a factory ``(d_in, d_out) → Sink``;
+    the default is float64 train/held-out moments at the FFN site.
+    """
+
+    def __init__(self, model: nn.Module, adapter: Adapter,
+                 sinks: dict[str, Callable[[int, int], Sink]] | None = None) -> None:
+        self.model, self.adapter = model, adapter
         self.blocks = adapter.blocks(model)
         d = model.config.hidden_size
-        self.sites = {"ffn": adapter.ffn_modules}
-        if residual:
-            self.sites["residual"] = adapter.residual_modules
-        # accumulators[site][block][group]
-        self.accumulators = {site: [[MomentAccumulator(d, d) for _ in range(n_groups)] for _ in self.blocks]
-                             for site in self.sites}
+        sinks = sinks or {"ffn": moments()}
+        site_modules = {"ffn": adapter.ffn_modules, "residual": adapter.residual_modules}
+        self.sites = {site: site_modules[site] for site in sinks}
+        # accumulators[site][block]: that block's sink
+        self.accumulators = {site: [make(d, d) for _ in self.blocks] for site, make in sinks.items()}
         self._x: dict[tuple[str, int], torch.Tensor] = {}
         self._groups: torch.Tensor | None = None  # (batch,) long
         self._present: list[int] = []
 
     @property
     def stats(self) -> list[BlockStats]:
-        """The FFN site's (train, held-out) pairs; only meaningful with the default two groups."""
-        return [BlockStats(g[0], g[1]) for g in self.accumulators["ffn"]]
+        """The FFN site's (train, held-out) pairs; only meaningful with the default sinks."""
+        return [BlockStats(*g.groups[:2]) for g in self.accumulators["ffn"]]
 
     def _update(self, site: str, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         # x, y: (batch, seq, d)
-        accs = self.accumulators[site][i]
+        sink = self.accumulators[site][i]
         if len(self._present) == 1:
-            accs[self._present[0]].update(x.flatten(0, 1), y.flatten(0, 1), self.compute_dtype)
+            sink.update(self._present[0], x.flatten(0, 1), y.flatten(0, 1))
             return
-        for g in self._present:
+        for g in self._present:  # ascending: a boundary batch gives its train rows first
             mask = self._groups == g
-            accs[g].update(x[mask].flatten(0, 1), y[mask].flatten(0, 1), self.compute_dtype)
+            sink.update(g, x[mask].flatten(0, 1), y[mask].flatten(0, 1))
 
     @contextmanager
     def _hooks(self) -> Iterator[None]:
@@ -84,12 +100,14 @@ class FFNProbe:
 
     @torch.no_grad()
     def run(self, ids: np.ndarray, groups: np.ndarray, batch_size: int, device: str = "cpu",
-            progress=None) -> list[BlockStats]:
+            progress=None) -> None:
         """Forward ``ids`` (n_seq, seq_len) in batches of ``batch_size`` windows.
 
         ``groups`` (n_seq,) is a bool (held-out) or integer group label per window.
-        Windows are sorted by group, so batches rarely mix groups; the statistics do
-        not depend on the order or the batching.
+        Windows are sorted by group (stably), so batches rarely mix groups and every
+        row of group g reaches a sink before any row of a later group, which
+        :class:`~trajectory.heldout.FitThenScore` relies on; the statistics do not
+        depend on the batching.
         """
         groups = np.asarray(groups).astype(np.int64)
         order = np.argsort(groups, kind="stable")
@@ -103,4 +121,3 @@ class FFNProbe:
                 trunk(input_ids=torch.as_tensor(ids[sel], dtype=torch.long, device=device), **kwargs)
                 if progress is not None:
                     progress(len(sel))
-        return self.stats

@@ -17,13 +17,13 @@ recovered exactly from the shifted sums, and two accumulators are merged with
 Chan et al.'s pairwise update.  Memory never grows with the number of tokens and
 the result does not depend on how the tokens were batched (up to rounding).
 
-The per-batch products run in ``compute_dtype`` and are summed in float64.
-float64 (the default) matches ``numpy.linalg.lstsq`` on stored activations to
-1e-14 in R² on a pythia-160m-shaped model.  float32 products are about 3× faster
-on CPU but cost digits: max |ΔR²| against float64 was 3e-8 and 1.2e-7 on the
-tests' tiny models (d=32) and 2e-5 at d=768 with 2k tokens (the fit is then
-ill-conditioned, and float32 rounding lifts the LayerNorm null direction above
-the ``rcond`` cutoff), so it is an option, hashed into the metric digest.
+The per-batch products run in the dtypes that ``precision`` names
+(:data:`PRECISIONS`) and are summed in float64: ``float64`` throughout;
+``mixed`` (the default), the Gram product XᵀX in float64 and the cross product
+XᵀY in float32, for the reason given in :class:`MomentAccumulator`; or
+``float32`` throughout, which is fast but loses the LayerNorm null direction
+to rounding and is wrong on ill-conditioned inputs.  The choice is hashed into
+the metric digest.
 
 :func:`fit_affine` solves ``min_{W,b} Σ ||y - Wᵀx - b||²`` on the train
 statistics.  With centred statistics the intercept drops out (``b = my - Wᵀmx``,
@@ -55,7 +55,12 @@ import torch
 
 
 #: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
-ROW_BLOCK = 384  # d=768: two row blocks, 7/8 of the full product's work
+ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (measured fastest of 96–384)
+#: Rows of one batch multiplied at a time: caps the shifted copies at ROW_CHUNK × (d_in + d_out) numbers.
+ROW_CHUNK = 1024
+#: ``precision`` → (dtype of the Gram product XᵀX, dtype of the cross product XᵀY); both summed in float64.
+PRECISIONS = {"float64": (torch.float64, torch.float64), "mixed": (torch.float64, torch.float32),
+              "float32": (torch.float32, torch.float32)}
 
 
 class MomentAccumulator:
@@ -63,13 +68,23 @@ class MomentAccumulator:
 
     Internally the sums are kept about a fixed *shift* ``c`` (the first batch's
     mean, rounded to float32 so that it is exact in every compute dtype):
-    ``G = Σ (x-cx)[(x-cx) | (y-cy)]ᵀ``, ``Σ (x-cx)``, ``Σ (y-cy)`` and ``Σ (y-cy)²``.
-    The centred moments are recovered on demand, ``Sxx = Gxx - n r rᵀ`` with
-    ``r = mx - cx`` small (c is close to the mean, so no digits are lost), and
-    likewise ``Sxy`` and ``syy``.  An update is therefore one product per block
-    of rows added into float64, with no per-batch outer product.  ``Sxx`` is
-    symmetric, so only its upper block triangle is formed: rows are cut into
-    blocks of :data:`ROW_BLOCK` and row block ``[a, a+b)`` meets columns ``a:``.
+    ``Gxx = Σ (x-cx)(x-cx)ᵀ``, ``Gxy = Σ (x-cx)(y-cy)ᵀ``, ``Σ (x-cx)``, ``Σ (y-cy)``
+    and ``Σ (y-cy)²``.  The centred moments are recovered on demand,
+    ``Sxx = Gxx - n r rᵀ`` with ``r = mx - cx`` small (c is close to the mean, so
+    no digits are lost), and likewise ``Sxy`` and ``syy``.  ``Gxx`` is symmetric,
+    so only its upper block triangle is formed: rows are cut into blocks of
+    :data:`ROW_BLOCK` and row block ``[a, a+b)`` meets columns ``a:``.
+
+    ``precision`` picks the dtypes of the two products (:data:`PRECISIONS`).  The
+    solve divides by the eigenvalues of ``Sxx``, so a relative error ε in ``Gxx``
+    becomes an error of order ε·cond in the coefficients of the weakest kept
+    direction, and float32's ε ≈ 6e-8 lifts the LayerNorm null direction above
+    the ``rcond`` cutoff.  An error in ``Gxy`` enters only through ``Sxx⁺ Sxy``
+    and is amplified by √cond at most (the projection of ``Sxy`` on an
+    eigenvector shrinks with the square root of its eigenvalue).  So ``mixed``
+    (the default) forms ``Gxx`` in float64 and ``Gxy`` in float32: on
+    pythia-160m-shaped activations rotated and rescaled to cond 6e9 its R² was
+    within 6e-8 of float64 lstsq, where all-float32 products were off by 0.7.
     """
 
     def __init__(self, d_in: int, d_out: int) -> None:
@@ -79,34 +94,33 @@ class MomentAccumulator:
         self._sx, self._sy = np.zeros(d_in), np.zeros(d_out)  # Σ (x-cx), Σ (y-cy)
         self._syy = np.zeros(d_out)  # Σ (y-cy)²
         self._starts = list(range(0, d_in, ROW_BLOCK))
-        # Row block at a: Σ (x-cx)[:, a:a+b]ᵀ [(x-cx)[:, a:] | (y-cy)]   (b, d_in - a + d_out)
-        self._rows = [torch.zeros(min(ROW_BLOCK, d_in - a), d_in - a + d_out, dtype=torch.float64)
-                      for a in self._starts]
+        # Row block at a: Σ (x-cx)[:, a:a+b]ᵀ (x-cx)[:, a:]   (b, d_in - a)
+        self._gxx = [torch.zeros(min(ROW_BLOCK, d_in - a), d_in - a, dtype=torch.float64) for a in self._starts]
+        self._gxy = torch.zeros(d_in, d_out, dtype=torch.float64)  # Σ (x-cx)(y-cy)ᵀ
 
-    def update(self, x: torch.Tensor, y: torch.Tensor, compute_dtype=torch.float64) -> None:
-        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of one batch.
-
-        The rows are shifted by ``c`` straight into one (n, d_in + d_out) buffer of
-        ``compute_dtype`` (no concatenation copy); each row block's product is
-        formed in ``compute_dtype`` and accumulated in float64.
-        """
+    def update(self, x: torch.Tensor, y: torch.Tensor, precision: str = "float64") -> None:
+        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of one batch, :data:`ROW_CHUNK` rows at a time."""
         n = x.shape[0]
         if n == 0:
             return
         x, y = x.reshape(n, -1), y.reshape(n, -1)  # (n, d_in), (n, d_out)
         if self.n == 0:
             self._cx, self._cy = _float32_mean(x), _float32_mean(y)
-        d = self.d_in
-        buf = torch.empty(n, d + self.d_out, dtype=compute_dtype, device=x.device)  # [x-cx | y-cy]
-        torch.sub(x, torch.as_tensor(self._cx, dtype=compute_dtype, device=x.device), out=buf[:, :d])
-        torch.sub(y, torch.as_tensor(self._cy, dtype=compute_dtype, device=x.device), out=buf[:, d:])
-        sums = (buf.T @ torch.ones(n, dtype=compute_dtype, device=x.device)).double().cpu().numpy()
-        self._sx += sums[:d]
-        self._sy += sums[d:]
-        self._syy += buf[:, d:].square().sum(0, dtype=torch.float64).cpu().numpy()
-        for a, acc in zip(self._starts, self._rows):
-            acc.add_((buf[:, a : a + acc.shape[0]].T @ buf[:, a:]).cpu())
+        gram_dtype, cross_dtype = PRECISIONS[precision]
+        for start in range(0, n, ROW_CHUNK):
+            self._update_chunk(x[start : start + ROW_CHUNK], y[start : start + ROW_CHUNK], gram_dtype, cross_dtype)
         self.n += n
+
+    def _update_chunk(self, x: torch.Tensor, y: torch.Tensor, gram_dtype, cross_dtype) -> None:
+        xg = shifted(x, self._cx, gram_dtype)  # (n, d_in)
+        xc = xg if cross_dtype == gram_dtype else shifted(x, self._cx, cross_dtype)
+        yc = shifted(y, self._cy, cross_dtype)  # (n, d_out)
+        self._sx += xg.sum(0, dtype=torch.float64).cpu().numpy()
+        self._sy += yc.sum(0, dtype=torch.float64).cpu().numpy()
+        self._syy += yc.square().sum(0, dtype=torch.float64).cpu().numpy()
+        for a, acc in zip(self._starts, self._gxx):
+            acc.add_((xg[:, a : a + acc.shape[0]].T @ xg[:, a:]).cpu())
+        self._gxy.add_((xc.T @ yc).cpu())
 
     @property
     def mx(self) -> np.ndarray:
@@ -121,8 +135,8 @@ class MomentAccumulator:
         """Σ (x-mx)(x-mx)ᵀ  (d_in, d_in)."""
         d = self.d_in
         upper = np.zeros((d, d))
-        for a, acc in zip(self._starts, self._rows):
-            upper[a : a + acc.shape[0], a:] = acc[:, : d - a].numpy()
+        for a, acc in zip(self._starts, self._gxx):
+            upper[a : a + acc.shape[0], a:] = acc.numpy()
         gxx = np.triu(upper) + np.triu(upper, 1).T
         rx = self._sx / max(self.n, 1)
         return gxx - self.n * np.outer(rx, rx)
@@ -130,8 +144,7 @@ class MomentAccumulator:
     @property
     def sxy(self) -> np.ndarray:
         """Σ (x-mx)(y-my)ᵀ  (d_in, d_out)."""
-        gxy = np.concatenate([acc[:, self.d_in - a :].numpy() for a, acc in zip(self._starts, self._rows)])
-        return gxy - self.n * np.outer(self._sx / max(self.n, 1), self._sy / max(self.n, 1))
+        return self._gxy.numpy() - self.n * np.outer(self._sx / max(self.n, 1), self._sy / max(self.n, 1))
 
     @property
     def syy(self) -> np.ndarray:
@@ -170,12 +183,18 @@ class MomentAccumulator:
         """Re-store centred moments about a new shift c = mean rounded to float32."""
         cx, cy = mx.astype(np.float32).astype(np.float64), my.astype(np.float32).astype(np.float64)
         rx, ry = mx - cx, my - cy
-        gxx, gxy = sxx + n * np.outer(rx, rx), sxy + n * np.outer(rx, ry)
+        gxx = sxx + n * np.outer(rx, rx)
         self.n, self._cx, self._cy, self._sx, self._sy = n, cx, cy, n * rx, n * ry
         self._syy = syy + n * ry * ry
-        for a, acc in zip(self._starts, self._rows):
-            b = acc.shape[0]
-            acc.copy_(torch.from_numpy(np.hstack([gxx[a : a + b, a:], gxy[a : a + b]])))
+        self._gxy.copy_(torch.from_numpy(np.ascontiguousarray(sxy + n * np.outer(rx, ry))))
+        for a, acc in zip(self._starts, self._gxx):
+            acc.copy_(torch.from_numpy(np.ascontiguousarray(gxx[a : a + acc.shape[0], a:])))
+
+
+def shifted(t: torch.Tensor, shift: np.ndarray, dtype) -> torch.Tensor:
+    """``t - shift`` as a new tensor of ``dtype`` (the shift is float32-exact, so only the difference rounds)."""
+    out = torch.empty(t.shape, dtype=dtype, device=t.device)
+    return torch.sub(t, torch.as_tensor(shift, dtype=dtype, device=t.device), out=out)
 
 
 def _float32_mean(t: torch.Tensor) -> np.ndarray:
@@ -223,9 +242,16 @@ def residual_ss(fit: AffineFit, test: MomentAccumulator) -> np.ndarray:
 
 def r2_scores(fit: AffineFit, test: MomentAccumulator) -> dict[str, float]:
     """Held-out R² under both centrings, and the median per-dimension R²."""
-    sse = residual_ss(fit, test)
-    sst = test.syy
-    sst_global = sst.sum() + test.n * np.sum((test.my - test.my.mean()) ** 2)
+    return scores_from_sums(residual_ss(fit, test), test.syy, test.my, test.n)
+
+
+def scores_from_sums(sse: np.ndarray, sst: np.ndarray, my: np.ndarray, n: int) -> dict[str, float]:
+    """R² from held-out per-dim ``SSE_j``, ``SST_j = Σ (y_j - my_j)²`` and means ``my`` over ``n`` rows.
+
+    ``r2_lin = 1 - Σ SSE / Σ SST``; ``r2_lin_global`` uses ``Σ SST + n Σ (my_j - mean(my))²``,
+    every element centred on one scalar; ``r2_median_dim`` is the median over live dims of ``1 - SSE_j / SST_j``.
+    """
+    sst_global = sst.sum() + n * np.sum((my - my.mean()) ** 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_dim = 1.0 - sse / sst
     live = sst > 0
@@ -234,6 +260,17 @@ def r2_scores(fit: AffineFit, test: MomentAccumulator) -> dict[str, float]:
         "r2_lin_global": float(1.0 - sse.sum() / sst_global) if sst_global > 0 else float("nan"),
         "r2_median_dim": float(np.median(per_dim[live])) if live.any() else float("nan"),
     }
+
+
+class GroupMoments:
+    """One :class:`MomentAccumulator` per group of rows (train, held-out, k-fold folds), one precision."""
+
+    def __init__(self, d_in: int, d_out: int, n_groups: int, precision: str = "float64") -> None:
+        self.groups = [MomentAccumulator(d_in, d_out) for _ in range(n_groups)]
+        self.precision = precision
+
+    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.groups[group].update(x, y, self.precision)
 
 
 @dataclass
@@ -251,6 +288,21 @@ class BlockStats:
         self.train.merge(other.train)
         self.test.merge(other.test)
         return self
+
+    @property
+    def n_train(self) -> int:
+        return self.train.n
+
+    @property
+    def n_test(self) -> int:
+        return self.test.n
+
+    def affine_fit(self, rcond: float = 1e-6) -> AffineFit:
+        return fit_affine(self.train, rcond)
+
+    def finite(self) -> bool:
+        moments = (self.train.sxx, self.train.sxy, self.test.syy, self.test.sxy)
+        return all(np.isfinite(m).all() for m in moments)
 
     def finalize(self, rcond: float = 1e-6) -> dict[str, float]:
         """Fit on train, score on held-out: the flat per-block result."""
