@@ -16,15 +16,19 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_json_output_equals_the_python_api(capsys, tiny_dir, text_file, tokenizer):
+@pytest.mark.parametrize("precision", [None, "float64"])
+def test_json_output_equals_the_python_api(capsys, tiny_dir, text_file, tokenizer, precision):
+    flags = ["--precision", precision] if precision else []
     code, out, err = run(capsys, "measure", tiny_dir, "--text-file", text_file,
-                         "--tokens", 2048, "--seq-len", 64, "--seed", 4, "--json")
+                         "--tokens", 2048, "--seq-len", 64, "--seed", 4, "--json", *flags)
     assert code == 0, err
     result = json.loads(out)
     assert set(result) >= {"model", "revision", "data_hash", "blocks"}
     model, _ = load_model(str(tiny_dir))
     tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 2048, 64)
-    expected = measure_blocks(model, tokens, MetricConfig(seed=4))
+    expected = measure_blocks(model, tokens, MetricConfig(seed=4, compute_dtype=precision or "mixed"))
+    other = measure_blocks(model, tokens, MetricConfig(seed=4, compute_dtype="mixed" if precision else "float64"))
+    assert max(abs(a["r2_lin"] - b["r2_lin"]) for a, b in zip(expected, other)) > 1e-12  # the flag is visible
     assert result["data_hash"] == tokens.data_hash
     assert [b["block"] for b in result["blocks"]] == [0, 1]
     for got, want in zip(result["blocks"], expected):

@@ -71,6 +71,10 @@ def _add_measure(p: argparse.ArgumentParser) -> None:
                    help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
                         "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
                         "FFN is replaced by its affine fit); or 'all'")
+    p.add_argument("--precision", default="mixed", choices=["mixed", "float64", "float32"],
+                   help="dtypes of the per-batch products, all summed in float64: mixed (default) = XᵀX in "
+                        "float64, XᵀY in float32; float64 = both float64 (slower, exact to rounding); float32 = "
+                        "both float32 (wrong on ill-conditioned inputs)")
 
 
 def _run_measure(args) -> int:
@@ -81,7 +85,7 @@ def _run_measure(args) -> int:
 
     _apply_preset(args)
     cfg = MetricConfig(heldout_frac=args.heldout_frac, seed=args.seed, split=args.split,
-                       companions=args.companions)
+                       companions=args.companions, compute_dtype=args.precision)
     source = text_source_from_args(args)
     config = load_config(args.model, args.revision)
     adapter = adapter_for(config.model_type)  # fail on the architecture before any weights move
