@@ -30,7 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stats import PRECISIONS, ROW_CHUNK, AffineFit, MomentAccumulator, fit_affine, scores_from_sums, shifted
+from .stats import (PRECISIONS, ROW_CHUNK, AffineFit, MomentAccumulator, column_sums, column_sums_of_squares,
+                    fit_affine, scores_from_sums, shifted)
 
 
 class HeldoutResiduals:
@@ -53,10 +54,10 @@ class HeldoutResiduals:
         for start in range(0, n, ROW_CHUNK):
             xc = shifted(x[start : start + ROW_CHUNK], self._cx, self.dtype)  # (m, d_in)
             yc = shifted(y[start : start + ROW_CHUNK], self._cy, self.dtype)  # (m, d_out)
-            self._sy += yc.sum(0, dtype=torch.float64).cpu().numpy()
-            self._syy += yc.square().sum(0, dtype=torch.float64).cpu().numpy()
+            self._sy += column_sums(yc)
+            self._syy += column_sums_of_squares(yc)
             resid = torch.addmm(yc.sub_(self._delta), xc, self._w, alpha=-1.0)  # (y-cy) - δ - (x-cx)W
-            self._sse += resid.square().sum(0, dtype=torch.float64).cpu().numpy()
+            self._sse += column_sums_of_squares(resid)
         self.n += n
 
     def finite(self) -> bool:
