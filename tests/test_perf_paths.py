@@ -130,3 +130,10 @@ def test_cheaper_products_stay_within_the_stated_error_of_float64(model_type, pr
     err = max(abs(a[k] - b[k]) for a, b in zip(r64, cheap) for k in ("r2_lin", "r2_lin_global"))
     assert err <= FLOAT32_R2_TOLERANCE
     assert MetricConfig(compute_dtype=precision).digest() != MetricConfig(compute_dtype="float64").digest()
+
+
+def test_rows_are_chunked_on_the_cpu_only():
+    """CPU batches are multiplied ROW_CHUNK rows at a time (bounded copies); an accelerator's batch goes whole."""
+    assert stats_mod.row_chunks(2500, torch.device("cpu")) == [slice(0, 1024), slice(1024, 2048), slice(2048, 3072)]
+    assert stats_mod.row_chunks(2500, torch.device("cuda")) == [slice(0, 2500)]
+    assert stats_mod.row_chunks(0, torch.device("cpu")) == []

@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stats import (PRECISIONS, ROW_CHUNK, AffineFit, MomentAccumulator, column_sums, column_sums_of_squares,
-                    fit_affine, scores_from_sums, shifted)
+from .stats import (PRECISIONS, AffineFit, MomentAccumulator, column_sums, column_sums_of_squares, fit_affine,
+                    row_chunks, scores_from_sums, shifted)
 
 
 class HeldoutResiduals:
@@ -46,14 +46,14 @@ class HeldoutResiduals:
         self._sse, self._sy, self._syy = np.zeros(d_out), np.zeros(d_out), np.zeros(d_out)
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), :data:`~trajectory.stats.ROW_CHUNK` at a time."""
+        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), in :func:`~trajectory.stats.row_chunks`."""
         n = x.shape[0]
         x, y = x.reshape(n, -1), y.reshape(n, -1)
         if self._w.device != x.device:
             self._w, self._delta = self._w.to(x.device), self._delta.to(x.device)
-        for start in range(0, n, ROW_CHUNK):
-            xc = shifted(x[start : start + ROW_CHUNK], self._cx, self.dtype)  # (m, d_in)
-            yc = shifted(y[start : start + ROW_CHUNK], self._cy, self.dtype)  # (m, d_out)
+        for rows in row_chunks(n, x.device):
+            xc = shifted(x[rows], self._cx, self.dtype)  # (m, d_in)
+            yc = shifted(y[rows], self._cy, self.dtype)  # (m, d_out)
             self._sy += column_sums(yc)
             self._syy += column_sums_of_squares(yc)
             resid = torch.addmm(yc.sub_(self._delta), xc, self._w, alpha=-1.0)  # (y-cy) - δ - (x-cx)W

@@ -56,7 +56,8 @@ import torch
 
 #: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
 ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (measured fastest of 96–384)
-#: Rows of one batch multiplied at a time: caps the shifted copies at ROW_CHUNK × (d_in + d_out) numbers.
+#: Rows of one CPU batch multiplied at a time: caps the shifted copies at ROW_CHUNK × (d_in + d_out) numbers.
+#: An accelerator's batch goes in whole (each product's result crosses to host memory once per batch).
 ROW_CHUNK = 1024
 #: ``precision`` → (dtype of the Gram product XᵀX, dtype of the cross product XᵀY); both summed in float64.
 PRECISIONS = {"float64": (torch.float64, torch.float64), "mixed": (torch.float64, torch.float32),
@@ -99,7 +100,7 @@ class MomentAccumulator:
         self._gxy = torch.zeros(d_in, d_out, dtype=torch.float64)  # Σ (x-cx)(y-cy)ᵀ
 
     def update(self, x: torch.Tensor, y: torch.Tensor, precision: str = "float64") -> None:
-        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of one batch, :data:`ROW_CHUNK` rows at a time."""
+        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of one batch, in :func:`row_chunks`."""
         n = x.shape[0]
         if n == 0:
             return
@@ -107,8 +108,8 @@ class MomentAccumulator:
         if self.n == 0:
             self._cx, self._cy = _float32_mean(x), _float32_mean(y)
         gram_dtype, cross_dtype = PRECISIONS[precision]
-        for start in range(0, n, ROW_CHUNK):
-            self._update_chunk(x[start : start + ROW_CHUNK], y[start : start + ROW_CHUNK], gram_dtype, cross_dtype)
+        for rows in row_chunks(n, x.device):
+            self._update_chunk(x[rows], y[rows], gram_dtype, cross_dtype)
         self.n += n
 
     def _update_chunk(self, x: torch.Tensor, y: torch.Tensor, gram_dtype, cross_dtype) -> None:
@@ -195,6 +196,12 @@ def shifted(t: torch.Tensor, shift: np.ndarray, dtype) -> torch.Tensor:
     """``t - shift`` as a new tensor of ``dtype`` (the shift is float32-exact, so only the difference rounds)."""
     out = torch.empty(t.shape, dtype=dtype, device=t.device)
     return torch.sub(t, torch.as_tensor(shift, dtype=dtype, device=t.device), out=out)
+
+
+def row_chunks(n: int, device: torch.device) -> list[slice]:
+    """Slices of :data:`ROW_CHUNK` rows on the CPU; one slice of all ``n`` rows on an accelerator."""
+    step = ROW_CHUNK if device.type == "cpu" else max(n, 1)
+    return [slice(start, start + step) for start in range(0, n, step)]
 
 
 def column_sums(t: torch.Tensor) -> np.ndarray:
