@@ -33,13 +33,12 @@ test-slow: $(STAMP)
 test-gpu: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m gpu
 
+# `trajectory report` draws the figures too, so sweep and plot call it once instead of plot + report.
 sweep: $(STAMP)
 	$(VENV)/bin/trajectory sweep $(MANIFEST)
-	$(VENV)/bin/trajectory plot $(MANIFEST)
 	$(VENV)/bin/trajectory report $(MANIFEST)
 
 plot: $(STAMP)
-	$(VENV)/bin/trajectory plot $(MANIFEST)
 	$(VENV)/bin/trajectory report $(MANIFEST)
 
 report: $(STAMP)

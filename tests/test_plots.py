@@ -52,6 +52,14 @@ def test_every_figure_is_a_real_png_and_svg(setup, name):
     assert "pythia-160m" in text and "wikitext-103-raw-v1/validation" in text  # the title names model and data
 
 
+def test_redrawing_the_same_store_gives_the_same_bytes(setup, tmp_path):
+    manifest, frame, ctx, drawn = setup
+    again = {d.name: d for d in plot_all(frame, ctx, tmp_path)}
+    for name in NAMES:
+        for old, new in zip(drawn[name].paths, again[name].paths):
+            assert old.read_bytes() == new.read_bytes(), new.name
+
+
 def test_lines_draw_the_store(setup):
     _, frame, _, drawn = setup
     lines = drawn["lines_by_block"].data["lines"].select("block", "step", "value").sort("block", "step")

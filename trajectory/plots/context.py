@@ -118,12 +118,17 @@ def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> Figur
 
 
 def save(fig, out: Path, name: str) -> tuple[Path, ...]:
-    """Write ``fig`` as ``out/name.png`` (150 dpi) and ``out/name.svg``, then close it."""
+    """Write ``fig`` as ``out/name.png`` (150 dpi) and ``out/name.svg``, then close it.
+
+    The same store gives the same bytes: the SVG carries no date and its element ids are salted with
+    ``name`` instead of drawn at random, so re-drawing committed figures changes nothing in git.
+    """
     out.mkdir(parents=True, exist_ok=True)
     paths = tuple(out / f"{name}.{fmt}" for fmt in FORMATS)
-    for path in paths:
-        fig.savefig(path, dpi=150)
-        fig.set_layout_engine("none")  # keep the layout solved for the first file; re-solving is slow
+    with matplotlib.rc_context({"svg.hashsalt": name}):
+        for path in paths:
+            fig.savefig(path, dpi=150, metadata={"Date": None} if path.suffix == ".svg" else None)
+            fig.set_layout_engine("none")  # keep the layout solved for the first file; re-solving is slow
     plt.close(fig)
     return paths
 
