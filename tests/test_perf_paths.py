@@ -80,7 +80,8 @@ def ill_conditioned(n, spread, d=48, k=16, seed=0):
 
 
 def _score(x, y, n_train, precision, one_pass, batch=4096) -> dict:
-    stats = FitThenScore(x.shape[1], y.shape[1], precision) if one_pass else GroupMoments(x.shape[1], y.shape[1], 2, precision)
+    d_in, d_out = x.shape[1], y.shape[1]
+    stats = FitThenScore(d_in, d_out, precision) if one_pass else GroupMoments(d_in, d_out, 2, precision)
     for start in range(0, len(x), batch):  # the last train batch also holds the first held-out rows
         stop = min(start + batch, len(x))
         for group, lo, hi in ((0, start, min(stop, n_train)), (1, max(start, n_train), stop)):

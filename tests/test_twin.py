@@ -132,6 +132,22 @@ def test_twin_rows_for_every_step_and_block_and_loss_falls(trained):
     assert last < first - 0.5, (first, last)  # from ~ln(320) ≈ 5.8 down
 
 
+def test_verify_recomputes_the_twin_run_digest(trained):
+    """The twin's units are current under their manifest, and stale once its training spec changes."""
+    from dataclasses import replace
+
+    from trajectory.verify import verify_store
+
+    manifest, _, _, _ = trained
+    current = verify_store(manifest.store_dir, manifest)
+    assert not [f for f in current.findings if f.where.split()[1] == "twin"], current.lines()
+    assert not [n for n in current.notes if n.startswith("twin:")], current.notes
+    changed = verify_store(manifest.store_dir, replace(manifest, twin=replace(manifest.twin, lr=1e-3)))
+    stale = [f for f in changed.findings if f.kind == "stale" and f.where.split()[1] == "twin"]
+    assert len(stale) == len(twin.twin_schedule(SCHEDULE, BUDGET))
+    assert all("commit twin:" in f.detail for f in stale)
+
+
 def test_in_loop_numbers_equal_the_saved_checkpoints(trained):
     manifest, store, _, _ = trained
     run = twin.plan(manifest, store)

@@ -20,8 +20,9 @@ what is wrong, in five kinds:
   data hash differs from the evaluation windows the manifest's ``[data]`` and
   tokenizer give now, or whose commit differs from what its revision is pinned
   to now (hub: the HF cache's ``refs/``, no network; local: the folder's content
-  hash; random-init: the architecture's config hash).  A twin's commit (its run
-  digest, which hashes its training tokens) is not recomputed.
+  hash; random-init: the architecture's config hash; twin: its run digest,
+  which hashes its spec, architecture and training tokens, for a CPU (fp32) or
+  a CUDA (bf16) run).
 - **missing** (with a manifest): a scheduled revision, seed or twin step with no
   current unit, with the recorded failure's reason when there is one.
 
@@ -188,11 +189,23 @@ def _entries(manifest, arm: str) -> tuple[dict, str]:
             return entries, "the architecture's config would come from the Hub"
         commit = f"config:{config_hash(architecture(manifest))}"
         return {e: commit for e in entries}, ""
-    from .twin import twin_schedule
+    return _twin_entries(manifest)
+
+
+def _twin_entries(manifest) -> tuple[dict, str]:
+    """A twin's steps → the commits a run of this manifest would carry now (either precision), from its plan."""
+    from .twin import plan, twin_schedule
 
     spec = manifest.twin
-    return ({(f"step{t}", spec.seed): None for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)},
-            "a twin's run digest hashes its training tokens")
+    if spec is None:
+        raise TrajectoryError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
+    entries = [(f"step{t}", spec.seed) for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)]
+    try:
+        store = Store(manifest.store_dir)
+        commits = tuple(f"twin:{plan(manifest, store, device).digest}" for device in ("cpu", "cuda"))
+    except (TrajectoryError, OSError) as exc:
+        return {e: None for e in entries}, f"the twin's run digest needs its training tokens: {_first_line(exc)}"
+    return {e: commits for e in entries}, ""
 
 
 def _tokenizer_name(manifest, arm: str) -> str:
@@ -251,8 +264,10 @@ def stale_reasons(unit: dict, exp: Expected) -> list[str]:
     if exp.data_hash is not None and unit["data_hash"] != exp.data_hash:
         reasons.append(f"data hash {unit['data_hash']}, the manifest's data gives {exp.data_hash}")
     now = exp.commits.get((unit["revision"], unit["seed"])) if exp.commits_known else None
-    if now is not None and now != unit["commit"]:  # None: not pinnable now, so nothing to compare with
-        reasons.append(f"commit {str(unit['commit'])[:12]}, the revision is now at {now[:12]}")
+    accepted = now if isinstance(now, tuple) else (now,)  # a twin: its fp32 or its bf16 run
+    if now is not None and unit["commit"] not in accepted:  # None: not pinnable now, so nothing to compare with
+        now_at = " or ".join(c[:12] for c in accepted)
+        reasons.append(f"commit {str(unit['commit'])[:12]}, the revision is now at {now_at}")
     return reasons
 
 
