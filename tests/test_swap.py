@@ -58,3 +58,17 @@ def test_an_affine_ffn_swaps_for_free(windows):
     adapter, fits, heldout = fits_for(model, windows)
     for row in swap_losses(model, adapter, fits, heldout, batch_size=4):
         assert abs(row["swap_dloss"]) < 1e-4
+
+
+def test_swap_alone_uses_the_one_pass_fit_and_matches_the_moment_path(text_file, tokenizer):
+    """With only 'swap' asked for, R²_lin is scored in one pass and the swap reuses that pass's fit; it must
+    give the Δloss that the moment path (taken when effective_rank is asked for too) gives."""
+    from trajectory.measure import MetricConfig, measure_blocks
+
+    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=2048, seq_len=64)
+    model = tiny_model("gpt_neox", seed=2)
+    one = measure_blocks(model, tokens, MetricConfig(companions=("swap",), compute_dtype="float64"))
+    both = measure_blocks(model, tokens, MetricConfig(companions=("swap", "effective_rank"), compute_dtype="float64"))
+    for a, b in zip(one, both):
+        assert a["swap_dloss"] == pytest.approx(b["swap_dloss"], abs=1e-6) and a["swap_dloss"] != 0.0
+        assert a["r2_lin"] == pytest.approx(b["r2_lin"], abs=1e-9) and "effective_rank" not in a
