@@ -1,5 +1,6 @@
 # Entry points.  Every target sets up .venv itself on a fresh machine.
 #   make test                     default test suite (fast, offline)
+#   make lint                     ruff check and ruff format --check
 #   make test-slow                the slow end-to-end tests
 #   make test-gpu                 the tests that need a CUDA device
 #   make sweep                    the embedded demo: no network needed
@@ -14,7 +15,7 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: test test-slow test-gpu sweep plot report bench clean-venv
+.PHONY: test lint test-slow test-gpu sweep plot report bench clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not gpu"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check trajectory tests benches
+	$(VENV)/bin/ruff format --check trajectory tests benches
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow

@@ -43,10 +43,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from trajectory.adapters import adapter_for  # noqa: E402
-from trajectory.probe import FFNProbe  # noqa: E402
-from trajectory.measure import MetricConfig, measure_blocks, sinks_for, split_by_sequence  # noqa: E402
-from trajectory.tokens import EvalTokens  # noqa: E402
+from trajectory.config import MetricConfig  # noqa: E402
+from trajectory.data.tokens import EvalTokens  # noqa: E402
+from trajectory.engine.adapters import adapter_for  # noqa: E402
+from trajectory.engine.measure import measure_blocks, sinks_for, split_by_sequence  # noqa: E402
+from trajectory.engine.probe import FFNProbe  # noqa: E402
 
 SEQ_LEN = 128  # the manifests' window length
 BATCH_TOKENS = 4096  # one batch already at 4k tokens, so 4k and 32k runs hold the same activations
@@ -54,8 +55,14 @@ BATCH_TOKENS = 4096  # one batch already at 4k tokens, so 4k and 32k runs hold t
 # buffers stay in the heap and the peak creeps up with the number of batches (measured at 4k → 32k tokens:
 # +420 → +560 MiB adaptive, +356 → +356 MiB fixed), which is fragmentation, not anything the method keeps.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
-PYTHIA_160M = dict(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                   intermediate_size=3072, max_position_embeddings=2048)
+PYTHIA_160M = dict(
+    vocab_size=50304,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=2048,
+)
 
 
 def build_model(device: str):
@@ -141,8 +148,10 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     for k, start in enumerate(range(0, len(order), per)):
         sel = order[start : start + per]
         sub = EvalTokens(ids=tokens.ids[sel], data_hash="", source="")
-        steps = [(t_fwd, lambda: run_forward(model, sub, device)),
-                 (t_meas, lambda: probe.run(tokens.ids[sel], is_test[sel], per, device=device))]
+        steps = [
+            (t_fwd, lambda sub=sub: run_forward(model, sub, device)),
+            (t_meas, lambda sel=sel: probe.run(tokens.ids[sel], is_test[sel], per, device=device)),
+        ]
         for times, step in steps if k % 2 == 0 else steps[::-1]:
             times.append(timed(step, device))
             if peak_fwd is None:
@@ -150,8 +159,14 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     start = time.perf_counter()
     r2 = [sink.finalize(cfg.rcond)["r2_lin"] for sink in probe.accumulators["ffn"]]
     t_fit = time.perf_counter() - start
-    return {"forward": t_fwd, "measure": t_meas, "fit": t_fit, "peak_forward": peak_fwd,
-            "peak_measure": maxrss_mib() - base, "r2": r2}
+    return {
+        "forward": t_fwd,
+        "measure": t_meas,
+        "fit": t_fit,
+        "peak_forward": peak_fwd,
+        "peak_measure": maxrss_mib() - base,
+        "r2": r2,
+    }
 
 
 def timed(step, device: str) -> float:
@@ -172,8 +187,12 @@ def worker(method: str, n_tokens: int, device: str) -> None:
     if method == "interleaved":
         print(json.dumps(interleaved(model, tokens, device)))
         return
-    runner = {"naive": run_naive, "measure": run_measure, "float64": lambda *a: run_measure(*a, "float64"),
-              "float32": lambda *a: run_measure(*a, "float32")}[method]
+    runner = {
+        "naive": run_naive,
+        "measure": run_measure,
+        "float64": lambda *a: run_measure(*a, "float64"),
+        "float32": lambda *a: run_measure(*a, "float32"),
+    }[method]
     result: list[list[float]] = []
     seconds = timed(lambda: result.append(runner(model, tokens, device)), device)
     print(json.dumps({"seconds": seconds, "peak_mib": maxrss_mib() - base, "r2": result[0]}))
@@ -183,17 +202,27 @@ def spawn(method: str, n_tokens: int, device: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", method, "--tokens", str(n_tokens), "--device", device]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, **WORKER_ENV})
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    shown = {k: (f"{v:.2f}" if isinstance(v, float) else f"{sum(v):.2f}" if k != "r2" else "")
-             for k, v in result.items() if k != "r2"}
+    shown = {
+        k: (f"{v:.2f}" if isinstance(v, float) else f"{sum(v):.2f}" if k != "r2" else "")
+        for k, v in result.items()
+        if k != "r2"
+    }
     print(f"  {method:<11} {n_tokens:>6} tokens  {shown}", flush=True)
     return result
 
 
 def bench(n_tokens: int, device: str, also: list[str]) -> None:
-    print(f"device={device} threads={torch.get_num_threads()} tokens={n_tokens} seq_len={SEQ_LEN} "
-          f"batch_tokens={BATCH_TOKENS} load={os.getloadavg()[0]:.2f}", flush=True)
-    runs = {"interleaved": spawn("interleaved", n_tokens, device), "naive": spawn("naive", n_tokens, device),
-            "4k": spawn("measure", 4096, device), "32k": spawn("measure", 2 * n_tokens, device)}
+    print(
+        f"device={device} threads={torch.get_num_threads()} tokens={n_tokens} seq_len={SEQ_LEN} "
+        f"batch_tokens={BATCH_TOKENS} load={os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
+    runs = {
+        "interleaved": spawn("interleaved", n_tokens, device),
+        "naive": spawn("naive", n_tokens, device),
+        "4k": spawn("measure", 4096, device),
+        "32k": spawn("measure", 2 * n_tokens, device),
+    }
     for precision in also:
         runs[precision] = spawn(precision, n_tokens, device)
     report(runs, also)
@@ -205,29 +234,39 @@ def report(runs: dict, also: list[str]) -> None:
     meas = sum(inter["measure"]) + inter["fit"]
     ratios = [m / f for m, f in zip(inter["measure"], inter["forward"])]
     print(f"(a) forward   {fwd:8.2f} s                          peak +{inter['peak_forward']:.0f} MiB")
-    print(f"(b) measure   {meas:8.2f} s (final scores {inter['fit']:.2f} s; per-batch ratio median "
-          f"{statistics.median(ratios):.3f})  peak +{inter['peak_measure']:.0f} MiB "
-          f"(4k: +{small['peak_mib']:.0f}, 32k: +{large['peak_mib']:.0f})")
+    print(
+        f"(b) measure   {meas:8.2f} s (final scores {inter['fit']:.2f} s; per-batch ratio median "
+        f"{statistics.median(ratios):.3f})  peak +{inter['peak_measure']:.0f} MiB "
+        f"(4k: +{small['peak_mib']:.0f}, 32k: +{large['peak_mib']:.0f})"
+    )
     print(f"(c) naive     {naive['seconds']:8.2f} s                          peak +{naive['peak_mib']:.0f} MiB")
     diff = max(abs(a - b) for a, b in zip(inter["r2"], naive["r2"]))
     for precision in also:
         run = runs[precision]
         err = max(abs(a - b) for a, b in zip(run["r2"], naive["r2"]))
-        print(f"(b') {precision} products: {run['seconds']:.2f} s ({run['seconds'] / fwd:.3f} x forward, separate "
-              f"run) peak +{run['peak_mib']:.0f} MiB, max |ΔR²| vs naive {err:.2e}")
-    print(f"measure_over_forward={meas / fwd:.3f} naive_over_measure={naive['seconds'] / meas:.2f} "
-          f"naive_mem_over_measure={naive['peak_mib'] / inter['peak_measure']:.2f} "
-          f"measure_mem_32k_over_4k={large['peak_mib'] / small['peak_mib']:.3f} max_abs_r2_diff={diff:.2e}")
+        print(
+            f"(b') {precision} products: {run['seconds']:.2f} s ({run['seconds'] / fwd:.3f} x forward, separate "
+            f"run) peak +{run['peak_mib']:.0f} MiB, max |ΔR²| vs naive {err:.2e}"
+        )
+    print(
+        f"measure_over_forward={meas / fwd:.3f} naive_over_measure={naive['seconds'] / meas:.2f} "
+        f"naive_mem_over_measure={naive['peak_mib'] / inter['peak_measure']:.2f} "
+        f"measure_mem_32k_over_4k={large['peak_mib'] / small['peak_mib']:.3f} max_abs_r2_diff={diff:.2e}"
+    )
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=16384)
-    parser.add_argument("--also", default="float64,float32",
-                        help="other precisions to time in separate runs, with their errors ('' for none)")
+    parser.add_argument(
+        "--also",
+        default="float64,float32",
+        help="other precisions to time in separate runs, with their errors ('' for none)",
+    )
     parser.add_argument("--device", help="default: cpu, then cuda when available")
-    parser.add_argument("--worker", choices=("interleaved", "measure", "float64", "float32", "naive"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", choices=("interleaved", "measure", "float64", "float32", "naive"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker, args.tokens, args.device)

@@ -39,23 +39,37 @@ def build(root: Path, n: int) -> list[str]:
 def timed_sweep(root: Path, revisions: list[str], store: str, tokens: int, prefetch: int, server) -> dict:
     import polars as pl
 
-    from trajectory.manifest import DataSpec
-    from trajectory.measure import MetricConfig
+    from trajectory.config import DataSpec, MetricConfig
+    from trajectory.manifest import quick_manifest
+    from trajectory.scheduler import SweepOptions, run_sweep
     from trajectory.store import Store
-    from trajectory.sweep import SweepOptions, quick_manifest, run_sweep
 
-    manifest = quick_manifest(REPO, revisions, DataSpec("text", str(root / "eval.txt"), "text", tokens, 128),
-                              MetricConfig(), str(root / store))
+    manifest = quick_manifest(
+        REPO,
+        revisions,
+        DataSpec("text", str(root / "eval.txt"), "text", tokens, 128),
+        MetricConfig(),
+        str(root / store),
+    )
     server.state.reset_counters()
     start = time.perf_counter()
     report = run_sweep(manifest, SweepOptions(prefetch=prefetch, progress=False))
     wall = time.perf_counter() - start
     assert not report.failed, report.summary()
-    units = Store(root / store).read().group_by("key").agg(pl.col("seconds_fetch").first(),
-                                                           pl.col("seconds_measure").first())
-    return {"wall": wall, "done": report.count("done"), "cached": report.count("cached"),
-            "mb": server.state.bytes_sent / 1e6, "fetch": units["seconds_fetch"].median(),
-            "measure": units["seconds_measure"].median()}
+    units = (
+        Store(root / store)
+        .read()
+        .group_by("key")
+        .agg(pl.col("seconds_fetch").first(), pl.col("seconds_measure").first())
+    )
+    return {
+        "wall": wall,
+        "done": report.count("done"),
+        "cached": report.count("cached"),
+        "mb": server.state.bytes_sent / 1e6,
+        "fetch": units["seconds_fetch"].median(),
+        "measure": units["seconds_measure"].median(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,19 +88,25 @@ def main(argv: list[str] | None = None) -> None:
         serve_checkpoints(state, REPO, root / "ck")
         with HubServer(state) as server:
             point_client_at(mp, server.endpoint, root / "cache")
-            rows = [("prefetch=0", timed_sweep(root, revisions, "s0", args.tokens, 0, server)),
-                    ("prefetch=1", timed_sweep(root, revisions, "s1", args.tokens, 1, server)),
-                    ("cached", timed_sweep(root, revisions, "s1", args.tokens, 1, server))]
+            rows = [
+                ("prefetch=0", timed_sweep(root, revisions, "s0", args.tokens, 0, server)),
+                ("prefetch=1", timed_sweep(root, revisions, "s1", args.tokens, 1, server)),
+                ("cached", timed_sweep(root, revisions, "s1", args.tokens, 1, server)),
+            ]
     print(f"{args.revisions} revisions, {args.tokens} tokens, server capped at {args.bandwidth / 1e6:.1f} MB/s")
     print(f"{'run':<12} {'wall s':>8} {'s/rev':>7} {'measured':>9} {'cached':>7} {'MB served':>10}")
     for name, r in rows:
-        print(f"{name:<12} {r['wall']:>8.2f} {r['wall'] / args.revisions:>7.3f} {r['done']:>9} {r['cached']:>7} "
-              f"{r['mb']:>10.1f}")
+        print(
+            f"{name:<12} {r['wall']:>8.2f} {r['wall'] / args.revisions:>7.3f} {r['done']:>9} {r['cached']:>7} "
+            f"{r['mb']:>10.1f}"
+        )
     fetch, measure = rows[0][1]["fetch"], rows[0][1]["measure"]
     bound = max(fetch, measure)
     print(f"per revision, without prefetch: download {fetch:.2f} s, measure {measure:.2f} s")
-    print(f"prefetch_wall_per_rev_over_max_download_measure={rows[1][1]['wall'] / args.revisions / bound:.3f} "
-          f"cached_wall_per_rev={rows[2][1]['wall'] / args.revisions:.3f}")
+    print(
+        f"prefetch_wall_per_rev_over_max_download_measure={rows[1][1]['wall'] / args.revisions / bound:.3f} "
+        f"cached_wall_per_rev={rows[2][1]['wall'] / args.revisions:.3f}"
+    )
 
 
 if __name__ == "__main__":

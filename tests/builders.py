@@ -31,8 +31,12 @@ def tiny_tokenizer(vocab: int = TINY["vocab"]):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator([stdlib_text(100_000)], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
 
@@ -43,16 +47,37 @@ def tiny_config(model_type: str, **overrides):
 
     h, layers, heads, vocab, pos = (TINY[k] for k in ("hidden", "layers", "heads", "vocab", "positions"))
     if model_type == "gpt_neox":
-        cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
-                            intermediate_size=4 * h, max_position_embeddings=pos, eos_token_id=0, bos_token_id=0)
+        cfg = GPTNeoXConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * h,
+            max_position_embeddings=pos,
+            eos_token_id=0,
+            bos_token_id=0,
+        )
     elif model_type == "gpt2":
         cfg = GPT2Config(vocab_size=vocab, n_embd=h, n_layer=layers, n_head=heads, n_positions=pos)
     elif model_type == "llama":
-        cfg = LlamaConfig(vocab_size=vocab, hidden_size=h, intermediate_size=2 * h, num_hidden_layers=layers,
-                          num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=pos)
+        cfg = LlamaConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            intermediate_size=2 * h,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=pos,
+        )
     elif model_type == "bert":
-        cfg = BertConfig(vocab_size=vocab, hidden_size=h, num_hidden_layers=layers, num_attention_heads=heads,
-                         intermediate_size=2 * h, max_position_embeddings=pos)
+        cfg = BertConfig(
+            vocab_size=vocab,
+            hidden_size=h,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=2 * h,
+            max_position_embeddings=pos,
+        )
     else:
         raise ValueError(model_type)
     for key, value in overrides.items():
@@ -91,8 +116,17 @@ def save_tiny(path: Path, model_type: str = "gpt_neox", seed: int = 0, tokenizer
     return path
 
 
-def local_manifest(path: Path, ckpts: Path, text_file: Path, steps, store: Path, *, arms=("local",),
-                   tokens: int = 2048, extra: str = "") -> Path:
+def local_manifest(
+    path: Path,
+    ckpts: Path,
+    text_file: Path,
+    steps,
+    store: Path,
+    *,
+    arms=("local",),
+    tokens: int = 2048,
+    extra: str = "",
+) -> Path:
     """Write an experiment over a folder of local checkpoints (``ckpts/step<N>/``) to ``path``."""
     path.write_text(f"""
 [experiment]
@@ -111,3 +145,22 @@ store = "{store}"
 {extra}
 """)
     return path
+
+
+def run_arm(manifest, arm: str, store=None, device: str = "cpu", workers: int = 1):
+    """One arm of ``manifest`` through the scheduler (plan, skip the stored, run the rest): its outcomes."""
+    from trajectory.arms import make_arm
+    from trajectory.scheduler import SweepOptions
+    from trajectory.scheduler import run_arm as schedule
+    from trajectory.store import Store
+
+    options = SweepOptions(progress=False, device=device)
+    store = store or Store(manifest.store_dir)
+    return schedule(make_arm(manifest, arm, options), store, options, workers).outcomes
+
+
+def key_of(provenance: dict) -> str:
+    """The store key of a provenance given as a dict (missing fields are None)."""
+    from trajectory.config import Provenance
+
+    return Provenance.from_row(provenance).key()

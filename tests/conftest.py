@@ -5,7 +5,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from builders import save_tiny, stdlib_text, tiny_tokenizer  # noqa: E402
+from builders import save_tiny, stdlib_text, tiny_tokenizer
 
 
 @pytest.fixture(scope="session")

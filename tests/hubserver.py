@@ -2,7 +2,7 @@
 
 Served on 127.0.0.1 (port chosen by the OS), from memory:
 
-- ``GET  /api/models/{repo}/refs``                 branches (one per revision) and tags, as ``list_repo_refs`` reads them
+- ``GET  /api/models/{repo}/refs``  branches (one per revision) and tags, as ``list_repo_refs`` reads them
 - ``GET  /api/models/{repo}`` and ``…/revision/{rev}``  model info: ``id``, ``sha``, ``siblings`` (``model_info``)
 - ``HEAD/GET /{repo}/resolve/{rev}/{file}``        the file, with the headers ``hf_hub_download`` expects:
   ``X-Repo-Commit``, ``ETag`` (git sha1) or, for weights (LFS on the Hub), ``X-Linked-Etag`` (sha256) and
@@ -61,9 +61,12 @@ class Fault:
     def matches(self, method: str, revision: str | None, filename: str | None) -> bool:
         if self.kind == "truncate" and method != "GET":
             return False  # only a body can be cut short
-        return (self.times > 0 and (self.method is None or self.method == method)
-                and (self.revision is None or self.revision == revision)
-                and (self.filename is None or self.filename == filename))
+        return (
+            self.times > 0
+            and (self.method is None or self.method == method)
+            and (self.revision is None or self.revision == revision)
+            and (self.filename is None or self.filename == filename)
+        )
 
 
 @dataclass
@@ -151,7 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(urlsplit(self.path).path)
         try:
             if path.startswith("/api/models/"):
-                self._api(path[len("/api/models/"):])
+                self._api(path[len("/api/models/") :])
             elif "/resolve/" in path:
                 self._resolve(path, body)
             else:
@@ -174,8 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rev is None:
             return self._json(404, {"error": f"Invalid rev id: {name}"}, "GET", code="RevisionNotFound")
         siblings = [{"rfilename": f, "size": len(b)} for f, b in sorted(rev.files.items())]
-        self._json(200, {"id": repo, "modelId": repo, "sha": rev.commit, "siblings": siblings}, "GET",
-                   revision=rev.name)
+        self._json(
+            200, {"id": repo, "modelId": repo, "sha": rev.commit, "siblings": siblings}, "GET", revision=rev.name
+        )
 
     def _resolve(self, path: str, body: bool) -> None:
         repo, _, rest = path.lstrip("/").partition("/resolve/")
@@ -188,14 +192,22 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.state.take_fault(self.command, rev.name, filename)
         if fault is not None and fault.kind in ("429", "500"):
             extra = {"Retry-After": str(fault.retry_after)} if fault.kind == "429" else {}
-            return self._json(int(fault.kind), {"error": "injected"}, self.command, extra=extra,
-                              revision=rev.name, filename=filename)
+            return self._json(
+                int(fault.kind), {"error": "injected"}, self.command, extra=extra, revision=rev.name, filename=filename
+            )
         if fault is not None and fault.kind == "reset":
             return self._reset(rev.name, filename)
         data = rev.files.get(filename)
         if data is None:
-            return self._json(404, {"error": "Entry not found"}, self.command, code="EntryNotFound",
-                              extra={"X-Repo-Commit": rev.commit}, revision=rev.name, filename=filename)
+            return self._json(
+                404,
+                {"error": "Entry not found"},
+                self.command,
+                code="EntryNotFound",
+                extra={"X-Repo-Commit": rev.commit},
+                revision=rev.name,
+                filename=filename,
+            )
         self._file(rev, filename, data, body, truncate=fault is not None and fault.kind == "truncate")
 
     # -- responses ---------------------------------------------------------------------------------------
@@ -203,7 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
         start, status = 0, 200
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and body:
-            start = int(rng[len("bytes="):].split("-")[0] or 0)
+            start = int(rng[len("bytes=") :].split("-")[0] or 0)
             status = 206
         self.send_response(status)
         self.send_header("X-Repo-Commit", rev.commit)
@@ -233,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _write(self, payload: bytes) -> None:
         chunk = 1 << 16
         for i in range(0, len(payload), chunk):
-            part = payload[i:i + chunk]
+            part = payload[i : i + chunk]
             if self.state.bandwidth:
                 time.sleep(len(part) / self.state.bandwidth)
             self.wfile.write(part)
@@ -247,8 +259,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.close()
 
-    def _json(self, status: int, payload: dict, method: str, code: str | None = None, extra: dict | None = None,
-              revision: str | None = None, filename: str | None = None) -> None:
+    def _json(
+        self,
+        status: int,
+        payload: dict,
+        method: str,
+        code: str | None = None,
+        extra: dict | None = None,
+        revision: str | None = None,
+        filename: str | None = None,
+    ) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -283,7 +303,7 @@ class HubServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         self.thread.start()
         return self
 
@@ -305,8 +325,9 @@ def serve_checkpoints(state: HubState, repo: str, root: Path) -> list[Revision]:
     return revs
 
 
-def build_checkpoints(root: Path, steps: list[int], tokenizer, bin_steps: tuple[int, ...] = (),
-                      same_as_step0: tuple[int, ...] = (1, 2)) -> Path:
+def build_checkpoints(
+    root: Path, steps: list[int], tokenizer, bin_steps: tuple[int, ...] = (), same_as_step0: tuple[int, ...] = (1, 2)
+) -> Path:
     """``root/step<N>/``: tiny GPT-NeoX revisions named like Pythia's, each with the tokenizer.
 
     Steps in ``same_as_step0`` get step 0's weights (Pythia's step0..2 are identical upstream);

@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from trajectory.manifest import pythia_steps
-from trajectory.store import Store, unit_key
-from trajectory.twin import twin_schedule
+from builders import key_of
+
+from trajectory.config import pythia_steps, twin_schedule
+from trajectory.store import Store
 
 N_BLOCKS = 12
 BASE = [0.55 + 0.03 * b for b in range(N_BLOCKS)]
@@ -53,21 +54,44 @@ def twin_value(block: int, step: int) -> float:
     return min(0.999, BASE[block] + 0.25 * (1.0 - math.exp(-step / 400.0)) * ((block % 3) - 0.5))
 
 
-def write_unit(store: Store, arm: str, seed: int, step: int, values, status=None, data_hash=DATA_HASH,
-               **extra) -> None:
+def write_unit(store: Store, arm: str, seed: int, step: int, values, status=None, data_hash=DATA_HASH, **extra) -> None:
     """One unit of ``len(values)`` blocks; ``status`` maps a block to a non-ok reason."""
     revision = f"step{step}" if arm != "random-init" else f"init-seed{seed}"
-    prov = dict(experiment="synth", arm=arm, model=MODEL, seed=seed, revision=revision,
-                commit=f"c{arm[:2]}{step:06d}", data_hash=data_hash, metric_config=METRIC_CONFIG)
-    rows = [dict(prov, step=step, block=b, r2_lin=v, r2_lin_global=v, r2_median_dim=v, n_train=1000,
-                 n_test=250, cond=10.0, rank=768, status=(status or {}).get(b, "ok"),
-                 weights_hash=f"w{arm[:2]}{seed}{step}", **extra)
-            for b, v in enumerate(values)]
-    store.write_unit(unit_key(prov), rows)
+    prov = dict(
+        experiment="synth",
+        arm=arm,
+        model=MODEL,
+        seed=seed,
+        revision=revision,
+        step=step,
+        commit=f"c{arm[:2]}{step:06d}",
+        data_hash=data_hash,
+        metric_config=METRIC_CONFIG,
+    )
+    rows = [
+        dict(
+            prov,
+            block=b,
+            r2_lin=v,
+            r2_lin_global=v,
+            r2_median_dim=v,
+            n_train=1000,
+            n_test=250,
+            cond=10.0,
+            rank=768,
+            status=(status or {}).get(b, "ok"),
+            weights_hash=f"w{arm[:2]}{seed}{step}",
+            **extra,
+        )
+        for b, v in enumerate(values)
+    ]
+    store.write_unit(key_of(prov), rows)
 
 
-def build_store(root: Path, *, twin: bool = True, steps=SHORT_STEPS, seeds=range(len(OFFSETS)),
-                blocks: int = N_BLOCKS) -> Store:
+SEEDS = range(len(OFFSETS))
+
+
+def build_store(root: Path, *, twin: bool = True, steps=SHORT_STEPS, seeds=SEEDS, blocks: int = N_BLOCKS) -> Store:
     """Write the synthetic design above (its first ``blocks`` blocks) into ``root`` and return the store."""
     store = Store(root)
     for seed in seeds:
@@ -82,16 +106,33 @@ def build_store(root: Path, *, twin: bool = True, steps=SHORT_STEPS, seeds=range
         write_unit(store, "hub", 0, step, [hub_value(b, step) for b in range(blocks)], status, pythia_step=step)
     if twin:
         for step, pythia in twin_schedule(steps, TWIN_BUDGET):
-            write_unit(store, "twin", 0, step, [twin_value(b, step) for b in range(blocks)],
-                       pythia_step=pythia, tokens_seen=step * 2048)
+            write_unit(
+                store,
+                "twin",
+                0,
+                step,
+                [twin_value(b, step) for b in range(blocks)],
+                pythia_step=pythia,
+                tokens_seen=step * 2048,
+            )
     return store
 
 
-def write_manifest(path: Path, store_dir: Path, *, arms=("hub", "random-init", "twin"), reference=True,
-                   short=True, blocks: int = N_BLOCKS) -> Path:
+def write_manifest(
+    path: Path,
+    store_dir: Path,
+    *,
+    arms=("hub", "random-init", "twin"),
+    reference=True,
+    short=True,
+    blocks: int = N_BLOCKS,
+) -> Path:
     """A manifest for the synthetic experiment, its store at ``store_dir`` (schedule ``SHORT_STEPS`` or ``STEPS``)."""
-    ref = ("[reference]\nprofile = [" + ", ".join(f"{v:.2f}" for v in BASE[:blocks]) + "]\nlabel = \"synthetic reference\"\n"
-           if reference else "")
+    ref = (
+        "[reference]\nprofile = [" + ", ".join(f"{v:.2f}" for v in BASE[:blocks]) + ']\nlabel = "synthetic reference"\n'
+        if reference
+        else ""
+    )
     twin = f"[twin]\nsteps = {TWIN_BUDGET}\n" if "twin" in arms else ""
     path.write_text(
         f'[experiment]\nname = "synth"\narms = {list(arms)!r}\ndescription = "synthetic store"\n'
@@ -99,5 +140,7 @@ def write_manifest(path: Path, store_dir: Path, *, arms=("hub", "random-init", "
         '[data]\ndataset = "Salesforce/wikitext:wikitext-103-raw-v1/validation-00000-of-00001.parquet"\n'
         "tokens = 32768\nseq_len = 128\n"
         + ("[schedule]\nevery = 10000\nlast = 140000\n" if short else "")
-        + f'[sweep]\nstore = "{store_dir}"\n{twin}{ref}'.replace("'", '"'), encoding="utf-8")
+        + f'[sweep]\nstore = "{store_dir}"\n{twin}{ref}'.replace("'", '"'),
+        encoding="utf-8",
+    )
     return path

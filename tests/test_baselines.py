@@ -7,15 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from builders import run_arm
 
-from trajectory import baselines
-from trajectory.baselines import fresh_model, run_random_init, weights_hash
-from trajectory.initialisation import gpt_neox_stds
+from trajectory.arms import random_init as baselines
+from trajectory.engine.initialisation import gpt_neox_stds
+from trajectory.engine.models import fresh_model, weights_hash
 from trajectory.manifest import load_manifest
 from trajectory.store import Store
 
-NEOX = dict(model_type="gpt_neox", vocab_size=320, hidden_size=128, num_hidden_layers=3, num_attention_heads=4,
-            intermediate_size=512, max_position_embeddings=256)
+NEOX = dict(
+    model_type="gpt_neox",
+    vocab_size=320,
+    hidden_size=128,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=512,
+    max_position_embeddings=256,
+)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,8 +74,9 @@ def test_seeds_are_pure_distinct_and_leave_the_global_rng_alone(model_type):
 
 def _manifest(tmp_path, tiny_dir, text_file, seeds=(0, 1, 2)) -> Path:
     path = tmp_path / "ri.toml"
-    config = "\n".join(f"{k} = {v!r}".replace("'", '"') for k, v in {**NEOX, "hidden_size": 32,
-                                                                         "intermediate_size": 128}.items())
+    config = "\n".join(
+        f"{k} = {v!r}".replace("'", '"') for k, v in {**NEOX, "hidden_size": 32, "intermediate_size": 128}.items()
+    )
     path.write_text(f"""
 [experiment]
 name = "ri"
@@ -83,7 +92,7 @@ seq_len = 64
 [random_init]
 seeds = {list(seeds)}
 [sweep]
-store = "{tmp_path / 'store'}"
+store = "{tmp_path / "store"}"
 """)
     return path
 
@@ -91,7 +100,7 @@ store = "{tmp_path / 'store'}"
 def test_random_init_rows_carry_arm_and_seed_and_are_cached(tmp_path, tiny_dir, text_file, monkeypatch):
     manifest = load_manifest(_manifest(tmp_path, tiny_dir, text_file))
     store = Store(manifest.store_dir)
-    outcomes = run_random_init(manifest, store, progress=False)
+    outcomes = run_arm(manifest, "random-init", store)
     assert [o.status for o in outcomes] == ["done"] * 3
     rows = store.read()
     assert rows.height == 3 * 3  # three seeds × three blocks
@@ -108,7 +117,7 @@ def test_random_init_rows_carry_arm_and_seed_and_are_cached(tmp_path, tiny_dir, 
     assert stored == pytest.approx([b["r2_lin"] for b in direct], abs=1e-12)
 
     monkeypatch.setattr(baselines, "measure_seed", lambda *a, **k: pytest.fail("re-measured a cached seed"))
-    assert [o.status for o in run_random_init(manifest, store, progress=False)] == ["cached"] * 3
+    assert [o.status for o in run_arm(manifest, "random-init", store)] == ["cached"] * 3
 
 
 def test_inline_config_without_tokenizer_is_one_line_error(tmp_path, tiny_dir, text_file):
@@ -117,4 +126,4 @@ def test_inline_config_without_tokenizer_is_one_line_error(tmp_path, tiny_dir, t
     from trajectory.errors import TrajectoryError
 
     with pytest.raises(TrajectoryError, match="needs 'tokenizer'"):
-        run_random_init(load_manifest(path), Store(tmp_path / "s"), progress=False)
+        run_arm(load_manifest(path), "random-init", Store(tmp_path / "s"))

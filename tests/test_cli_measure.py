@@ -5,9 +5,10 @@ import json
 import pytest
 
 from trajectory.cli import main
-from trajectory.loading import load_model
-from trajectory.measure import MetricConfig, measure_blocks
-from trajectory.tokens import TextSource, tokenize_windows
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine.measure import measure_blocks
+from trajectory.sources.loading import load_model
 
 
 def run(capsys, *argv):
@@ -19,13 +20,26 @@ def run(capsys, *argv):
 @pytest.mark.parametrize("precision", [None, "float64"])
 def test_json_output_equals_the_python_api(capsys, tiny_dir, text_file, tokenizer, precision):
     flags = ["--precision", precision] if precision else []
-    code, out, err = run(capsys, "measure", tiny_dir, "--text-file", text_file,
-                         "--tokens", 2048, "--seq-len", 64, "--seed", 4, "--json", *flags)
+    code, out, err = run(
+        capsys,
+        "measure",
+        tiny_dir,
+        "--text-file",
+        text_file,
+        "--tokens",
+        2048,
+        "--seq-len",
+        64,
+        "--seed",
+        4,
+        "--json",
+        *flags,
+    )
     assert code == 0, err
     result = json.loads(out)
     assert set(result) >= {"model", "revision", "data_hash", "blocks"}
     model, _ = load_model(str(tiny_dir))
-    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 2048, 64)
+    tokens = eval_tokens(DataSpec("text", str(text_file), tokens=2048, seq_len=64), tokenizer)
     expected = measure_blocks(model, tokens, MetricConfig(seed=4, compute_dtype=precision or "mixed"))
     other = measure_blocks(model, tokens, MetricConfig(seed=4, compute_dtype="mixed" if precision else "float64"))
     assert max(abs(a["r2_lin"] - b["r2_lin"]) for a, b in zip(expected, other)) > 1e-12  # the flag is visible
@@ -77,8 +91,20 @@ def test_revision_that_does_not_exist_in_a_local_checkpoint_directory(capsys, ti
 
 
 def test_local_checkpoint_directory_revision_is_measured(capsys, tiny_dir, text_file):
-    code, out, _ = run(capsys, "measure", tiny_dir.parent, "--revision", tiny_dir.name, "--text-file", text_file,
-                       "--tokens", 1024, "--seq-len", 64, "--json")
+    code, out, _ = run(
+        capsys,
+        "measure",
+        tiny_dir.parent,
+        "--revision",
+        tiny_dir.name,
+        "--text-file",
+        text_file,
+        "--tokens",
+        1024,
+        "--seq-len",
+        64,
+        "--json",
+    )
     assert code == 0 and len(json.loads(out)["blocks"]) == 2
 
 

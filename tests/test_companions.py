@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from trajectory.companions import effective_rank, kfold_interval, linearity_scores, reduced_rank_r2
-from trajectory.stats import MomentAccumulator, fit_affine, r2_scores
+from trajectory.engine.companions import effective_rank, kfold_interval, linearity_scores, reduced_rank_r2
+from trajectory.engine.stats import MomentAccumulator, fit_affine, r2_scores
 
 
 def acc(x, y):

@@ -5,31 +5,42 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from builders import tiny_model
 from test_companions import paper_score
 from test_engine import FFN_SITES
+
 from trajectory.cli import main
-from trajectory.measure import MetricConfig, groups_of, measure_blocks, split_by_sequence
-from trajectory.tokens import TextSource, tokenize_windows
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine.measure import groups_of, measure_blocks, split_by_sequence
 
 BLOCKS = {
-    "gpt_neox": lambda m: m.gpt_neox.layers, "gpt2": lambda m: m.transformer.h,
-    "llama": lambda m: m.model.layers, "bert": lambda m: m.encoder.layer,
+    "gpt_neox": lambda m: m.gpt_neox.layers,
+    "gpt2": lambda m: m.transformer.h,
+    "llama": lambda m: m.model.layers,
+    "bert": lambda m: m.encoder.layer,
 }
 
 
 @pytest.fixture(scope="module")
 def windows(text_file, tokenizer):
-    return tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=4096, seq_len=64)
+    return eval_tokens(DataSpec("text", str(text_file), tokens=4096, seq_len=64), tokenizer)
 
 
 def residual_states(model, model_type, ids):
     """(h_l, h_{l+1}) of every block for every token, kept in memory."""
     pairs = []
-    hooks = [b.register_forward_hook(lambda m, a, o: pairs.append(
-        (a[0].flatten(0, 1).double().numpy(), (o[0] if isinstance(o, tuple) else o).flatten(0, 1).double().numpy())))
-        for b in BLOCKS[model_type](model)]
+    hooks = [
+        b.register_forward_hook(
+            lambda m, a, o: pairs.append(
+                (
+                    a[0].flatten(0, 1).double().numpy(),
+                    (o[0] if isinstance(o, tuple) else o).flatten(0, 1).double().numpy(),
+                )
+            )
+        )
+        for b in BLOCKS[model_type](model)
+    ]
     with torch.no_grad():
         model(input_ids=torch.as_tensor(ids))
     for h in hooks:
@@ -56,8 +67,10 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
     folds = groups_of(split_by_sequence(len(windows.ids), cfg), cfg) // 2
     sites = FFN_SITES["gpt_neox"](model)
     xs, ys = [], []
-    hooks = [sites[0][0].register_forward_pre_hook(lambda m, a: xs.append(a[0].double().numpy())),
-             sites[0][1].register_forward_hook(lambda m, a, o: ys.append(o.double().numpy()))]
+    hooks = [
+        sites[0][0].register_forward_pre_hook(lambda m, a: xs.append(a[0].double().numpy())),
+        sites[0][1].register_forward_hook(lambda m, a, o: ys.append(o.double().numpy())),
+    ]
     with torch.no_grad():
         model(input_ids=torch.as_tensor(windows.ids))
     for h in hooks:
@@ -79,13 +92,32 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
 
 
 def test_cli_json_carries_every_companion_key(capsys, tiny_dir, text_file):
-    code = main(["measure", str(tiny_dir), "--text-file", str(text_file), "--tokens", "2048", "--seq-len", "64",
-                 "--companions", "all", "--json"])
+    code = main(
+        [
+            "measure",
+            str(tiny_dir),
+            "--text-file",
+            str(text_file),
+            "--tokens",
+            "2048",
+            "--seq-len",
+            "64",
+            "--companions",
+            "all",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     for block in json.loads(out)["blocks"]:
-        for key in ("linearity_score", "linearity_score_nores", "swap_dloss", "r2_lin_ci_low", "r2_lin_ci_high",
-                    "effective_rank"):
+        for key in (
+            "linearity_score",
+            "linearity_score_nores",
+            "swap_dloss",
+            "r2_lin_ci_low",
+            "r2_lin_ci_high",
+            "effective_rank",
+        ):
             assert block[key] is not None, key
         assert block["r2_lin_ci_low"] <= block["r2_lin_ci_high"]
 

@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-from trajectory import corpus
+from trajectory.data import corpus
+from trajectory.data.shards import MAGIC, IndexedShard
+from trajectory.data.traindata import train_tokens
 from trajectory.errors import TrajectoryError
-from trajectory.shards import MAGIC, IndexedShard
-from trajectory.traindata import train_tokens
 
 
 def _digest(text: str) -> str:
@@ -43,7 +43,7 @@ def test_tokenizer_trained_once_cached_and_lossless(tmp_path, monkeypatch):
     monkeypatch.setenv("TRAJECTORY_CACHE", str(tmp_path))
     corpus.cache_dir.cache_clear()
     try:
-        from trajectory.loading import load_tokenizer
+        from trajectory.sources.loading import load_tokenizer
 
         tok = load_tokenizer("embedded:512")  # the path a manifest's tokenizer = "embedded:512" takes
         assert len(tok) == 512 and tok.eos_token == corpus.EOS

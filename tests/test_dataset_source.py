@@ -5,9 +5,9 @@ import json
 
 import polars as pl
 import pytest
-
 from builders import stdlib_text
 from hubserver import HubServer, HubState, point_client_at
+
 from trajectory.cli import PRESETS, main
 
 WIKITEXT = PRESETS["paper"]["dataset"]

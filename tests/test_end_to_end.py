@@ -1,9 +1,9 @@
 """A tiny experiment end to end, as a user runs it: sweep (local checkpoints + random-init), plot, report."""
 
 import polars as pl
-
 from builders import local_manifest
 from hubserver import build_checkpoints
+
 from trajectory.cli import main
 from trajectory.store import Store
 
@@ -12,9 +12,15 @@ FIGURES = ["lines_by_block", "heatmap", "small_multiples", "final_profile", "twi
 
 def test_sweep_then_plot_and_report_from_a_real_tiny_store(tmp_path, tokenizer, text_file, capsys):
     ckpts = build_checkpoints(tmp_path / "ck", [0, 2, 8, 32], tokenizer, same_as_step0=())
-    toml = local_manifest(tmp_path / "tiny.toml", ckpts, text_file, [0, 2, 8, 32], tmp_path / "store",
-                          arms=("local", "random-init"),
-                          extra='[metric]\ncompanions = ["linearity_score", "effective_rank"]\n[random_init]\nseeds = 3')
+    toml = local_manifest(
+        tmp_path / "tiny.toml",
+        ckpts,
+        text_file,
+        [0, 2, 8, 32],
+        tmp_path / "store",
+        arms=("local", "random-init"),
+        extra='[metric]\ncompanions = ["linearity_score", "effective_rank"]\n[random_init]\nseeds = 3',
+    )
     assert main(["sweep", str(toml), "--no-progress"]) == 0, capsys.readouterr().err
     out = tmp_path / "figs"
     assert main(["report", str(toml), "--out", str(out)]) == 0, capsys.readouterr().err

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 import torch
-
 from builders import tiny_model
 from test_stats import lstsq_r2
-from trajectory.measure import MetricConfig, measure_blocks, split_by_sequence
-from trajectory.tokens import TextSource, tokenize_windows
+
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine.measure import measure_blocks, split_by_sequence
 
 # Independent of trajectory.adapters: where each family's FFN input and output are.
 FFN_SITES = {
@@ -20,7 +21,7 @@ FFN_SITES = {
 
 @pytest.fixture(scope="module")
 def windows(text_file, tokenizer):
-    return tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=4096, seq_len=64)
+    return eval_tokens(DataSpec("text", str(text_file), tokens=4096, seq_len=64), tokenizer)
 
 
 def stored_activations(model, model_type, ids):
@@ -48,8 +49,9 @@ def test_every_block_matches_lstsq_on_stored_activations(model_type, windows):
     assert len(got) == len(acts) == 2
     for block, (x, y) in zip(got, acts):
         d = x.shape[-1]
-        ref, ref_global = lstsq_r2(x[~is_test].reshape(-1, d), y[~is_test].reshape(-1, d),
-                                   x[is_test].reshape(-1, d), y[is_test].reshape(-1, d))
+        ref, ref_global = lstsq_r2(
+            x[~is_test].reshape(-1, d), y[~is_test].reshape(-1, d), x[is_test].reshape(-1, d), y[is_test].reshape(-1, d)
+        )
         assert block["r2_lin"] == pytest.approx(ref, abs=1e-6)
         assert block["r2_lin_global"] == pytest.approx(ref_global, abs=1e-6)
         assert block["n_test"] == is_test.sum() * windows.ids.shape[1]
@@ -58,8 +60,8 @@ def test_every_block_matches_lstsq_on_stored_activations(model_type, windows):
 
 def test_no_heldout_token_comes_from_a_train_sequence(windows):
     """The held-out accumulator's mean input is the mean over held-out windows only."""
-    from trajectory.adapters import adapter_for
-    from trajectory.probe import FFNProbe
+    from trajectory.engine.adapters import adapter_for
+    from trajectory.engine.probe import FFNProbe
 
     model = tiny_model("gpt_neox")
     cfg = MetricConfig(seed=11)

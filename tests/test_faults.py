@@ -11,19 +11,20 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
-from builders import local_manifest, tiny_model
+from builders import key_of, local_manifest, tiny_model
 from hubserver import REPO, build_checkpoints
-from trajectory.cli import main
-from trajectory.errors import TrajectoryError
-from trajectory.manifest import DataSpec, load_manifest
-from trajectory.measure import MetricConfig, measure_blocks
-from trajectory.sources import HubSource, LocalDirSource, RetryPolicy
-from trajectory.store import Store, unit_key
-from trajectory.sweep import SweepOptions, prune_failures, quick_manifest, run_sweep
-from trajectory.tokens import TextSource, tokenize_windows
-from trajectory.verify import verify_store
 
+from trajectory.cli import main
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine.measure import measure_blocks
+from trajectory.errors import TrajectoryError
+from trajectory.manifest import load_manifest, quick_manifest
+from trajectory.scheduler import prune_failures
+from trajectory.sources.hub import HubSource, RetryPolicy
+from trajectory.sources.local import LocalDirSource
+from trajectory.store import Store
+from trajectory.verify import verify_store
 
 FAST = RetryPolicy(attempts=2, wait=0.01)
 
@@ -54,8 +55,21 @@ def test_a_hub_branch_named_like_a_path_is_refused_before_anything_is_written(hu
     hub.state.add_revision(REPO, "../../../escaped0", hub.state.repos[REPO]["step0"].files)
     with pytest.raises(TrajectoryError, match=r"revision of EleutherAI/pythia-tiny '\.\./\.\./\.\./escaped0' is not"):
         HubSource(REPO, retry=FAST).pin(["step0", "../../../escaped0"])
-    err = one_line(*run(capsys, "sweep", "--repo", REPO, "--revisions", "../../../escaped0", "--text-file",
-                        text_file, "--store", tmp_path / "s", "--no-progress"))
+    err = one_line(
+        *run(
+            capsys,
+            "sweep",
+            "--repo",
+            REPO,
+            "--revisions",
+            "../../../escaped0",
+            "--text-file",
+            text_file,
+            "--store",
+            tmp_path / "s",
+            "--no-progress",
+        )
+    )
     assert "is not a plain name" in err
     assert outside(tmp_path, "escaped0") == [] and not (tmp_path / "s").exists()
 
@@ -68,8 +82,7 @@ def test_a_commit_id_that_is_not_hex_is_refused(hub):
 
 def test_a_served_weight_index_naming_a_path_outside_the_snapshot_is_refused(hub, ckpts, tmp_path):
     files = dict(hub.state.repos[REPO]["step0"].files)
-    files["model.safetensors.index.json"] = json.dumps(
-        {"weight_map": {"w": "../../../../evil.safetensors"}}).encode()
+    files["model.safetensors.index.json"] = json.dumps({"weight_map": {"w": "../../../../evil.safetensors"}}).encode()
     files["../../../../evil.safetensors"] = b"x" * 64
     del files["model.safetensors"]
     rev = hub.state.add_revision(REPO, "step9", files)
@@ -107,19 +120,30 @@ def test_a_quick_sweep_of_a_repo_without_a_plain_name_is_refused(text_file):
 
 def test_a_failure_record_cannot_make_the_sweep_delete_a_file_outside_failed(tmp_path):
     store = Store(tmp_path / "store")
-    prov = dict(experiment="e", arm="hub", model="m", seed=None, revision="step0", step=0, commit="c" * 40,
-                data_hash="d", metric_config="k")
-    key = unit_key(prov)
+    prov = dict(
+        experiment="e",
+        arm="hub",
+        model="m",
+        seed=None,
+        revision="step0",
+        step=0,
+        commit="c" * 40,
+        data_hash="d",
+        metric_config="k",
+    )
+    key = key_of(prov)
     store.write_unit(key, [{**prov, "block": 0, "r2_lin": 0.5, "status": "ok"}])
     victim = tmp_path / "victim.json"
     victim.write_text("{}")
-    (store.failed / "evil.json").write_text(json.dumps({"key": "../../victim", "experiment": "e", "arm": "hub",
-                                                        "revision": "step0"}))
+    (store.failed / "evil.json").write_text(
+        json.dumps({"key": "../../victim", "experiment": "e", "arm": "hub", "revision": "step0"})
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        from trajectory.sweep import Unit
+        from trajectory.arms import Unit
+        from trajectory.config import Provenance
 
-        prune_failures(store, [Unit(prov, key)])
+        prune_failures(store, [Unit(Provenance(**prov))])
     assert victim.exists() and "evil.json" in " ".join(str(w.message) for w in caught)
     with pytest.raises(TrajectoryError, match="is not a hex digest"):
         store.has("../../victim")
@@ -136,7 +160,7 @@ def test_fp16_overflow_flags_the_block_instead_of_a_number(tokenizer, text_file)
     model = tiny_model("gpt_neox").half()
     with torch.no_grad():
         model.gpt_neox.layers[1].mlp.dense_4h_to_h.weight.fill_(6e4)  # fp16 max is 65504: the sums overflow
-    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 1024, 64)
+    tokens = eval_tokens(DataSpec("text", str(text_file), tokens=1024, seq_len=64), tokenizer)
     got = measure_blocks(model.gpt_neox, tokens, MetricConfig())
     assert got[0]["status"] == "ok" and np.isfinite(got[0]["r2_lin"])
     assert got[1]["status"] == "nonfinite activations" and np.isnan(got[1]["r2_lin"])
@@ -163,13 +187,29 @@ def test_measure_prints_the_flagged_block_and_exits_non_zero(overflowing, capsys
     assert blocks[0]["status"] == "ok" and blocks[0]["r2_lin"] is not None
     assert blocks[1]["status"] == "nonfinite activations" and blocks[1]["r2_lin"] is None
     code, out, err = run(capsys, *args)
-    assert code == 1 and out.splitlines()[-1].split()[0] == "1" and out.splitlines()[-1].endswith(
-        "nonfinite activations")
+    assert (
+        code == 1 and out.splitlines()[-1].split()[0] == "1" and out.splitlines()[-1].endswith("nonfinite activations")
+    )
 
 
 def test_a_sweep_stores_the_flagged_rows_with_their_reason_and_goes_on(overflowing, text_file, tmp_path, capsys):
-    code, out, err = run(capsys, "sweep", "--repo", overflowing, "--revisions", "step0,step4", "--text-file",
-                         text_file, "--tokens", 1024, "--seq-len", 64, "--store", tmp_path / "s", "--no-progress")
+    code, out, err = run(
+        capsys,
+        "sweep",
+        "--repo",
+        overflowing,
+        "--revisions",
+        "step0,step4",
+        "--text-file",
+        text_file,
+        "--tokens",
+        1024,
+        "--seq-len",
+        64,
+        "--store",
+        tmp_path / "s",
+        "--no-progress",
+    )
     assert code == 0 and "2 measured, 0 cached, 0 failed" in out, err
     assert "flagged: local:step4 (non-finite activations in blocks [1])" in out
     rows = Store(tmp_path / "s").read().sort("revision", "block")
@@ -182,8 +222,7 @@ def test_a_sweep_stores_the_flagged_rows_with_their_reason_and_goes_on(overflowi
 # -- two sweeps into one store at once ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def many(tmp_path_factory, tokenizer):
-    return build_checkpoints(tmp_path_factory.mktemp("concurrent") / "ck", [0, 1, 2, 4], tokenizer,
-                             same_as_step0=())
+    return build_checkpoints(tmp_path_factory.mktemp("concurrent") / "ck", [0, 1, 2, 4], tokenizer, same_as_step0=())
 
 
 @pytest.mark.slow  # two fresh interpreters importing torch: ~30 s on 2 cores

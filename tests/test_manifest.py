@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from trajectory.config import pythia_steps
 from trajectory.errors import TrajectoryError
-from trajectory.manifest import load_manifest, pythia_steps
+from trajectory.manifest import load_manifest
 
 MANIFESTS = sorted((Path(__file__).parent.parent / "manifests").glob("*.toml"))
 
@@ -35,21 +36,24 @@ def write(tmp_path, text, name="exp.toml"):
 BASE = '[model]\nrepo = "EleutherAI/pythia-14m"\n'
 
 
-@pytest.mark.parametrize("text, needle", [
-    ("[model\nrepo = 1", "malformed TOML"),
-    (BASE + "[data]\ntokens = 'many'\n", "[data] 'tokens' must be a non-negative integer, got 'many'"),
-    (BASE + "[data]\ntoknes = 5\n", "[data] 'toknes' must be one of"),
-    (BASE + "[metric]\nheldout_frac = 1.5\n", "heldout-frac must lie in (0, 1), got 1.5"),
-    (BASE + "[experiment]\narms = ['hub', 'magic']\n", "[experiment] 'arms' must be a non-empty list"),
-    (BASE + "[schedule]\nsteps = [1, -2]\n", "[schedule] 'steps' must be a non-empty list of non-negative"),
-    (BASE + "[schedule]\nrevision_format = 'checkpoint'\n", "containing '{step}'"),
-    (BASE + "[data]\ntokens = 10\nseq_len = 128\n", "[data] 'tokens' must be an integer ≥ seq_len (128)"),
-    (BASE + "[data]\ntext_file = 'a.txt'\ndataset = 'x:y'\n", "[data] 'dataset' must be absent"),
-    ("[model]\n", "[model] 'repo' must be given"),
-    (BASE + "[twin]\nlr = 'fast'\n", "[twin] 'lr' must be a number, got 'fast'"),
-    (BASE + "[random_init]\nseeds = [0, 'one']\n", "[random_init] 'seeds' must be a count or a list"),
-    (BASE + "[colours]\nx = 1\n", "[colours] must be one of the sections"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[model\nrepo = 1", "malformed TOML"),
+        (BASE + "[data]\ntokens = 'many'\n", "[data] 'tokens' must be a non-negative integer, got 'many'"),
+        (BASE + "[data]\ntoknes = 5\n", "[data] 'toknes' must be one of"),
+        (BASE + "[metric]\nheldout_frac = 1.5\n", "heldout-frac must lie in (0, 1), got 1.5"),
+        (BASE + "[experiment]\narms = ['hub', 'magic']\n", "[experiment] 'arms' must be a non-empty list"),
+        (BASE + "[schedule]\nsteps = [1, -2]\n", "[schedule] 'steps' must be a non-empty list of non-negative"),
+        (BASE + "[schedule]\nrevision_format = 'checkpoint'\n", "containing '{step}'"),
+        (BASE + "[data]\ntokens = 10\nseq_len = 128\n", "[data] 'tokens' must be an integer ≥ seq_len (128)"),
+        (BASE + "[data]\ntext_file = 'a.txt'\ndataset = 'x:y'\n", "[data] 'dataset' must be absent"),
+        ("[model]\n", "[model] 'repo' must be given"),
+        (BASE + "[twin]\nlr = 'fast'\n", "[twin] 'lr' must be a number, got 'fast'"),
+        (BASE + "[random_init]\nseeds = [0, 'one']\n", "[random_init] 'seeds' must be a count or a list"),
+        (BASE + "[colours]\nx = 1\n", "[colours] must be one of the sections"),
+    ],
+)
 def test_bad_manifest_is_one_line_naming_file_and_field(tmp_path, text, needle):
     with pytest.raises(TrajectoryError) as err:
         load_manifest(write(tmp_path, text))
@@ -68,8 +72,13 @@ def test_explicit_steps_and_relative_text_file(tmp_path):
     assert m.data.kind == "text" and Path(m.data.path) == tmp_path / "eval.txt"
 
 
-toml_scalars = st.one_of(st.integers(-5, 10**6), st.floats(allow_nan=False), st.text(max_size=8), st.booleans(),
-                         st.lists(st.integers(-3, 10), max_size=4))
+toml_scalars = st.one_of(
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.booleans(),
+    st.lists(st.integers(-3, 10), max_size=4),
+)
 fields = st.sampled_from(["tokens", "seq_len", "repo", "arms", "steps", "seeds", "lr", "heldout_frac", "x"])
 sections = st.sampled_from(["model", "data", "schedule", "experiment", "metric", "twin", "random_init", "sweep"])
 
@@ -87,8 +96,9 @@ def _toml_value(v):
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(sections, st.dictionaries(fields, toml_scalars, max_size=3), max_size=4))
 def test_any_manifest_gives_a_manifest_or_a_clear_error(tmp_path, doc):
-    text = "".join(f"[{sec}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in tab.items())
-                   for sec, tab in doc.items())
+    text = "".join(
+        f"[{sec}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in tab.items()) for sec, tab in doc.items()
+    )
     try:
         m = load_manifest(write(tmp_path, text))
     except TrajectoryError as exc:

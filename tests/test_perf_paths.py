@@ -4,14 +4,15 @@ precisions of the products, and the one-pass held-out scoring."""
 import numpy as np
 import pytest
 import torch
-
 from builders import tiny_model
 from test_stats import layernorm_rows, lstsq_r2, planted
-from trajectory import stats as stats_mod
-from trajectory.heldout import FitThenScore
-from trajectory.measure import MetricConfig, measure_blocks
-from trajectory.stats import BlockStats, GroupMoments, MomentAccumulator
-from trajectory.tokens import TextSource, tokenize_windows
+
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine import stats as stats_mod
+from trajectory.engine.heldout import FitThenScore
+from trajectory.engine.measure import measure_blocks
+from trajectory.engine.stats import BlockStats, GroupMoments, MomentAccumulator
 
 
 def _accumulate(x, y, chunks, precision="float64") -> MomentAccumulator:
@@ -90,7 +91,9 @@ def _score(x, y, n_train, precision, one_pass, batch=4096) -> dict:
     return stats.finalize() if one_pass else BlockStats(*stats.groups).finalize()
 
 
-@pytest.mark.parametrize("spread, one_pass, tol", [(6, False, 1e-6), (8, False, 5e-6), (6, True, 1e-7), (8, True, 1e-7)])
+@pytest.mark.parametrize(
+    "spread, one_pass, tol", [(6, False, 1e-6), (8, False, 5e-6), (6, True, 1e-7), (8, True, 1e-7)]
+)
 def test_mixed_precision_matches_lstsq_on_ill_conditioned_inputs(spread, one_pass, tol):
     """Gram float64 + cross float32 keeps lstsq's answer at cond 2e6 and 1e8 (measured: moments 8e-8 and 5e-7,
     one pass 8e-10 and 3e-9); at cond 1e8 float32 Grams lose it (measured 1e-3 and 6e-5)."""
@@ -124,7 +127,7 @@ FLOAT32_R2_TOLERANCE = 1e-6
 @pytest.mark.parametrize("precision", ["mixed", "float32"])
 @pytest.mark.parametrize("model_type", ["gpt_neox", "gpt2"])
 def test_cheaper_products_stay_within_the_stated_error_of_float64(model_type, precision, text_file, tokenizer):
-    windows = tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=4096, seq_len=64)
+    windows = eval_tokens(DataSpec("text", str(text_file), tokens=4096, seq_len=64), tokenizer)
     model = tiny_model(model_type)
     r64 = measure_blocks(model, windows, MetricConfig(compute_dtype="float64", batch_tokens=1024))
     cheap = measure_blocks(model, windows, MetricConfig(compute_dtype=precision, batch_tokens=1024))

@@ -7,8 +7,19 @@ from dataclasses import replace
 
 import polars as pl
 import pytest
-from synthetic import (BASE, MODEL, FAILED_STEP, MISSING_STEP, N_BLOCKS, SHORT_STEPS, TWIN_BUDGET, build_store, hub_value,
-                       write_manifest)
+from builders import key_of
+from synthetic import (
+    BASE,
+    FAILED_STEP,
+    MISSING_STEP,
+    MODEL,
+    N_BLOCKS,
+    SHORT_STEPS,
+    TWIN_BUDGET,
+    build_store,
+    hub_value,
+    write_manifest,
+)
 
 from trajectory.cli import main
 from trajectory.manifest import load_manifest
@@ -30,8 +41,11 @@ def setup(tmp_path_factory):
 
 def store_rows(frame: pl.DataFrame, arm: str) -> pl.DataFrame:
     """Independent of trajectory.verdict: the ok rows of one arm, as (block, step, value)."""
-    return (frame.filter((pl.col("arm") == arm) & (pl.col("status") == "ok"))
-            .select("block", "step", pl.col("r2_lin").alias("value")).sort("block", "step"))
+    return (
+        frame.filter((pl.col("arm") == arm) & (pl.col("status") == "ok"))
+        .select("block", "step", pl.col("r2_lin").alias("value"))
+        .sort("block", "step")
+    )
 
 
 def png_size(path) -> tuple[int, int]:
@@ -149,16 +163,39 @@ def test_twin_emergence_marker_stands_on_its_pythia_step(tmp_path):
 
 def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
     from trajectory.plots.companions import companion_metrics
-    from trajectory.store import Store, unit_key
+    from trajectory.store import Store
 
     store = Store(tmp_path / "store")
     for step in (0, 1, 64, 1000):
-        prov = dict(experiment="synth", arm="hub", model=MODEL, seed=None, revision=f"step{step}",
-                    commit=f"c{step:040d}"[:40], data_hash="d", metric_config="m")
-        store.write_unit(unit_key(prov), [dict(prov, step=step, block=b, r2_lin=0.5, status="ok",
-                                               linearity_score=0.9 - b / 10 + step / 1e4, swap_dloss=0.01 * b,
-                                               r2_lin_cv=0.5, r2_lin_ci_low=0.45, r2_lin_ci_high=0.55,
-                                               effective_rank=b + 1) for b in range(3)])
+        prov = dict(
+            experiment="synth",
+            arm="hub",
+            model=MODEL,
+            seed=None,
+            revision=f"step{step}",
+            commit=f"c{step:040d}"[:40],
+            data_hash="d",
+            metric_config="m",
+        )
+        store.write_unit(
+            key_of(prov),
+            [
+                dict(
+                    prov,
+                    step=step,
+                    block=b,
+                    r2_lin=0.5,
+                    status="ok",
+                    linearity_score=0.9 - b / 10 + step / 1e4,
+                    swap_dloss=0.01 * b,
+                    r2_lin_cv=0.5,
+                    r2_lin_ci_low=0.45,
+                    r2_lin_ci_high=0.55,
+                    effective_rank=b + 1,
+                )
+                for b in range(3)
+            ],
+        )
     frame = store.read()
     manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub",)))
     drawn = companion_metrics(frame, context_from(manifest, frame), tmp_path / "figs", arm="hub")
@@ -167,5 +204,12 @@ def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
     want = frame.select("block", "step", pl.col("linearity_score").alias("value")).sort("block", "step")
     assert got.equals(want)
     assert all(p.stat().st_size > 10_000 for p in drawn.paths)
-    assert companion_metrics(frame.drop("linearity_score", "swap_dloss", "r2_lin_cv", "effective_rank"),
-                             context_from(manifest, frame), tmp_path / "none", arm="hub") is None
+    assert (
+        companion_metrics(
+            frame.drop("linearity_score", "swap_dloss", "r2_lin_cv", "effective_rank"),
+            context_from(manifest, frame),
+            tmp_path / "none",
+            arm="hub",
+        )
+        is None
+    )

@@ -7,8 +7,20 @@ import re
 import statistics
 
 import pytest
-from synthetic import (BAD, BASE, DATA_HASH, FAILED_STEP, METRIC_CONFIG, MISSING_STEP, OFFSETS, SHORT_STEPS,
-                       build_store, hub_value, write_manifest, write_unit)
+from synthetic import (
+    BAD,
+    BASE,
+    DATA_HASH,
+    FAILED_STEP,
+    METRIC_CONFIG,
+    MISSING_STEP,
+    OFFSETS,
+    SHORT_STEPS,
+    build_store,
+    hub_value,
+    write_manifest,
+    write_unit,
+)
 
 from trajectory import __version__
 from trajectory.cli import main

@@ -5,13 +5,13 @@ import hashlib
 import httpx2
 import pytest
 import torch
+from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 from huggingface_hub import errors as hf_errors
 
-from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 from trajectory.errors import TrajectoryError
-from trajectory.loading import load_model
-from trajectory.sources import HubSource, LocalDirSource, RetryPolicy, content_hash, is_transient, with_retries
-
+from trajectory.sources.hub import HubSource, RetryPolicy, is_transient, with_retries
+from trajectory.sources.loading import load_model
+from trajectory.sources.local import LocalDirSource, content_hash
 
 FAST = RetryPolicy(attempts=4, wait=0.01)
 
@@ -152,25 +152,26 @@ def test_local_source_pins_by_content(tmp_path, ckpts):
     assert src.fetch("step4", pins["step4"]).path == root / "step4"
 
 
-def test_a_prefetched_revision_whose_shared_blob_was_evicted_meanwhile_is_fetched_again(hub, text_file, tokenizer,
-                                                                                        tmp_path):
+def test_a_prefetched_revision_whose_shared_blob_was_evicted_meanwhile_is_fetched_again(
+    hub, text_file, tokenizer, tmp_path
+):
     """The race a prefetch can lose: step1 links step0's blob, then releasing step0 deletes it."""
     from concurrent.futures import Future
 
-    from trajectory.measure import MetricConfig
-    from trajectory.sweep import Unit, run_unit
-    from trajectory.tokens import TextSource, tokenize_windows
+    from trajectory.arms.checkpoints import CheckpointArm
+    from trajectory.config import DataSpec, MetricConfig
+    from trajectory.manifest import quick_manifest
+    from trajectory.scheduler import SweepOptions, run_group
 
-    src = source()
-    pins = src.pin(["step0", "step1"])
-    b = src.fetch("step1", pins["step1"])
+    data = DataSpec("text", str(text_file), tokens=1024, seq_len=64)
+    manifest = quick_manifest(REPO, ["step0", "step1"], data, MetricConfig(), str(tmp_path / "store"))
+    arm = CheckpointArm(manifest, "hub", SweepOptions(progress=False))
+    unit = arm.plan()[1]
+    b = arm.source.fetch("step1", unit.provenance.commit)
     (b.path / "model.safetensors").resolve().unlink()  # what a concurrent eviction of step0's shared blob leaves
     assert (b.path / "model.safetensors").is_symlink() and not (b.path / "model.safetensors").exists()
     prefetched = Future()
     prefetched.set_result(b)
-    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, 1024, 64)
-    identity = dict(experiment="e", arm="hub", model=REPO, seed=None, revision="step1", commit=pins["step1"],
-                    data_hash=tokens.data_hash, metric_config=MetricConfig().digest(), step=1)
-    outcome = run_unit(Unit(identity, "ab" * 12), src, tokens, MetricConfig(), str(tmp_path / "store"),
-                       fetched=prefetched)
+    arm._futures[unit.key] = prefetched  # as if the prefetch thread had fetched it before the eviction
+    (outcome,) = run_group(arm, [unit], str(tmp_path / "store"))
     assert outcome.status == "done", outcome.reason

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from trajectory.stats import BlockStats, MomentAccumulator
+from trajectory.engine.stats import BlockStats, MomentAccumulator
 
 
 def _stats(x_tr, y_tr, x_te, y_te, chunks=1) -> BlockStats:

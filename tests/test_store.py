@@ -7,21 +7,35 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trajectory.store import KEY_FIELDS, Store, unit_key
+from trajectory.config import Provenance
+from trajectory.store import KEY_FIELDS, Store
 
-PROV = dict(experiment="e", arm="hub", model="m", seed=None, revision="step0", commit="c0",
-            data_hash="d0", metric_config="k0")
+PROV = dict(
+    experiment="e",
+    arm="hub",
+    model="m",
+    seed=None,
+    revision="step0",
+    step=0,
+    commit="c0",
+    data_hash="d0",
+    metric_config="k0",
+)
+
+
+def unit_key(prov: dict) -> str:
+    return Provenance(**prov).key()
 
 
 def rows(prov, n_blocks=3, r2=0.5):
-    return [{**prov, "step": 0, "block": b, "r2_lin": r2 + b / 10, "status": "ok"} for b in range(n_blocks)]
+    return [{**prov, "block": b, "r2_lin": r2 + b / 10, "status": "ok"} for b in range(n_blocks)]
 
 
 def test_any_change_of_provenance_changes_the_key():
     base = unit_key(PROV)
     for field in KEY_FIELDS:
         assert unit_key({**PROV, field: "other"}) != base, field
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError):  # every key field must be given
         unit_key({k: v for k, v in PROV.items() if k != "commit"})
 
 

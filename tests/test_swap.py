@@ -5,18 +5,19 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from builders import tiny_model
-from trajectory.adapters import adapter_for
-from trajectory.probe import FFNProbe
-from trajectory.stats import fit_affine
-from trajectory.swap import lm_loss, swap_losses
-from trajectory.tokens import TextSource, tokenize_windows
+
+from trajectory.config import DataSpec
+from trajectory.data.tokens import eval_tokens
+from trajectory.engine.adapters import adapter_for
+from trajectory.engine.probe import FFNProbe
+from trajectory.engine.stats import fit_affine
+from trajectory.engine.swap import lm_loss, swap_losses
 
 
 @pytest.fixture(scope="module")
 def windows(text_file, tokenizer):
-    return tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=2048, seq_len=64).ids
+    return eval_tokens(DataSpec("text", str(text_file), tokens=2048, seq_len=64), tokenizer).ids
 
 
 def fits_for(model, ids):
@@ -63,9 +64,10 @@ def test_an_affine_ffn_swaps_for_free(windows):
 def test_swap_alone_uses_the_one_pass_fit_and_matches_the_moment_path(text_file, tokenizer):
     """With only 'swap' asked for, R²_lin is scored in one pass and the swap reuses that pass's fit; it must
     give the Δloss that the moment path (taken when effective_rank is asked for too) gives."""
-    from trajectory.measure import MetricConfig, measure_blocks
+    from trajectory.config import MetricConfig
+    from trajectory.engine.measure import measure_blocks
 
-    tokens = tokenize_windows(TextSource("text", str(text_file)), tokenizer, n_tokens=2048, seq_len=64)
+    tokens = eval_tokens(DataSpec("text", str(text_file), tokens=2048, seq_len=64), tokenizer)
     model = tiny_model("gpt_neox", seed=2)
     one = measure_blocks(model, tokens, MetricConfig(companions=("swap",), compute_dtype="float64"))
     both = measure_blocks(model, tokens, MetricConfig(companions=("swap", "effective_rank"), compute_dtype="float64"))

@@ -10,16 +10,15 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from builders import local_manifest
 from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
-from trajectory.cli import main
-from trajectory.manifest import DataSpec, load_manifest
-from trajectory.measure import MetricConfig
-from trajectory.sources import HubSource, RetryPolicy
-from trajectory.store import Store
-from trajectory.sweep import SweepOptions, quick_manifest, run_sweep
 
+from trajectory.cli import main
+from trajectory.config import DataSpec, MetricConfig
+from trajectory.manifest import load_manifest, quick_manifest
+from trajectory.scheduler import SweepOptions, run_sweep
+from trajectory.sources.hub import HubSource, RetryPolicy
+from trajectory.store import Store
 
 STEPS = [0, 1, 2, 4, 8, 16]
 REVS = [f"step{s}" for s in STEPS]
@@ -53,20 +52,46 @@ def cli(capsys, *argv):
 
 
 def test_sweep_gives_measure_s_numbers_and_reports_duplicates_and_gaps(hub, ckpts, text_file, tmp_path, capsys):
-    code, out, err = cli(capsys, "sweep", "--repo", REPO, "--revisions", ",".join(REVS + ["step32"]),
-                         "--text-file", text_file, "--tokens", 2048, "--seq-len", 64, "--store", tmp_path / "s",
-                         "--no-progress")
+    code, out, err = cli(
+        capsys,
+        "sweep",
+        "--repo",
+        REPO,
+        "--revisions",
+        ",".join(REVS + ["step32"]),
+        "--text-file",
+        text_file,
+        "--tokens",
+        2048,
+        "--seq-len",
+        64,
+        "--store",
+        tmp_path / "s",
+        "--no-progress",
+    )
     assert code == 1 and "Traceback" not in err
     summary = out.strip().splitlines()
     assert len(summary) == 1 and "6 measured, 0 cached, 1 failed" in summary[0]
     assert "hub:step32 (revision not found on the Hub)" in summary[0]
-    assert "identical weights: step0=step1=step2" in summary[0] and "missing on the Hub: step32" in summary[0]
+    assert "identical weights: step0=step1=step2" in summary[0] and "missing: step32" in summary[0]
     rows = Store(tmp_path / "s").read()
     assert rows.height == 12 and rows.select("revision", "block").n_unique() == 12
     served = hub.state.repos[REPO]
     for rev in REVS:
-        code, out, _ = cli(capsys, "measure", ckpts, "--revision", rev, "--text-file", text_file,
-                           "--tokens", 2048, "--seq-len", 64, "--json")
+        code, out, _ = cli(
+            capsys,
+            "measure",
+            ckpts,
+            "--revision",
+            rev,
+            "--text-file",
+            text_file,
+            "--tokens",
+            2048,
+            "--seq-len",
+            64,
+            "--json",
+        )
         want = json.loads(out)
         got = rows.filter(pl.col("revision") == rev).sort("block")
         assert got["commit"].to_list() == [served[rev].commit] * 2 and got["data_hash"][0] == want["data_hash"]
@@ -95,16 +120,19 @@ def test_rerun_downloads_nothing_computes_nothing_and_retries_only_the_missing(h
 
 
 def test_transient_faults_are_retried_and_a_revision_without_weights_fails_alone(hub, ckpts, text_file, tmp_path):
-    hub.state.faults += [Fault("429", revision="step1", filename="config.json", method="HEAD"),
-                         Fault("500", revision="step4", filename="model.safetensors", method="GET"),
-                         Fault("reset", revision="step16", filename="model.safetensors", method="GET"),
-                         Fault("truncate", revision="step8", filename="pytorch_model.bin"),
-                         Fault("reset", revision="step2", filename="model.safetensors", method="HEAD")]
+    hub.state.faults += [
+        Fault("429", revision="step1", filename="config.json", method="HEAD"),
+        Fault("500", revision="step4", filename="model.safetensors", method="GET"),
+        Fault("reset", revision="step16", filename="model.safetensors", method="GET"),
+        Fault("truncate", revision="step8", filename="pytorch_model.bin"),
+        Fault("reset", revision="step2", filename="model.safetensors", method="HEAD"),
+    ]
     hub.state.add_revision(REPO, "step64", {"config.json": (ckpts / "step4" / "config.json").read_bytes()})
     report = sweep(manifest_for(tmp_path, text_file, REVS + ["step64"]))
     assert report.count("done") == 6
     assert [(o.label, o.reason) for o in report.failed] == [
-        ("hub:step64", f"{REPO}@step64 has no weights on the Hub (looked for model.safetensors and pytorch_model.bin)")]
+        ("hub:step64", f"{REPO}@step64 has no weights on the Hub (looked for model.safetensors and pytorch_model.bin)")
+    ]
     seen = {(r.revision, r.status) for r in hub.state.requests}
     assert {("step1", 429), ("step4", 500), ("step16", 0), ("step2", 0)} <= seen
     assert all(f.times == 0 for f in hub.state.faults)
@@ -126,7 +154,8 @@ def test_disk_holds_at_most_prefetch_plus_one_revisions(hub, text_file, tmp_path
 
 
 def test_offline_from_a_populated_cache_and_fast_failure_when_the_hub_is_unreachable(
-        hub, text_file, tmp_path, monkeypatch, capsys):
+    hub, text_file, tmp_path, monkeypatch, capsys
+):
     online = sweep(manifest_for(tmp_path, text_file, REVS[3:], store="online"), keep_weights=True)
     assert online.count("done") == 3 and HubSource(REPO).weights_on_disk() == 3  # --keep-weights keeps them
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
@@ -137,29 +166,50 @@ def test_offline_from_a_populated_cache_and_fast_failure_when_the_hub_is_unreach
     assert a.select(METRICS + ["commit"]).equals(b.select(METRICS + ["commit"]))
     point_client_at(monkeypatch, "http://127.0.0.1:9", tmp_path / "cache2")  # nothing listens on port 9
     start = time.perf_counter()
-    code, out, err = cli(capsys, "sweep", "--repo", REPO, "--revisions", "step0", "--text-file", text_file,
-                         "--store", tmp_path / "none")
+    code, out, err = cli(
+        capsys, "sweep", "--repo", REPO, "--revisions", "step0", "--text-file", text_file, "--store", tmp_path / "none"
+    )
     assert time.perf_counter() - start < 10
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
     assert "unreachable" in err and "HF_HUB_OFFLINE=1" in err
 
 
 def test_local_arm_from_a_manifest_and_results_export(ckpts, text_file, tmp_path, capsys, monkeypatch):
-    toml = local_manifest(tmp_path / "mine.toml", ckpts, text_file, [0, 4, 8], tmp_path / "store",
-                          arms=("local", "random-init"))
+    toml = local_manifest(
+        tmp_path / "mine.toml", ckpts, text_file, [0, 4, 8], tmp_path / "store", arms=("local", "random-init")
+    )
     calls = []
+    import trajectory.scheduler as scheduler
+    from trajectory.arms import Unit
+    from trajectory.config import Provenance
 
-    def fake_random_init(manifest, store, device="cpu", progress=True):
-        from trajectory.store import UnitOutcome
+    real = scheduler.make_arm
 
-        calls.append((manifest.name, str(store.root), device, progress))
-        return [UnitOutcome("k", "random-init:seed0", "failed", "not built")]
+    class NotBuilt:
+        arm, chained = "random-init", False
 
-    import types
+        def plan(self):
+            prov = Provenance("mine", "random-init", "m", "init", 0, "c", "d", "k", seed=0)
+            return [Unit(prov)]
 
-    monkeypatch.setitem(sys.modules, "trajectory.baselines", types.SimpleNamespace(run_random_init=fake_random_init))
+        def start(self, pending):
+            pass
+
+        def run(self, unit):
+            raise RuntimeError("not built")
+
+        def close(self):
+            pass
+
+    def fake_make_arm(manifest, arm, options):
+        if arm != "random-init":
+            return real(manifest, arm, options)
+        calls.append((manifest.name, str(manifest.store_dir), options.device, options.progress))
+        return NotBuilt()
+
+    monkeypatch.setattr(scheduler, "make_arm", fake_make_arm)
     code, out, _ = cli(capsys, "sweep", toml, "--no-progress")
-    assert code == 1 and "3 measured" in out and "random-init:seed0 (not built)" in out
+    assert code == 1 and "3 measured" in out and "random-init:seed0 (not built)" in out, out
     assert calls == [("mine", str(tmp_path / "store"), "cpu", False)]
     code, out, err = cli(capsys, "results", toml, "--csv", tmp_path / "r.csv")
     table = pl.read_csv(tmp_path / "r.csv")
@@ -173,12 +223,29 @@ def test_dask_local_cluster_gives_the_same_rows_as_the_local_run(hub, text_file,
     from dask.distributed import LocalCluster
 
     local = sweep(manifest_for(tmp_path, text_file, REVS[:4], store="local"))
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1",
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
         assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
-        code, out, err = cli(capsys, "sweep", "--repo", REPO, "--revisions", ",".join(REVS[:4]), "--text-file",
-                             text_file, "--tokens", 2048, "--seq-len", 64, "--store", tmp_path / "dask",
-                             "--dask", cluster.scheduler_address, "--no-progress")
+        code, out, err = cli(
+            capsys,
+            "sweep",
+            "--repo",
+            REPO,
+            "--revisions",
+            ",".join(REVS[:4]),
+            "--text-file",
+            text_file,
+            "--tokens",
+            2048,
+            "--seq-len",
+            64,
+            "--store",
+            tmp_path / "dask",
+            "--dask",
+            cluster.scheduler_address,
+            "--no-progress",
+        )
     assert code == 0 and local.count("done") == 4 and "4 measured" in out, err
     cols = ["key", "revision", "block", "commit", "weights_hash", *METRICS]
     a, b = (Store(tmp_path / s).read().select(cols).sort("revision", "block") for s in ("local", "dask"))
@@ -190,8 +257,15 @@ def test_quick_form_needs_step_numbered_revisions(capsys, text_file):
     assert code == 2 and "--revisions must be names like step0" in err
 
 
-HUB_MANIFESTS = ["pythia-14m", "pythia-31m", "pythia-70m", "pythia-160m", "pythia-410m", "pythia-160m-deduped",
-                 *(f"pythia-160m-seed{i}" for i in range(1, 10))]
+HUB_MANIFESTS = [
+    "pythia-14m",
+    "pythia-31m",
+    "pythia-70m",
+    "pythia-160m",
+    "pythia-410m",
+    "pythia-160m-deduped",
+    *(f"pythia-160m-seed{i}" for i in range(1, 10)),
+]
 
 
 @pytest.mark.parametrize("name", HUB_MANIFESTS)
@@ -211,9 +285,25 @@ def test_kill_9_mid_sweep_then_rerun_loses_nothing_and_recomputes_nothing(hub, c
     hub.state.latency = 0.15
     store = tmp_path / "store"
     env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
-    argv = [sys.executable, "-m", "trajectory", "sweep", "--repo", REPO, "--revisions", ",".join(REVS),
-            "--text-file", str(text_file), "--tokens", "2048", "--seq-len", "64", "--store", str(store),
-            "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "trajectory",
+        "sweep",
+        "--repo",
+        REPO,
+        "--revisions",
+        ",".join(REVS),
+        "--text-file",
+        str(text_file),
+        "--tokens",
+        "2048",
+        "--seq-len",
+        "64",
+        "--store",
+        str(store),
+        "--no-progress",
+    ]
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path.cwd())
     deadline = time.time() + 120
     while len(mtimes(store) if (store / "units").is_dir() else {}) < 2 and proc.poll() is None:
@@ -225,8 +315,9 @@ def test_kill_9_mid_sweep_then_rerun_loses_nothing_and_recomputes_nothing(hub, c
     before = mtimes(store)
     assert 2 <= len(before) < len(REVS)
     hub.state.latency = 0.0
-    report = sweep(quick_manifest(REPO, REVS, DataSpec("text", str(text_file), "text", 2048, 64), MetricConfig(),
-                                  str(store)))
+    report = sweep(
+        quick_manifest(REPO, REVS, DataSpec("text", str(text_file), "text", 2048, 64), MetricConfig(), str(store))
+    )
     assert report.count("cached") == len(before) and report.count("done") == len(REVS) - len(before)
     assert not report.failed
     rows = Store(store).read()

@@ -7,14 +7,14 @@ import math
 import numpy as np
 import polars as pl
 import pytest
+from builders import run_arm, stdlib_text
 
-from builders import stdlib_text
-from trajectory import twin
-from trajectory.baselines import run_random_init
+from trajectory.arms import training, twin
+from trajectory.config import TwinSpec, pythia_steps, twin_schedule
+from trajectory.engine.measure import measure_blocks
 from trajectory.errors import TrajectoryError
-from trajectory.loading import load_model
-from trajectory.manifest import TwinSpec, load_manifest, pythia_steps
-from trajectory.measure import measure_blocks
+from trajectory.manifest import load_manifest
+from trajectory.sources.loading import load_model
 from trajectory.store import Store
 
 SCHEDULE = [0, 1, 2, 4, 8, 16, 32, 64, 128]
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedule_maps_by_fraction_and_keeps_early_doubling_steps():
-    points = twin.twin_schedule(pythia_steps(), 600)
+    points = twin_schedule(pythia_steps(), 600)
     steps = [t for t, _ in points]
     assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 600
     assert {1, 2, 4, 8, 16, 32, 64, 128, 256, 512} <= set(steps)
@@ -34,15 +34,15 @@ def test_schedule_maps_by_fraction_and_keeps_early_doubling_steps():
     assert round(2000 * 600 / 143_000) == 8 and 8 in steps  # Pythia step2000 ↦ twin step 8
     pythia = [p for _, p in points]
     assert pythia == sorted(pythia)
-    assert twin.twin_schedule([0, 1, 2, 4, 8, 16, 20], 5) == [(0, 0), (1, 4), (2, 8), (4, 16), (5, 20)]
-    assert twin.twin_schedule([0, 10, 20], 5) == [(0, 0), (2, 8), (5, 20)]  # no doubling steps to keep
+    assert twin_schedule([0, 1, 2, 4, 8, 16, 20], 5) == [(0, 0), (1, 4), (2, 8), (4, 16), (5, 20)]
+    assert twin_schedule([0, 10, 20], 5) == [(0, 0), (2, 8), (5, 20)]  # no doubling steps to keep
     with pytest.raises(TrajectoryError):
-        twin.twin_schedule([0], 10)
+        twin_schedule([0], 10)
 
 
 def test_learning_rate_warms_up_then_cosine_to_a_tenth():
     spec = TwinSpec(steps=1000, lr=1e-3, warmup_frac=0.01, min_lr_frac=0.1)
-    lrs = np.array([twin.lr_at(t, spec) for t in range(spec.steps)])
+    lrs = np.array([training.lr_at(t, spec) for t in range(spec.steps)])
     assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)  # 10 warm-up updates
     assert np.all(np.diff(lrs[:10]) > 0) and np.all(np.diff(lrs[10:]) <= 0)
     assert lrs[10 + 495] == pytest.approx(0.55e-3, rel=1e-2)  # cosine midpoint: (peak + floor) / 2
@@ -50,13 +50,15 @@ def test_learning_rate_warms_up_then_cosine_to_a_tenth():
 
 
 def test_optimizer_is_pythia_shaped():
-    from trajectory.baselines import fresh_model
     from transformers import AutoConfig
 
-    cfg = AutoConfig.for_model("gpt_neox", vocab_size=64, hidden_size=16, num_hidden_layers=1,
-                               num_attention_heads=2, intermediate_size=32)
+    from trajectory.engine.models import fresh_model
+
+    cfg = AutoConfig.for_model(
+        "gpt_neox", vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    )
     model = fresh_model(cfg, 0, with_head=True)
-    opt = twin.make_optimizer(model, TwinSpec())
+    opt = training.make_optimizer(model, TwinSpec())
     decay, plain = opt.param_groups
     assert decay["betas"] == (0.9, 0.95) and decay["eps"] == 1e-8
     assert decay["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
@@ -110,13 +112,13 @@ def trained(tmp_path_factory, tiny_dir, text_file):
     train_file.write_text(stdlib_text(1_000_000)[400_000:], encoding="utf-8")  # disjoint from text_file
     manifest = _write_manifest(folder, tiny_dir, text_file, train_file, folder / "store")
     store = Store(manifest.store_dir)
-    outcomes = twin.run_twin(manifest, store, progress=False)
+    outcomes = run_arm(manifest, "twin", store)
     return manifest, store, outcomes, folder
 
 
 def test_twin_rows_for_every_step_and_block_and_loss_falls(trained):
     manifest, store, outcomes, _ = trained
-    points = dict(twin.twin_schedule(SCHEDULE, BUDGET))
+    points = dict(twin_schedule(SCHEDULE, BUDGET))
     assert [o.status for o in outcomes] == ["done"] * len(points)
     rows = store.read().filter(pl.col("arm") == "twin")
     assert rows.height == len(points) * 2
@@ -125,7 +127,7 @@ def test_twin_rows_for_every_step_and_block_and_loss_falls(trained):
     for r in rows.iter_rows(named=True):
         assert r["pythia_step"] == points[r["step"]] and r["tokens_seen"] == r["step"] * 512
         assert r["status"] == "ok" and math.isfinite(r["r2_lin"])
-    run = twin.plan(manifest, store)
+    run = twin.plan_runs(manifest, store.root)[0]
     losses = pl.read_csv(run.folder / "losses.tsv", separator="\t")
     assert losses.height == BUDGET and losses["step"].to_list() == list(range(1, BUDGET + 1))
     first, last = losses["loss"].head(5).mean(), losses["loss"].tail(5).mean()
@@ -144,13 +146,13 @@ def test_verify_recomputes_the_twin_run_digest(trained):
     assert not [n for n in current.notes if n.startswith("twin:")], current.notes
     changed = verify_store(manifest.store_dir, replace(manifest, twin=replace(manifest.twin, lr=1e-3)))
     stale = [f for f in changed.findings if f.kind == "stale" and f.where.split()[1] == "twin"]
-    assert len(stale) == len(twin.twin_schedule(SCHEDULE, BUDGET))
+    assert len(stale) == len(twin_schedule(SCHEDULE, BUDGET))
     assert all("commit twin:" in f.detail for f in stale)
 
 
 def test_in_loop_numbers_equal_the_saved_checkpoints(trained):
     manifest, store, _, _ = trained
-    run = twin.plan(manifest, store)
+    run = twin.plan_runs(manifest, store.root)[0]
     rows = store.read().filter(pl.col("arm") == "twin")
     for step in (0, 5, BUDGET):
         model, _ = load_model(str(run.folder / "checkpoints"), revision=f"step{step}")
@@ -164,14 +166,14 @@ def test_in_loop_numbers_equal_the_saved_checkpoints(trained):
 
 def test_twin_step_zero_is_random_init_of_its_seed_and_rerun_is_cached(trained, monkeypatch):
     manifest, store, _, _ = trained
-    run_random_init(manifest, store, progress=False)
+    run_arm(manifest, "random-init", store)
     rows = store.read().filter(pl.col("step") == 0)
     ri = rows.filter(pl.col("arm") == "random-init").sort("block")
     tw = rows.filter(pl.col("arm") == "twin").sort("block")
-    assert ri["weights_hash"].to_list() != tw["weights_hash"].to_list()  # the twin also has its LM head
+    assert ri["weights_hash"].to_list() == tw["weights_hash"].to_list()  # the same trunk weights (its head aside)
     assert tw["r2_lin"].to_list() == pytest.approx(ri["r2_lin"].to_list(), abs=1e-12)
     monkeypatch.setattr(twin, "train_step", lambda *a, **k: pytest.fail("trained on a cache hit"))
-    assert {o.status for o in twin.run_twin(manifest, store, progress=False)} == {"cached"}
+    assert {o.status for o in run_arm(manifest, "twin", store)} == {"cached"}
 
 
 def test_interrupted_twin_resumes_from_its_last_state(trained, tmp_path, tiny_dir, text_file, monkeypatch):
@@ -188,13 +190,14 @@ def test_interrupted_twin_resumes_from_its_last_state(trained, tmp_path, tiny_di
 
     monkeypatch.setattr(twin, "train_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        twin.run_twin(manifest, store, progress=False)
+        run_arm(manifest, "twin", store)
     done = {p.name: p.stat().st_mtime_ns for p in store.units.glob("*.parquet")}
     assert len(done) == 7  # steps 0, 1, 2, 4, 5, 8 and 10 were measured before the interrupt at 15
     calls.clear()
-    monkeypatch.setattr(twin, "train_step", lambda run, model, opt, t, device: calls.append(t) or real(
-        run, model, opt, t, device))
-    twin.run_twin(manifest, store, progress=False)
+    monkeypatch.setattr(
+        twin, "train_step", lambda run, model, opt, t, device: calls.append(t) or real(run, model, opt, t, device)
+    )
+    run_arm(manifest, "twin", store)
     assert calls[0] == 10 and calls[-1] == BUDGET - 1  # resumed from the state saved at step 10
     assert all(p.stat().st_mtime_ns == done[p.name] for p in store.units.glob("*.parquet") if p.name in done)
     ours = store.read().sort("step", "block")["r2_lin"].to_numpy()
@@ -205,7 +208,7 @@ def test_interrupted_twin_resumes_from_its_last_state(trained, tmp_path, tiny_di
 def test_twin_refuses_to_evaluate_on_its_training_text(tmp_path, tiny_dir, text_file):
     manifest = _write_manifest(tmp_path, tiny_dir, text_file, text_file, tmp_path / "store")
     with pytest.raises(TrajectoryError, match="disjoint"):
-        twin.run_twin(manifest, Store(manifest.store_dir), progress=False)
+        run_arm(manifest, "twin")
 
 
 @pytest.mark.gpu
@@ -217,7 +220,9 @@ def test_cuda_twin_trains_in_bf16_autocast(tmp_path, tiny_dir, text_file):
     train_file.write_text(stdlib_text(1_000_000)[400_000:], encoding="utf-8")
     manifest = _write_manifest(tmp_path, tiny_dir, text_file, train_file, tmp_path / "store", save=False)
     store = Store(manifest.store_dir)
-    assert {o.status for o in twin.run_twin(manifest, store, device="cuda", progress=False)} == {"done"}
-    losses = pl.read_csv(twin.plan(manifest, store, "cuda").folder / "losses.tsv", separator="\t")
+    assert {o.status for o in run_arm(manifest, "twin", store, device="cuda")} == {"done"}
+    losses = pl.read_csv(twin.plan_runs(manifest, store.root, "cuda")[0].folder / "losses.tsv", separator="\t")
     assert losses["loss"].tail(5).mean() < losses["loss"].head(5).mean() - 0.5
-    assert twin.plan(manifest, store, "cuda").digest != twin.plan(manifest, store, "cpu").digest  # bf16 ≠ fp32 run
+    assert (
+        twin.plan_runs(manifest, store.root, "cuda")[0].digest != twin.plan_runs(manifest, store.root, "cpu")[0].digest
+    )  # bf16 ≠ fp32 run

@@ -3,8 +3,8 @@
 import os
 
 import torch
-
 from builders import tiny_model
+
 from trajectory.cli import main
 
 

@@ -6,12 +6,25 @@ import statistics
 
 import polars as pl
 import pytest
-from synthetic import (BAD, BASE, DATA_HASH, EXPECTED_EMERGENCE, FAILED_STEP, MISSING_STEP, N_BLOCKS, OFFSETS,
-                       SHORT_STEPS, TWIN_BUDGET, build_store, hub_value, write_unit)
+from synthetic import (
+    BAD,
+    BASE,
+    DATA_HASH,
+    EXPECTED_EMERGENCE,
+    FAILED_STEP,
+    MISSING_STEP,
+    N_BLOCKS,
+    OFFSETS,
+    SHORT_STEPS,
+    TWIN_BUDGET,
+    build_store,
+    hub_value,
+    write_unit,
+)
 
-from trajectory import verdict
+from trajectory import verdicts as verdict
+from trajectory.config import twin_schedule
 from trajectory.store import Store
-from trajectory.twin import twin_schedule
 
 SD = statistics.stdev(OFFSETS)
 HUB_STEPS = [s for s in SHORT_STEPS if s not in (MISSING_STEP, FAILED_STEP)]

@@ -5,21 +5,20 @@ import warnings
 
 import polars as pl
 import pytest
-
-from builders import local_manifest
+from builders import key_of, local_manifest
 from hubserver import build_checkpoints
+
 from trajectory.cli import main
 from trajectory.manifest import load_manifest
-from trajectory.store import Store, unit_key
-from trajectory.sweep import SweepOptions, run_sweep
+from trajectory.scheduler import SweepOptions, run_sweep
+from trajectory.store import Store
 from trajectory.verify import verify_store
 
 STEPS = [0, 4, 8]
 
 
 def write_manifest(folder, ckpts, text_file, steps=STEPS, metric="", tokens=2048):
-    return local_manifest(folder / "exp.toml", ckpts, text_file, steps, folder / "store", tokens=tokens,
-                          extra=metric)
+    return local_manifest(folder / "exp.toml", ckpts, text_file, steps, folder / "store", tokens=tokens, extra=metric)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +94,10 @@ def test_two_units_for_one_revision_and_evaluation_are_duplicated(copy):
     folder, toml = copy
     store = Store(folder / "store")
     row = store.read().filter(pl.col("revision") == "step8").row(0, named=True)
-    moved = {k: row[k] for k in ("experiment", "arm", "model", "seed", "revision", "step", "data_hash",
-                                 "metric_config")} | {"commit": "f" * 40}  # as if the branch had moved
-    store.write_unit(unit_key(moved), [{**moved, "block": b, "r2_lin": 0.5, "status": "ok"} for b in (0, 1)])
+    moved = {
+        k: row[k] for k in ("experiment", "arm", "model", "seed", "revision", "step", "data_hash", "metric_config")
+    } | {"commit": "f" * 40}  # as if the branch had moved
+    store.write_unit(key_of(moved), [{**moved, "block": b, "r2_lin": 0.5, "status": "ok"} for b in (0, 1)])
     result = verify_store(folder / "store", load_manifest(toml))
     dup = findings(result, "duplicated")
     assert len(dup) == 1 and dup[0].where == "exp local step8" and "ffffffffffff" in dup[0].detail

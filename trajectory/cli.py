@@ -12,13 +12,20 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import TrajectoryError
+from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, MetricConfig, __version__
+from .errors import ConfigError, TrajectoryError
 
 PRESETS = {
     # The paper's protocol (arXiv 2606.19379): WikiText-2 raw train, 128-token
     # windows, 15k tokens, the last 20% of windows held out.
-    "paper": dict(dataset="Salesforce/wikitext:wikitext-2-raw-v1/train-00000-of-00001.parquet",
-                  column="text", tokens=15_000, seq_len=128, heldout_frac=0.2, split="tail"),
+    "paper": dict(
+        dataset="Salesforce/wikitext:wikitext-2-raw-v1/train-00000-of-00001.parquet",
+        column="text",
+        tokens=15_000,
+        seq_len=128,
+        heldout_frac=0.2,
+        split="tail",
+    ),
 }
 
 
@@ -29,34 +36,39 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--parquet", metavar="F", help="local parquet file (with --column)")
     src.add_argument("--dataset", metavar="REPO:PATH", help="parquet file of a Hub dataset repo")
     p.add_argument("--column", default="text", help="text column of --parquet/--dataset (default: text)")
-    p.add_argument("--tokens", type=int, default=None, help="evaluation tokens, train + held-out (default 16384)")
-    p.add_argument("--seq-len", type=int, default=None, help="window length in tokens (default 128)")
-    p.add_argument("--heldout-frac", type=float, default=None, help="share of windows held out (default 0.2)")
+    p.add_argument(
+        "--tokens", type=int, default=None, help=f"evaluation tokens, train + held-out (default {DEFAULT_TOKENS})"
+    )
+    p.add_argument("--seq-len", type=int, default=None, help=f"window length in tokens (default {DEFAULT_SEQ_LEN})")
+    p.add_argument(
+        "--heldout-frac", type=float, default=None, help=f"share of windows held out (default {DEFAULT_HELDOUT_FRAC})"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split (default 0)")
 
 
-def text_source_from_args(args):
-    from .tokens import TextSource
+def data_from_args(args) -> DataSpec:
+    """The evaluation data the options name, with the window budget (defaults: :mod:`trajectory.config`)."""
+    tokens = DEFAULT_TOKENS if args.tokens is None else args.tokens
+    seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
+    for kind, path in (("text", args.text_file), ("parquet", args.parquet), ("dataset", args.dataset)):
+        if path:
+            return DataSpec(kind, path, args.column, tokens, seq_len)
+    raise ConfigError("give evaluation text: --text-file F, --parquet F --column C or --dataset REPO:PATH")
 
-    if args.text_file:
-        return TextSource("text", args.text_file)
-    if args.parquet:
-        return TextSource("parquet", args.parquet, args.column)
-    if args.dataset:
-        return TextSource("dataset", args.dataset, args.column)
-    raise TrajectoryError("give evaluation text: --text-file F, --parquet F --column C or --dataset REPO:PATH")
+
+def metric_from_args(args, **extra) -> MetricConfig:
+    frac = DEFAULT_HELDOUT_FRAC if args.heldout_frac is None else args.heldout_frac
+    return MetricConfig(heldout_frac=frac, seed=args.seed, **extra)
 
 
 def _apply_preset(args) -> None:
+    """Fill the options a preset sets and the user did not."""
     preset = PRESETS.get(getattr(args, "preset", None) or "", {})
     for key, value in preset.items():
         if key in ("dataset", "column") and (args.text_file or args.parquet):
             continue
         if getattr(args, key, None) in (None, "text"):
             setattr(args, key, value)
-    args.tokens = args.tokens or 16_384
-    args.seq_len = args.seq_len or 128
-    args.heldout_frac = args.heldout_frac if args.heldout_frac is not None else 0.2
     args.split = preset.get("split", "random")
 
 
@@ -67,62 +79,73 @@ def _add_measure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published protocol's data and split")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    p.add_argument("--companions", default="", metavar="LIST",
-                   help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
-                        "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
-                        "FFN is replaced by its affine fit); or 'all'")
-    p.add_argument("--precision", default="mixed", choices=["mixed", "float64", "float32"],
-                   help="dtypes of the per-batch products, all summed in float64: mixed (default) = XᵀX in "
-                        "float64, XᵀY in float32; float64 = both float64 (slower, exact to rounding); float32 = "
-                        "both float32 (wrong on ill-conditioned inputs)")
+    p.add_argument(
+        "--companions",
+        default="",
+        metavar="LIST",
+        help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
+        "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
+        "FFN is replaced by its affine fit); or 'all'",
+    )
+    p.add_argument(
+        "--precision",
+        default="mixed",
+        choices=["mixed", "float64", "float32"],
+        help="dtypes of the per-batch products, all summed in float64: mixed (default) = XᵀX in "
+        "float64, XᵀY in float32; float64 = both float64 (slower, exact to rounding); float32 = "
+        "both float32 (wrong on ill-conditioned inputs)",
+    )
 
 
 def _run_measure(args) -> int:
-    from .adapters import adapter_for
-    from .loading import load_config, load_model, load_tokenizer
-    from .measure import MetricConfig, check_budget, measure_blocks, split_by_sequence
-    from .tokens import tokenize_windows
+    from .api import finite_or_null, measure_revision
 
     _apply_preset(args)
-    cfg = MetricConfig(heldout_frac=args.heldout_frac, seed=args.seed, split=args.split,
-                       companions=args.companions, compute_dtype=args.precision)
-    source = text_source_from_args(args)
-    config = load_config(args.model, args.revision)
-    adapter = adapter_for(config.model_type)  # fail on the architecture before any weights move
-    tokens = tokenize_windows(source, load_tokenizer(args.model, args.revision), args.tokens, args.seq_len)
-    check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
-    with_head = "swap" in cfg.companions and adapter.causal
-    model, _ = load_model(args.model, args.revision, device=args.device, with_head=with_head)
-    blocks = measure_blocks(model, tokens, cfg, device=args.device)
-    result = {"model": args.model, "revision": args.revision or "main", "data_hash": tokens.data_hash,
-              "metric_config": cfg.digest(), "blocks": blocks}
-    print(json.dumps(_finite_or_null(result)) if args.json else format_blocks(result))
-    bad = [b["block"] for b in blocks if b.get("status", "ok") != "ok"]
+    cfg = metric_from_args(args, split=args.split, companions=args.companions, compute_dtype=args.precision)
+    result = measure_revision(args.model, args.revision, data_from_args(args), cfg, args.device)
+    result["blocks"] = finite_or_null(result["blocks"])
+    print(json.dumps(result) if args.json else format_blocks(result))
+    bad = [b["block"] for b in result["blocks"] if b.get("status", "ok") != "ok"]
     if bad:  # the rows are printed, flagged; the exit status says not every block has a number
-        print(f"trajectory: blocks {bad} have no R²_lin: {blocks[bad[0]]['status']}", file=sys.stderr)
+        print(f"trajectory: blocks {bad} have no R²_lin: {result['blocks'][bad[0]]['status']}", file=sys.stderr)
     return 1 if bad else 0
 
 
-def _finite_or_null(result: dict) -> dict:
-    """NaN is not JSON: a flagged block's metrics are ``null`` beside its ``status``."""
-    import math
+#: Columns of the readable table: (key, header, width, format); companion columns appear when computed.
+TABLE = (
+    ("block", "block", 5, "d"),
+    ("r2_lin", "r2_lin", 8, ".4f"),
+    ("r2_lin_global", "r2_global", 9, ".4f"),
+    ("r2_median_dim", "r2_median", 9, ".4f"),
+    ("n_train", "n_train", 8, "d"),
+    ("n_test", "n_test", 7, "d"),
+    ("cond", "cond", 9, ".2e"),
+    ("rank", "rank", 5, "d"),
+    ("linearity_score", "lin_score", 9, ".4f"),
+    ("linearity_score_heldout", "lin_held", 8, ".4f"),
+    ("effective_rank", "eff_rank", 8, "d"),
+    ("r2_lin_cv", "r2_cv", 7, ".4f"),
+    ("r2_lin_ci_low", "ci_low", 7, ".4f"),
+    ("r2_lin_ci_high", "ci_high", 7, ".4f"),
+    ("swap_dloss", "swap_dloss", 10, ".4f"),
+)
 
-    def clean(b: dict) -> dict:
-        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in b.items()}
-    return {**result, "blocks": [clean(b) for b in result["blocks"]]}
+
+def _cell(value, width: int, spec: str) -> str:
+    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
 
 
 def format_blocks(result: dict) -> str:
-    """A readable per-block table."""
+    """A readable per-block table: the core columns and every companion column that was computed."""
     head = f"{result['model']} @ {result['revision']}  data={result['data_hash']}"
-    cols = f"{'block':>5} {'r2_lin':>8} {'r2_global':>9} {'r2_median':>9} {'n_train':>8} {'n_test':>7} {'cond':>9} {'rank':>5}"
+    cols = [c for c in TABLE if any(c[0] in b for b in result["blocks"])]
+    header = " ".join(f"{name:>{width}}" for _, name, width, _ in cols)
     rows = [
-        f"{b['block']:>5} {b['r2_lin']:>8.4f} {b['r2_lin_global']:>9.4f} {b['r2_median_dim']:>9.4f} "
-        f"{b['n_train']:>8} {b['n_test']:>7} {b['cond']:>9.2e} {b['rank']:>5}"
+        " ".join(_cell(b.get(key), width, spec) for key, _, width, spec in cols)
         + ("" if b.get("status", "ok") == "ok" else f"  {b['status']}")
         for b in result["blocks"]
     ]
-    return "\n".join([head, cols, *rows])
+    return "\n".join([head, header, *rows])
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
@@ -136,27 +159,46 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefetch", type=int, help="revisions downloaded ahead of the one measured (default: manifest)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the units on this Dask scheduler")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
+    p.add_argument("--arms", metavar="LIST", help="run only these of the manifest's arms, e.g. hub,random-init")
+    p.add_argument(
+        "--random-init",
+        type=int,
+        default=0,
+        metavar="N",
+        help="quick form: also measure N untrained random-init seeds of the architecture",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _run_sweep(args) -> int:
-    from .manifest import DataSpec, load_manifest
-    from .measure import MetricConfig
-    from .sweep import SweepOptions, quick_manifest, run_sweep
+    from .manifest import load_manifest, quick_manifest
+    from .scheduler import SweepOptions, run_sweep
 
     if args.manifest and (args.repo or args.revisions):
-        raise TrajectoryError("give a MANIFEST or --repo with --revisions, not both")
+        raise ConfigError("give a MANIFEST or --repo with --revisions, not both")
     if args.manifest:
         manifest = load_manifest(args.manifest)
     elif args.repo and args.revisions:
-        src = text_source_from_args(args)
-        data = DataSpec(src.kind, src.path, src.column, args.tokens or 16_384, args.seq_len or 128)
-        metric = MetricConfig(heldout_frac=args.heldout_frac if args.heldout_frac is not None else 0.2, seed=args.seed)
-        manifest = quick_manifest(args.repo, args.revisions.split(","), data, metric, args.store)
+        manifest = quick_manifest(
+            args.repo,
+            args.revisions.split(","),
+            data_from_args(args),
+            metric_from_args(args),
+            args.store,
+            random_init=args.random_init,
+        )
     else:
-        raise TrajectoryError("give a MANIFEST, or --repo ORG/NAME --revisions step0,step1,… with evaluation text")
-    options = SweepOptions(keep_weights=args.keep_weights, workers=args.workers, prefetch=args.prefetch,
-                           dask=args.dask, device=args.device, progress=not args.no_progress)
+        raise ConfigError("give a MANIFEST, or --repo ORG/NAME --revisions step0,step1,… with evaluation text")
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip()) if args.arms else None
+    options = SweepOptions(
+        keep_weights=args.keep_weights,
+        workers=args.workers,
+        prefetch=args.prefetch,
+        dask=args.dask,
+        device=args.device,
+        progress=not args.no_progress,
+        arms=arms,
+    )
     report = run_sweep(manifest, options)
     print(report.summary())
     return 1 if report.failed else 0
@@ -170,10 +212,9 @@ def _add_results(p: argparse.ArgumentParser) -> None:
 
 
 def _run_results(args) -> int:
-    from .manifest import load_manifest
-    from .sweep import results_table
+    from .api import results
 
-    frame = results_table(load_manifest(args.manifest))
+    frame = results(args.manifest)
     if args.csv:
         frame.write_csv(args.csv)
     elif args.parquet:
@@ -184,8 +225,10 @@ def _run_results(args) -> int:
         cols = ["arm", "seed", "revision", "step", "block", "r2_lin", "r2_lin_global", "n_train", "n_test"]
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=4):
             print(frame.select(cols))
-    print(f"{frame.height} rows" + (f" written to {args.csv or args.parquet}" if args.csv or args.parquet else ""),
-          file=sys.stderr)
+    print(
+        f"{frame.height} rows" + (f" written to {args.csv or args.parquet}" if args.csv or args.parquet else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -241,14 +284,16 @@ def _run_report(args) -> int:
 
 
 COMMANDS = {
-    "measure": (_add_measure, _run_measure,
-                "R²_lin of every FFN block of one model revision, in one forward pass"),
+    "measure": (_add_measure, _run_measure, "R²_lin of every FFN block of one model revision, in one forward pass"),
     "sweep": (_add_sweep, _run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
     "results": (_add_results, _run_results, "print or export a manifest's stored results"),
     "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
     "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
-    "verify": (_add_verify, _run_verify, "check every stored row against its provenance: stale, duplicated, "
-               "missing, unreadable"),
+    "verify": (
+        _add_verify,
+        _run_verify,
+        "check every stored row against its provenance: stale, duplicated, missing, unreadable",
+    ),
 }
 
 
@@ -257,8 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="trajectory",
         description="Track how linear a transformer's FFN blocks are across training (R²_lin).",
         epilog="Start with `make sweep` (the offline demo: random-init band vs a trained twin) or "
-               "`trajectory measure MODEL --text-file F`. `trajectory COMMAND --help` explains each command.",
+        "`trajectory measure MODEL --text-file F`. `trajectory COMMAND --help` explains each command.",
     )
+    parser.add_argument("--version", action="version", version=f"trajectory {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (add, run, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

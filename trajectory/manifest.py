@@ -15,88 +15,25 @@ the Pythia rule), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import TrajectoryError
-from .measure import MetricConfig
+from .config import (
+    MAX_SEED,
+    Arm,
+    DataSpec,
+    Manifest,
+    MetricConfig,
+    Schedule,
+    TwinSpec,
+    natural_key,
+    pythia_steps,
+    step_of,
+)
+from .errors import ConfigError, ManifestError
 
-ARMS = ("hub", "local", "random-init", "twin")
-
-
-def pythia_steps(log_until: int = 512, every: int = 1000, last: int = 143_000) -> list[int]:
-    """Pythia's 154 checkpoints: 0, the powers of two up to ``log_until``, then every ``every`` to ``last``."""
-    steps, p = [0], 1
-    while p <= log_until:
-        steps.append(p)
-        p *= 2
-    return steps + list(range(every, last + 1, every))
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """Training steps to measure, and how a step is named as a revision."""
-
-    steps: tuple[int, ...]
-    revision_format: str = "step{step}"
-
-    def revisions(self) -> list[str]:
-        return [self.revision_format.format(step=s) for s in self.steps]
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    """Evaluation text: ``kind`` in text | parquet | dataset | embedded, and the window budget."""
-
-    kind: str = "embedded"
-    path: str = ""
-    column: str = "text"
-    tokens: int = 16_384
-    seq_len: int = 128
-
-
-@dataclass(frozen=True)
-class TwinSpec:
-    """Training of the random-init twin (Pythia's optimiser shape; see ``trajectory.twin``)."""
-
-    steps: int = 2000
-    batch_tokens: int = 2048
-    seq_len: int = 128
-    lr: float = 1e-3
-    warmup_frac: float = 0.01
-    min_lr_frac: float = 0.1
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
-    clip: float = 1.0
-    seed: int = 0
-    save_checkpoints: bool = False
-    train_data: str = "embedded"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """One experiment."""
-
-    name: str
-    source: Path
-    arms: tuple[str, ...]
-    repo: str | None = None
-    model_config: dict[str, Any] | None = None
-    tokenizer: str | None = None
-    schedule: Schedule = field(default_factory=lambda: Schedule(tuple(pythia_steps())))
-    data: DataSpec = field(default_factory=DataSpec)
-    metric: MetricConfig = field(default_factory=MetricConfig)
-    random_init_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    twin: TwinSpec | None = None
-    store_dir: Path = Path("store")
-    prefetch: int = 1
-    workers: int = 1
-    reference_profile: tuple[float, ...] | None = None
-    reference_label: str = ""
-    description: str = ""
+ARMS = tuple(str(a) for a in Arm)
 
 
 class _Reader:
@@ -105,9 +42,9 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def fail(self, section: str, key: str, expected: str, got: Any) -> TrajectoryError:
+    def fail(self, section: str, key: str, expected: str, got: Any) -> ManifestError:
         where = f"[{section}] '{key}'" if key else f"[{section}]"
-        return TrajectoryError(f"manifest {self.path.name}: {where} must be {expected}, got {got!r}")
+        return ManifestError(f"manifest {self.path.name}: {where} must be {expected}, got {got!r}")
 
     def table(self, doc: dict, section: str, allowed: set[str]) -> dict:
         tab = doc.get(section, {})
@@ -131,8 +68,10 @@ class _Reader:
             values[name] = self.check(section, key, value, getattr(cls(), name) if _defaults_ok(cls) else None)
         try:
             return cls(**values)
-        except TrajectoryError as exc:
-            raise TrajectoryError(f"manifest {self.path.name}: [{section}] {exc}") from None
+        except ConfigError as exc:
+            raise ManifestError(
+                f"manifest {self.path.name}: [{section}] {str(exc).removeprefix(f'[{section}] ')}"
+            ) from None
 
     def check(self, section: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(default, bool):
@@ -160,24 +99,50 @@ def _defaults_ok(cls) -> bool:
         return False
 
 
+def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
+    """``[schedule] revisions = ["step0", "step1000", …]``: exactly these, ordered by the step each name carries."""
+    if not (isinstance(revisions, list) and revisions and all(isinstance(v, str) and v for v in revisions)):
+        raise r.fail("schedule", "revisions", "a non-empty list of revision names", revisions)
+    steps = [step_of(v) for v in revisions]
+    if None in steps:
+        bad = revisions[steps.index(None)]
+        raise r.fail("schedule", "revisions", "names that carry a step number (like step1000)", bad)
+    if len(set(steps)) != len(steps):
+        raise r.fail("schedule", "revisions", "names of distinct steps", revisions)
+    return Schedule(tuple(sorted(zip(steps, revisions, strict=True), key=lambda p: (p[0], natural_key(p[1])))))
+
+
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    tab = r.table(doc, "schedule", {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format"})
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format"}
+    tab = r.table(doc, "schedule", keys)
+    given = [k for k in ("revisions", "steps", "rule") if k in tab]
+    if len(given) > 1:
+        raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
+    if "revisions" in tab:
+        extra = sorted(set(tab) - {"revisions"})
+        if extra:
+            raise r.fail("schedule", extra[0], "absent when 'revisions' lists the revisions", tab[extra[0]])
+        return _explicit_revisions(r, tab["revisions"])
     fmt = tab.get("revision_format", "step{step}")
     if not isinstance(fmt, str) or "{step}" not in fmt:
         raise r.fail("schedule", "revision_format", "a string containing '{step}'", fmt)
     if "steps" in tab:
         steps = tab["steps"]
-        if not (isinstance(steps, list) and steps and all(isinstance(s, int) and s >= 0 for s in steps)):
+        if not (isinstance(steps, list) and steps and all(_count(s, 0) for s in steps)):
             raise r.fail("schedule", "steps", "a non-empty list of non-negative integers", steps)
-        return Schedule(tuple(sorted(set(steps))), fmt)
+        return Schedule.from_steps(steps, fmt)
     rule = tab.get("rule", "pythia")
     if rule != "pythia":
-        raise r.fail("schedule", "rule", "'pythia' (or give 'steps')", rule)
+        raise r.fail("schedule", "rule", "'pythia' (or give 'steps' or 'revisions')", rule)
     nums = {k: tab.get(k, d) for k, d in (("log_until", 512), ("every", 1000), ("last", 143_000))}
     for k, v in nums.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        if not _count(v, 1):
             raise r.fail("schedule", k, "a positive integer", v)
-    return Schedule(tuple(pythia_steps(**nums)), fmt)
+    return Schedule.from_steps(pythia_steps(**nums), fmt)
+
+
+def _count(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _data(r: _Reader, doc: dict) -> DataSpec:
@@ -189,14 +154,16 @@ def _data(r: _Reader, doc: dict) -> DataSpec:
     path = tab.get(kind, "")
     if kind != "embedded" and (not isinstance(path, str) or not path):
         raise r.fail("data", kind, "a non-empty string", path)
+    tokens, seq_len = tab.get("tokens", DataSpec.tokens), tab.get("seq_len", DataSpec.seq_len)
+    if _count(tokens, 0) and _count(seq_len, 0) and (seq_len < 2 or tokens < seq_len):
+        raise r.fail("data", "tokens", f"an integer ≥ seq_len ({seq_len}) ≥ 2", tokens)
     spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in ("column", "tokens", "seq_len")}}, "data")
-    if spec.seq_len < 2 or spec.tokens < spec.seq_len:
-        raise r.fail("data", "tokens", f"an integer ≥ seq_len ({spec.seq_len}) ≥ 2", spec.tokens)
     base = {"text_file": "text"}.get(kind, kind)
     if base in ("text", "parquet") and not Path(path).is_absolute():
         path = str(r.path.parent / path)  # relative to the manifest's own folder
-    return DataSpec(base, path if kind != "embedded" else str(tab.get("embedded") or ""), spec.column,
-                    spec.tokens, spec.seq_len)
+    return DataSpec(
+        base, path if kind != "embedded" else str(tab.get("embedded") or ""), spec.column, spec.tokens, spec.seq_len
+    )
 
 
 def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
@@ -219,14 +186,36 @@ def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
     return repo, config, tok
 
 
+def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True) -> tuple[int, ...]:
+    """A list of distinct seeds in [0, 2⁶³ − 1], or (``count_ok``) a count N meaning 0 … N − 1."""
+    if count_ok and _count(seeds, 0) and seeds <= 1000:
+        seeds = list(range(seeds))
+    ok = isinstance(seeds, list) and all(_count(s, 0) and s <= MAX_SEED for s in seeds)
+    if not ok or len(set(seeds)) != len(seeds):
+        what = "a count or a list" if count_ok else "a list"
+        raise r.fail(section, "seeds", f"{what} of distinct integers in [0, 2⁶³ − 1]", seeds)
+    return tuple(seeds)
+
+
 def _seeds(r: _Reader, doc: dict) -> tuple[int, ...]:
     tab = r.table(doc, "random_init", {"seeds"})
-    seeds = tab.get("seeds", [0, 1, 2, 3, 4])
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 0:
-        seeds = list(range(seeds))
-    if not (isinstance(seeds, list) and all(isinstance(s, int) and s >= 0 for s in seeds)):
-        raise r.fail("random_init", "seeds", "a count or a list of non-negative integers", seeds)
-    return tuple(seeds)
+    return _seed_list(r, "random_init", tab.get("seeds", [0, 1, 2, 3, 4]))
+
+
+def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
+    """``[twin]``; ``seed = N`` is short for ``seeds = [N]``."""
+    if "twin" not in doc and "twin" not in arms:
+        return None
+    tab = dict(r.table(doc, "twin", {f.name for f in fields(TwinSpec)} | {"seed"}))
+    if "seed" in tab and "seeds" in tab:
+        raise r.fail("twin", "seed", "absent when 'seeds' is given", tab["seed"])
+    if "seed" in tab:
+        tab["seeds"] = [tab.pop("seed")]
+    if "seeds" in tab:
+        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False)
+        if not tab["seeds"]:
+            raise r.fail("twin", "seeds", "a non-empty list", [])
+    return r.typed(TwinSpec, {"twin": tab}, "twin")
 
 
 def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
@@ -266,16 +255,16 @@ SECTIONS = {"experiment", "model", "schedule", "data", "metric", "random_init", 
 
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Parse and validate ``path``; every problem is one :class:`TrajectoryError` line."""
+    """Parse and validate ``path``; every problem is one :class:`~trajectory.errors.ManifestError` line."""
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise TrajectoryError(f"manifest not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TrajectoryError(f"manifest {path}: cannot read: {exc}") from None
+        raise ManifestError(f"manifest not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise TrajectoryError(f"manifest {path.name}: malformed TOML: {exc}") from None
+        raise ManifestError(f"manifest {path.name}: malformed TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ManifestError(f"manifest {path}: cannot read: {exc}") from None
     r = _Reader(path)
     unknown = sorted(set(doc) - SECTIONS)
     if unknown:
@@ -284,10 +273,51 @@ def load_manifest(path: str | Path) -> Manifest:
     repo, config, tok = _model(r, doc)
     store, prefetch, workers = _sweep(r, doc, name)
     profile, label = _reference(r, doc)
-    twin = r.typed(TwinSpec, doc, "twin") if ("twin" in doc or "twin" in arms) else None
+    twin = _twin(r, doc, arms)
     return Manifest(
-        name=name, source=path, arms=arms, repo=repo, model_config=config, tokenizer=tok,
-        schedule=_schedule(r, doc), data=_data(r, doc), metric=r.typed(MetricConfig, doc, "metric"),
-        random_init_seeds=_seeds(r, doc), twin=twin, store_dir=store, prefetch=prefetch, workers=workers,
-        reference_profile=profile, reference_label=label, description=description,
+        name=name,
+        source=path,
+        arms=arms,
+        repo=repo,
+        model_config=config,
+        tokenizer=tok,
+        schedule=_schedule(r, doc),
+        data=_data(r, doc),
+        metric=r.typed(MetricConfig, doc, "metric"),
+        random_init_seeds=_seeds(r, doc),
+        twin=twin,
+        store_dir=store,
+        prefetch=prefetch,
+        workers=workers,
+        reference_profile=profile,
+        reference_label=label,
+        description=description,
+    )
+
+
+def quick_manifest(
+    repo: str, revisions: list[str], data: DataSpec, metric: MetricConfig, store: str | None, random_init: int = 0
+) -> Manifest:
+    """A manifest for ``trajectory sweep --repo ORG/NAME --revisions step0,step1,…`` (and ``--random-init N``)."""
+    names = [r.strip() for r in revisions if r.strip()]
+    steps = [step_of(r) for r in names]
+    if not names or None in steps or len(set(steps)) != len(steps):
+        raise ConfigError(
+            f"--revisions must be names like step0,step1,step1000 (distinct step numbers), got {','.join(revisions)!r}"
+        )
+    name = repo.rstrip("/").split("/")[-1]
+    if not name or name.startswith(".") or "\0" in repo:  # it names the store folder store/<name>
+        raise ConfigError(f"--repo {repo!r} does not end in a plain name; give ORG/NAME or a folder path")
+    arms = ("local" if Path(repo).is_dir() else "hub",) + (("random-init",) if random_init else ())
+    schedule = Schedule(tuple(sorted(zip(steps, names, strict=True))))
+    return Manifest(
+        name=name,
+        source=Path(f"{name}.toml"),
+        arms=arms,
+        repo=repo,
+        schedule=schedule,
+        data=data,
+        metric=metric,
+        random_init_seeds=tuple(range(random_init)),
+        store_dir=Path(store or f"store/{name}"),
     )

@@ -35,27 +35,40 @@ def repo_id(name: str, origin: str = "repo") -> str:
     try:
         validate_repo_id(name)
     except HFValidationError:
-        raise TrajectoryError(f"{origin} {name!r} is not a Hub repo id: use ORG/NAME (letters, digits, '-', '_', "
-                              "'.'; no '..'), or a local directory that exists") from None
+        raise TrajectoryError(
+            f"{origin} {name!r} is not a Hub repo id: use ORG/NAME (letters, digits, '-', '_', "
+            "'.'; no '..'), or a local directory that exists"
+        ) from None
     return name
 
 
 def relative_name(name: str, origin: str) -> str:
     """``name`` if it is a relative path of plain parts (no ``..``, ``.``, root, backslash or NUL)."""
     parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-    bad = (not parts or name.startswith("/") or "\\" in name or "\0" in name
-           or any(p in (".", "..") for p in parts) or name.endswith("/") or "//" in name)
+    bad = (
+        not parts
+        or name.startswith("/")
+        or "\\" in name
+        or "\0" in name
+        or any(p in (".", "..") for p in parts)
+        or name.endswith("/")
+        or "//" in name
+    )
     if bad:
-        raise TrajectoryError(f"{origin} {name!r} is not a plain name: it would leave its folder "
-                              "(use names like step1000 or model-00001.safetensors, without '..' or a leading '/')")
+        raise TrajectoryError(
+            f"{origin} {name!r} is not a plain name: it would leave its folder "
+            "(use names like step1000 or model-00001.safetensors, without '..' or a leading '/')"
+        )
     return name
 
 
 def commit_id(commit: str, origin: str) -> str:
     """``commit`` if it is 40 lowercase hex digits (a git commit id)."""
     if not (isinstance(commit, str) and COMMIT.fullmatch(commit)):
-        raise TrajectoryError(f"{origin} gave {commit!r} as a commit id; a commit id is 40 hex digits "
-                              "(is the endpoint really a Hugging Face Hub?)")
+        raise TrajectoryError(
+            f"{origin} gave {commit!r} as a commit id; a commit id is 40 hex digits "
+            "(is the endpoint really a Hugging Face Hub?)"
+        )
     return commit
 
 

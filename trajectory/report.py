@@ -1,7 +1,7 @@
 """The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
 
 Everything comes from the store's frame (and its failure records) through
-:mod:`trajectory.verdict`; nothing is measured here.  ``report.md`` links the
+:mod:`trajectory.verdicts`; nothing is measured here.  ``report.md`` links the
 PNGs beside it; ``report.html`` is self-contained (PNGs embedded as base64).
 
 Sections: a one-paragraph verdict in numbers, the figures, per trained arm a
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import polars as pl
 
-from . import __version__, verdict
+from . import verdicts
+from .config import __version__, arm_label
 from .errors import TrajectoryError
 from .store import Store
-from .plots.context import ARM_LABELS, Drawn, expected_steps
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,16 @@ def read_experiment(manifest, data_hash: str | None = None) -> tuple[pl.DataFram
     frame = store.read()
     frame = frame.filter(pl.col("experiment") == manifest.name)
     if frame.is_empty():
-        raise TrajectoryError(f"store {manifest.store_dir} has no rows for experiment '{manifest.name}'; "
-                              f"run `trajectory sweep {manifest.source}` first")
-    kept, ignored = verdict.one_evaluation(frame, data_hash)
+        raise TrajectoryError(
+            f"store {manifest.store_dir} has no rows for experiment '{manifest.name}'; "
+            f"run `trajectory sweep {manifest.source}` first"
+        )
+    kept, ignored = verdicts.one_evaluation(frame, data_hash)
     if data_hash is not None and kept["data_hash"][0] != data_hash:
-        raise TrajectoryError(f"store {manifest.store_dir} has no rows with data_hash {data_hash}; "
-                              f"it has {sorted(set(frame['data_hash'].to_list()))}")
+        raise TrajectoryError(
+            f"store {manifest.store_dir} has no rows with data_hash {data_hash}; "
+            f"it has {sorted(set(frame['data_hash'].to_list()))}"
+        )
     return kept, ignored, store.failures()
 
 
@@ -69,51 +73,77 @@ def summary(table: pl.DataFrame, arm: str) -> str:
     """The verdict in numbers for one arm: how many blocks end outside the band, and how many left it for good."""
     n = table.filter(pl.col("final").is_not_null()).height
     defined = table.filter(pl.col("z").is_not_null() & pl.col("z").is_finite())
-    outside = defined.filter(pl.col("z").abs() > verdict.BAND_WIDTH)
+    outside = defined.filter(pl.col("z").abs() > verdicts.BAND_WIDTH)
     emerged = table.filter(pl.col("emergence_step").is_not_null())
     if defined.is_empty():
-        return (f"{ARM_LABELS.get(arm, arm)}: {n} blocks measured; no random-init band with ≥ 2 seeds, "
-                "so z and emergence are undefined.")
+        return (
+            f"{arm_label(arm)}: {n} blocks measured; no random-init band with ≥ 2 seeds, "
+            "so z and emergence are undefined."
+        )
     up = outside.filter(pl.col("z") > 0).height
-    return (f"{ARM_LABELS.get(arm, arm)}: {outside.height} of {defined.height} blocks end outside the random-init "
-            f"band (|z| > {verdict.BAND_WIDTH:g}; {up} above, {outside.height - up} below); {emerged.height} left "
-            f"the band for good (an emergence step exists). Median |z| = {defined['z'].abs().median():.1f}.")
+    return (
+        f"{arm_label(arm)}: {outside.height} of {defined.height} blocks end outside the random-init "
+        f"band (|z| > {verdicts.BAND_WIDTH:g}; {up} above, {outside.height - up} below); {emerged.height} left "
+        f"the band for good (an emergence step exists). Median |z| = {defined['z'].abs().median():.1f}."
+    )
 
 
 def block_rows(table: pl.DataFrame, arm: str) -> Table:
     twin = arm == "twin"
-    header = ("block", "random-init mean ± sd (seeds)", "final value (step)", "z", "emergence step"
-              + (" (Pythia-eq.)" if twin else ""))
+    header = (
+        "block",
+        "random-init mean ± sd (seeds)",
+        "final value (step)",
+        "z",
+        "emergence step" + (" (Pythia-eq.)" if twin else ""),
+    )
     rows = []
     for r in table.iter_rows(named=True):
         emerged = fmt(r["emergence_step"])
         if twin and r["emergence_pythia_step"] is not None:
             emerged += f" ({r['emergence_pythia_step']})"
-        rows.append((str(r["block"]), f"{fmt(r['init_mean'])} ± {fmt(r['init_sd'])} ({fmt(r['n_seeds'])})",
-                     f"{fmt(r['final'])} ({fmt(r['final_step'])})", fmt(r["z"], 2), emerged))
+        rows.append(
+            (
+                str(r["block"]),
+                f"{fmt(r['init_mean'])} ± {fmt(r['init_sd'])} ({fmt(r['n_seeds'])})",
+                f"{fmt(r['final'])} ({fmt(r['final_step'])})",
+                fmt(r["z"], 2),
+                emerged,
+            )
+        )
     return Table(header, tuple(rows))
 
 
 def spread_rows(spread: pl.DataFrame) -> Table:
     header = ("step", "blocks", "spread across blocks (sd)", "at init (mean ± sd over seeds)", "ratio")
-    rows = tuple((str(r["step"]), str(r["n_blocks"]), fmt(r["spread"]),
-                  f"{fmt(r['init_spread'])} ± {fmt(r['init_spread_sd'])}", fmt(r["ratio"], 2))
-                 for r in spread.iter_rows(named=True))
+    rows = tuple(
+        (
+            str(r["step"]),
+            str(r["n_blocks"]),
+            fmt(r["spread"]),
+            f"{fmt(r['init_spread'])} ± {fmt(r['init_spread_sd'])}",
+            fmt(r["ratio"], 2),
+        )
+        for r in spread.iter_rows(named=True)
+    )
     return Table(header, rows, collapsed=len(rows) > 20)
 
 
-def missing_blocks(frame: pl.DataFrame, manifest, failures: list[dict], ignored: pl.DataFrame,
-                   metric: str = "r2_lin") -> list[Block]:
+def missing_blocks(
+    frame: pl.DataFrame, manifest, failures: list[dict], ignored: pl.DataFrame, metric: str = "r2_lin"
+) -> list[Block]:
     """What the store lacks: unmeasured scheduled steps, non-ok rows, missing seeds, failures, set-aside rows."""
-    ok = verdict.usable(frame, metric)
+    ok = verdicts.usable(frame, metric)
     out: list[Block] = []
-    expected = expected_steps(manifest)
+    expected = manifest.expected_steps()
     for arm in manifest.arms:
         have = set(ok.filter(pl.col("arm") == arm)["step"].to_list())
         if arm in expected:
             lost = [s for s in expected[arm] if s not in have]
-            out.append(f"**{arm}**: {len(lost)} of {len(expected[arm])} scheduled steps have no usable "
-                       "row" + (f": {', '.join(map(str, lost))}." if lost else "."))
+            out.append(
+                f"**{arm}**: {len(lost)} of {len(expected[arm])} scheduled steps have no usable "
+                "row" + (f": {', '.join(map(str, lost))}." if lost else ".")
+            )
         elif arm == "random-init":
             seeds = set(ok.filter(pl.col("arm") == arm)["seed"].to_list())
             lost = [s for s in manifest.random_init_seeds if s not in seeds]
@@ -122,22 +152,44 @@ def missing_blocks(frame: pl.DataFrame, manifest, failures: list[dict], ignored:
             out.append(f"**{arm}**: no usable rows in the store.")
     bad = frame.filter(pl.col("status") != "ok").sort("arm", "step", "block")
     if len(bad):
-        out.append(Table(("arm", "step", "seed", "block", "status"), tuple(
-            (r["arm"], fmt(r["step"]), fmt(r["seed"]), fmt(r["block"]), r["status"]) for r in bad.iter_rows(named=True)),
-            collapsed=len(bad) > 20))
+        out.append(
+            Table(
+                ("arm", "step", "seed", "block", "status"),
+                tuple(
+                    (r["arm"], fmt(r["step"]), fmt(r["seed"]), fmt(r["block"]), r["status"])
+                    for r in bad.iter_rows(named=True)
+                ),
+                collapsed=len(bad) > 20,
+            )
+        )
     if failures:
-        out.append(Table(("failed unit", "what", "reason"), tuple(
-            (str(f.get("key", ""))[:12], ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("key", "reason")),
-             str(f.get("reason", ""))) for f in failures)))
+        out.append(
+            Table(
+                ("failed unit", "what", "reason"),
+                tuple(
+                    (
+                        str(f.get("key", ""))[:12],
+                        ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("key", "reason")),
+                        str(f.get("reason", "")),
+                    )
+                    for f in failures
+                ),
+            )
+        )
     for r in ignored.iter_rows(named=True):
-        out.append(f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
-                   f"metric_config {r['metric_config']}).")
+        out.append(
+            f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
+            f"metric_config {r['metric_config']})."
+        )
     return out or ["Nothing is missing."]
 
 
 def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
-    units = (frame.group_by("key").agg(pl.col("arm", "seed", "revision", "step", "commit", "weights_hash").first())
-             .sort("arm", "seed", "step"))
+    units = (
+        frame.group_by("key")
+        .agg(pl.col("arm", "seed", "revision", "step", "commit", "weights_hash").first())
+        .sort("arm", "seed", "step")
+    )
     configs = ", ".join(sorted({str(c) for c in frame["metric_config"].unique().to_list()}))
     return [
         f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
@@ -147,25 +199,40 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         f"Metric config: {configs} ({manifest.metric}).",
         f"Code version of the rows: {', '.join(sorted({str(v) for v in frame['code_version'].unique().to_list()}))};"
         f" report written by trajectory {__version__}.",
-        Table(("arm", "seed", "revision", "step", "commit", "weights hash"), tuple(
-            (r["arm"], fmt(r["seed"]), fmt(r["revision"]), fmt(r["step"]), fmt(r["commit"]), fmt(r["weights_hash"]))
-            for r in units.iter_rows(named=True)), collapsed=True),
+        Table(
+            ("arm", "seed", "revision", "step", "commit", "weights hash"),
+            tuple(
+                (r["arm"], fmt(r["seed"]), fmt(r["revision"]), fmt(r["step"]), fmt(r["commit"]), fmt(r["weights_hash"]))
+                for r in units.iter_rows(named=True)
+            ),
+            collapsed=True,
+        ),
     ]
 
 
-def sections(frame: pl.DataFrame, manifest, drawn: list[Drawn], failures: list[dict], ignored: pl.DataFrame,
-             metric: str = "r2_lin") -> list[tuple[str, list[Block]]]:
+def sections(
+    frame: pl.DataFrame, manifest, drawn: list, failures: list[dict], ignored: pl.DataFrame, metric: str = "r2_lin"
+) -> list[tuple[str, list[Block]]]:
     """The report's content, independent of the output format."""
-    arms = verdict.trained_arms(frame, metric)
-    tables = {arm: verdict.block_table(frame, arm, metric) for arm in arms}
-    out = [("Verdict in numbers", [summary(tables[a], a) for a in arms] or ["No trained rows in the store."]),
-           ("Figures", [Figure(d.name.replace("_", " "), d.paths[0]) for d in drawn])]
+    arms = verdicts.trained_arms(frame, metric)
+    tables = {arm: verdicts.block_table(frame, arm, metric) for arm in arms}
+    out = [
+        ("Verdict in numbers", [summary(tables[a], a) for a in arms] or ["No trained rows in the store."]),
+        ("Figures", [Figure(d.name.replace("_", " "), d.paths[0]) for d in drawn]),
+    ]
     for arm in arms:
-        out.append((f"Per block: {ARM_LABELS.get(arm, arm)}", [
-            f"Band: random-init mean ± {verdict.BAND_WIDTH:g} sd of `{metric}`; z = (final − mean) / sd; the "
-            "emergence step is the first measured step from which the value stays outside the band.",
-            block_rows(tables[arm], arm), "Spread across blocks per step, against the spread at initialisation:",
-            spread_rows(verdict.spread_by_step(frame, arm, metric))]))
+        out.append(
+            (
+                f"Per block: {arm_label(arm)}",
+                [
+                    f"Band: random-init mean ± {verdicts.BAND_WIDTH:g} sd of `{metric}`; z = (final − mean) / sd; the "
+                    "emergence step is the first measured step from which the value stays outside the band.",
+                    block_rows(tables[arm], arm),
+                    "Spread across blocks per step, against the spread at initialisation:",
+                    spread_rows(verdicts.spread_by_step(frame, arm, metric)),
+                ],
+            )
+        )
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
@@ -205,25 +272,39 @@ def _html_block(b: Block) -> str:
     return f"<details><summary>{len(b.rows)} rows</summary>{table}</details>" if b.collapsed else table
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}img{max-width:100%}"
-         "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}img{max-width:100%}"
+    "table{border-collapse:collapse;font-size:0.9em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+)
 
 
 def to_html(title: str, content: list[tuple[str, list[Block]]]) -> str:
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+    ]
     for heading, blocks in content:
         parts.append(f"<h2>{html.escape(heading)}</h2>" + "".join(_html_block(b) for b in blocks))
     return "".join(parts) + "</body></html>"
 
 
-def write_report(frame: pl.DataFrame, manifest, out: str | Path, drawn: list[Drawn], failures: list[dict],
-                 ignored: pl.DataFrame | None = None, metric: str = "r2_lin") -> tuple[Path, Path]:
+def write_report(
+    frame: pl.DataFrame,
+    manifest,
+    out: str | Path,
+    drawn: list,
+    failures: list[dict],
+    ignored: pl.DataFrame | None = None,
+    metric: str = "r2_lin",
+) -> tuple[Path, Path]:
     """Write ``out/report.md`` and ``out/report.html``; returns both paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ignored = ignored if ignored is not None else pl.DataFrame(schema={"data_hash": pl.Utf8,
-                                                                       "metric_config": pl.Utf8, "rows": pl.UInt32})
+    ignored = (
+        ignored
+        if ignored is not None
+        else pl.DataFrame(schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "rows": pl.UInt32})
+    )
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"

@@ -1,7 +1,7 @@
 """The results store: one parquet file per finished unit, named by its provenance key.
 
 A *unit* is one (arm, model, seed, revision) measurement: one row per block.
-Its key is a hash of everything that decides its numbers (:func:`unit_key`), so
+Its key is a hash of everything that decides its numbers (:meth:`trajectory.config.Provenance.key`), so
 a cache hit is exactly "this provenance was measured before", and a changed
 input (a new commit, other evaluation tokens, another metric config) is a miss
 that can never return a stale number.
@@ -22,33 +22,58 @@ checkpoints), ``random-init`` (untrained, one row set per seed), ``twin``
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
-from . import __version__, names
+from . import names
+from .atomic import atomic_bytes, atomic_write
+from .config import Provenance, __version__
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
-    "experiment": pl.Utf8, "arm": pl.Utf8, "model": pl.Utf8, "seed": pl.Int64,
-    "revision": pl.Utf8, "step": pl.Int64, "pythia_step": pl.Int64, "tokens_seen": pl.Int64,
-    "block": pl.Int64, "r2_lin": pl.Float64, "r2_lin_global": pl.Float64, "r2_median_dim": pl.Float64,
-    "n_train": pl.Int64, "n_test": pl.Int64, "cond": pl.Float64, "rank": pl.Int64, "status": pl.Utf8,
-    "commit": pl.Utf8, "weights_hash": pl.Utf8, "data_hash": pl.Utf8, "metric_config": pl.Utf8,
-    "code_version": pl.Utf8, "key": pl.Utf8, "seconds_fetch": pl.Float64, "seconds_measure": pl.Float64,
+    "experiment": pl.Utf8,
+    "arm": pl.Utf8,
+    "model": pl.Utf8,
+    "seed": pl.Int64,
+    "revision": pl.Utf8,
+    "step": pl.Int64,
+    "pythia_step": pl.Int64,
+    "tokens_seen": pl.Int64,
+    "block": pl.Int64,
+    "r2_lin": pl.Float64,
+    "r2_lin_global": pl.Float64,
+    "r2_median_dim": pl.Float64,
+    "n_train": pl.Int64,
+    "n_test": pl.Int64,
+    "cond": pl.Float64,
+    "rank": pl.Int64,
+    "status": pl.Utf8,
+    "commit": pl.Utf8,
+    "weights_hash": pl.Utf8,
+    "data_hash": pl.Utf8,
+    "metric_config": pl.Utf8,
+    "code_version": pl.Utf8,
+    "key": pl.Utf8,
+    "seconds_fetch": pl.Float64,
+    "seconds_measure": pl.Float64,
     # companion metrics (null unless the metric config asks for them; see trajectory.companions, .swap)
-    "linearity_score": pl.Float64, "linearity_score_heldout": pl.Float64, "linearity_score_nores": pl.Float64,
-    "linearity_score_nores_heldout": pl.Float64, "effective_rank": pl.Int64, "r2_lin_cv": pl.Float64,
-    "r2_lin_ci_low": pl.Float64, "r2_lin_ci_high": pl.Float64, "swap_loss": pl.Float64,
-    "swap_dloss": pl.Float64, "swap_dppl": pl.Float64,
+    "linearity_score": pl.Float64,
+    "linearity_score_heldout": pl.Float64,
+    "linearity_score_nores": pl.Float64,
+    "linearity_score_nores_heldout": pl.Float64,
+    "effective_rank": pl.Int64,
+    "r2_lin_cv": pl.Float64,
+    "r2_lin_ci_low": pl.Float64,
+    "r2_lin_ci_high": pl.Float64,
+    "swap_loss": pl.Float64,
+    "swap_dloss": pl.Float64,
+    "swap_dppl": pl.Float64,
 }
-#: Identity of a unit: what a unit key must always contain.
-KEY_FIELDS = ("experiment", "arm", "model", "seed", "revision", "commit", "data_hash", "metric_config")
+#: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
+KEY_FIELDS = Provenance.KEY_FIELDS
 
 
 @dataclass(frozen=True)
@@ -59,26 +84,6 @@ class UnitOutcome:
     label: str
     status: str
     reason: str = ""
-
-
-def unit_key(provenance: dict) -> str:
-    """sha256 of the provenance that decides a unit's numbers (all of ``KEY_FIELDS``, plus extras)."""
-    missing = [f for f in KEY_FIELDS if f not in provenance]
-    if missing:
-        raise ValueError(f"unit provenance lacks {missing}")
-    blob = json.dumps(provenance, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class Store:
@@ -105,17 +110,18 @@ class Store:
         self._ensure()
         frame = pl.DataFrame(
             [{**{c: None for c in ROW_SCHEMA}, **r, "key": key, "code_version": __version__} for r in rows],
-            schema_overrides=ROW_SCHEMA, strict=False,
+            schema_overrides=ROW_SCHEMA,
+            strict=False,
         )
         path = self.unit_path(key)
-        _atomic_write(path, frame.write_parquet)
+        atomic_write(path, frame.write_parquet)
         self.forget_failure(key)
         return path
 
     def record_failure(self, key: str, unit: dict, reason: str) -> None:
         self._ensure()
         payload = json.dumps({**unit, "key": key, "reason": reason}, default=str)
-        _atomic_write(self.failed / f"{names.store_key(key)}.json", lambda tmp: Path(tmp).write_text(payload))
+        atomic_bytes(self.failed / f"{names.store_key(key)}.json", payload)
 
     def forget_failure(self, key: str) -> None:
         (self.failed / f"{names.store_key(key)}.json").unlink(missing_ok=True)
@@ -130,7 +136,7 @@ class Store:
                     raise ValueError("not a failure record")
                 out.append(record)
             except (OSError, ValueError):
-                warnings.warn(f"store {self.root}: unreadable failure record {path.name}, skipped")
+                warnings.warn(f"store {self.root}: unreadable failure record {path.name}, skipped", stacklevel=2)
         return out
 
     def read(self) -> pl.DataFrame:
@@ -142,10 +148,16 @@ class Store:
                 missing = set(KEY_FIELDS) - set(frame.columns)
                 if missing:
                     raise ValueError(f"missing columns {sorted(missing)}")
-                frames.append(frame.select([pl.col(c).cast(t) if c in frame.columns
-                                            else pl.lit(None, t).alias(c) for c, t in ROW_SCHEMA.items()]))
+                frames.append(
+                    frame.select(
+                        [
+                            pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
+                            for c, t in ROW_SCHEMA.items()
+                        ]
+                    )
+                )
             except Exception as exc:  # a truncated or foreign file must not stop the reader
-                warnings.warn(f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}")
+                warnings.warn(f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}", stacklevel=2)
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
         return pl.concat(frames, how="vertical")

@@ -1,7 +1,7 @@
 """``trajectory verify [MANIFEST]``: check every stored unit against its provenance, offline.
 
 A store is a folder of unit files, ``units/<key>.parquet``, where ``key`` is
-:func:`~trajectory.store.unit_key` of the unit's provenance (see
+:meth:`~trajectory.config.Provenance.key` of the unit's provenance (see
 :mod:`trajectory.store`).  Verification reads each file on its own and says
 what is wrong, in five kinds:
 
@@ -38,8 +38,9 @@ from pathlib import Path
 
 import polars as pl
 
+from .config import Arm, Provenance
 from .errors import TrajectoryError
-from .store import KEY_FIELDS, Store, unit_key
+from .store import KEY_FIELDS, Store
 
 IDENTITY = ("experiment", "arm", "model", "seed", "revision")
 KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
@@ -77,8 +78,11 @@ class Verification:
 
     def lines(self) -> list[str]:
         """The summary line, one line per finding, then the notes."""
-        return ([self.summary()] + [f"  {f.kind:<12} {f.where}: {f.detail}" for f in self.findings]
-                + [f"  note: {n}" for n in self.notes])
+        return (
+            [self.summary()]
+            + [f"  {f.kind:<12} {f.where}: {f.detail}" for f in self.findings]
+            + [f"  note: {n}" for n in self.notes]
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -87,11 +91,9 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- reading, file by file -----------------------------------------------------------------------------------
-def _recomputed_key(row: dict) -> str | None:
-    """The key a hub or local unit must have (the identity ``sweep.plan_units`` hashes); None for other arms."""
-    if row["arm"] not in ("hub", "local"):
-        return None
-    return unit_key({k: row[k] for k in (*KEY_FIELDS, "step")})
+def _recomputed_key(row: dict) -> str:
+    """The key a unit must have: the hash of the provenance its own rows carry."""
+    return Provenance.from_row(row).key()
 
 
 def _inconsistency(path: Path, frame: pl.DataFrame) -> str | None:
@@ -102,9 +104,8 @@ def _inconsistency(path: Path, frame: pl.DataFrame) -> str | None:
         return "it holds rows of several provenances"
     if "block" in frame.columns and frame["block"].n_unique() != frame.height:
         return "a block appears twice"
-    row = frame.row(0, named=True)
-    want = _recomputed_key({**row, "step": row.get("step")})
-    if want is not None and want != path.stem:
+    want = _recomputed_key(frame.row(0, named=True))
+    if want != path.stem:
         return f"its key is not the hash of its rows' provenance ({want}); edited or renamed?"
     return None
 
@@ -146,8 +147,11 @@ def duplicates(units: list[dict]) -> list[Finding]:
     groups: dict[tuple, list[dict]] = {}
     for u in units:
         groups.setdefault(tuple(u[k] for k in (*IDENTITY, "data_hash", "metric_config")), []).append(u)
-    return [Finding("duplicated", label(g[0]), ", ".join(f"{u['file']} (commit {str(u['commit'])[:12]})" for u in g))
-            for g in groups.values() if len(g) > 1]
+    return [
+        Finding("duplicated", label(g[0]), ", ".join(f"{u['file']} (commit {str(u['commit'])[:12]})" for u in g))
+        for g in groups.values()
+        if len(g) > 1
+    ]
 
 
 # -- what the manifest gives now -----------------------------------------------------------------------------
@@ -163,14 +167,10 @@ class Expected:
 
 
 def _source(manifest, arm: str):
-    """The arm's checkpoint source as ``sweep.make_source`` picks it, but offline: the Hub is never contacted."""
-    from .sources import HubSource, LocalDirSource
+    """The arm's checkpoint source as the sweep picks it, but offline: the Hub is never contacted."""
+    from .sources.resolve import make_source
 
-    if not manifest.repo:
-        raise TrajectoryError(f"arm {arm!r} needs [model] repo or path")
-    if arm == "local" or Path(manifest.repo).is_dir():
-        return LocalDirSource(Path(manifest.repo), arm=arm)
-    return HubSource(manifest.repo, offline=True)
+    return make_source(manifest, arm, offline=True)
 
 
 def _entries(manifest, arm: str) -> tuple[dict, str]:
@@ -181,36 +181,41 @@ def _entries(manifest, arm: str) -> tuple[dict, str]:
             return {(r, None): c for r, c in _source(manifest, arm).pin(revisions).items()}, ""
         except TrajectoryError as exc:
             return {(r, None): None for r in revisions}, str(exc)
-    if arm == "random-init":
-        from .baselines import architecture, config_hash
+    if arm == Arm.RANDOM_INIT:
+        from .arms.random_init import init_commit
+        from .sources.resolve import architecture
 
         entries = {("init", s): None for s in manifest.random_init_seeds}
         if manifest.model_config is None and not Path(manifest.repo or "").is_dir():
             return entries, "the architecture's config would come from the Hub"
-        commit = f"config:{config_hash(architecture(manifest))}"
+        commit = init_commit(architecture(manifest))
         return {e: commit for e in entries}, ""
     return _twin_entries(manifest)
 
 
 def _twin_entries(manifest) -> tuple[dict, str]:
     """A twin's steps → the commits a run of this manifest would carry now (either precision), from its plan."""
-    from .twin import plan, twin_schedule
+    from .arms.twin import plan_runs
+    from .config import twin_schedule
 
     spec = manifest.twin
     if spec is None:
         raise TrajectoryError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
-    entries = [(f"step{t}", spec.seed) for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)]
+    steps = [t for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)]
+    entries = [(f"step{t}", seed) for seed in spec.seeds for t in steps]
     try:
-        store = Store(manifest.store_dir)
-        commits = tuple(f"twin:{plan(manifest, store, device).digest}" for device in ("cpu", "cuda"))
+        runs = {device: plan_runs(manifest, manifest.store_dir, device) for device in ("cpu", "cuda")}
     except (TrajectoryError, OSError) as exc:
         return {e: None for e in entries}, f"the twin's run digest needs its training tokens: {_first_line(exc)}"
-    return {e: commits for e in entries}, ""
+    commits = {
+        seed: tuple(f"twin:{r.digest}" for rs in runs.values() for r in rs if r.seed == seed) for seed in spec.seeds
+    }
+    return {(rev, seed): commits[seed] for rev, seed in entries}, ""
 
 
 def _tokenizer_name(manifest, arm: str) -> str:
     """Where the arm's tokenizer is read from, resolved offline (a Hub id becomes its cached snapshot folder)."""
-    from .sources import HubSource
+    from .sources.hub import HubSource
 
     if manifest.tokenizer is None and arm in ("hub", "local"):
         source = _source(manifest, arm)
@@ -227,8 +232,8 @@ def _tokenizer_name(manifest, arm: str) -> str:
 
 
 def _data_hash(manifest, arm: str, cache: dict) -> str:
-    from .loading import load_tokenizer
-    from .tokens import eval_tokens
+    from .data.tokens import eval_tokens
+    from .sources.loading import load_tokenizer
 
     if manifest.data.kind == "dataset":
         raise TrajectoryError(f"[data] dataset {manifest.data.path!r} would be read from the Hub")
@@ -298,8 +303,9 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
     if not store.root.is_dir():
         raise TrajectoryError(f"store folder not found: {store.root}; run `trajectory sweep` first, or give --store")
     units, findings, rows = read_units(store)
-    result = Verification(store.root, units=len(units) + sum(f.where.startswith("units/") for f in findings),
-                          rows=rows, findings=findings)
+    result = Verification(
+        store.root, units=len(units) + sum(f.where.startswith("units/") for f in findings), rows=rows, findings=findings
+    )
     result.findings += duplicates(units)
     if manifest is not None:
         arms, notes = expected_arms(manifest)

@@ -17,26 +17,42 @@ from pathlib import Path
 
 import polars as pl
 
-from .. import verdict
+from .. import verdicts
 from ..errors import TrajectoryError
 from .band import final_profile, small_multiples
 from .companions import companion_metrics
 from .context import Drawn, FigureContext, context_from
 from .trajectories import heatmap, lines_by_block, twin_vs_pythia
 
-__all__ = ["Drawn", "FigureContext", "context_from", "plot_all", "lines_by_block", "heatmap",
-           "small_multiples", "final_profile", "twin_vs_pythia"]
+__all__ = [
+    "Drawn",
+    "FigureContext",
+    "context_from",
+    "plot_all",
+    "lines_by_block",
+    "heatmap",
+    "small_multiples",
+    "final_profile",
+    "twin_vs_pythia",
+]
 
 
 def plot_all(frame: pl.DataFrame, ctx: FigureContext, out: str | Path) -> list[Drawn]:
     """Draw every figure into ``out``; the trajectory views use the first trained arm (hub, local, twin)."""
-    arms = verdict.trained_arms(frame, ctx.metric)
+    arms = verdicts.trained_arms(frame, ctx.metric)
     if not arms:
-        raise TrajectoryError(f"experiment {ctx.experiment}: no usable trained rows (hub, local or twin) in the "
-                              f"store; run `trajectory sweep` first")
+        raise TrajectoryError(
+            f"experiment {ctx.experiment}: no usable trained rows (hub, local or twin) in the "
+            f"store; run `trajectory sweep` first"
+        )
     out = Path(out)
     arm = arms[0]
-    drawn = [lines_by_block(frame, ctx, out, arm), heatmap(frame, ctx, out, arm),
-             small_multiples(frame, ctx, out, arm), final_profile(frame, ctx, out), twin_vs_pythia(frame, ctx, out)]
+    drawn = [
+        lines_by_block(frame, ctx, out, arm),
+        heatmap(frame, ctx, out, arm),
+        small_multiples(frame, ctx, out, arm),
+        final_profile(frame, ctx, out),
+        twin_vs_pythia(frame, ctx, out),
+    ]
     extra = companion_metrics(frame, ctx, out, arm)
     return drawn + ([extra] if extra is not None else [])

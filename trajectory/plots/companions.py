@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import polars as pl
 
-from .. import verdict
+from .. import verdicts
 from .context import ARM_LABELS, Drawn, FigureContext, depth_colourbar, depth_colours, on_grid, save, step_axis
 
 PANELS = {
@@ -28,7 +28,7 @@ PANELS = {
 def present(frame: pl.DataFrame, arm: str) -> list[str]:
     """The companion metrics with at least one usable row of ``arm`` in the store."""
     rows = frame.filter(pl.col("arm") == arm)
-    return [m for m in PANELS if m in rows.columns and len(verdict.usable(rows, m))]
+    return [m for m in PANELS if m in rows.columns and len(verdicts.usable(rows, m))]
 
 
 def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn | None:
@@ -36,12 +36,13 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
     metrics = present(frame, arm)
     if not metrics:
         return None
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(10, 2.6 * len(metrics) + 1.2), sharex=True,
-                             layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(10, 2.6 * len(metrics) + 1.2), sharex=True, layout="constrained", squeeze=False
+    )
     drawn = {}
     colour, mappable = depth_colours(sorted(set(frame["block"].drop_nulls().to_list())))
     for ax, metric in zip(axes[:, 0], metrics):
-        traj = verdict.trajectory(frame, arm, metric)
+        traj = verdicts.trajectory(frame, arm, metric)
         steps = sorted(set(ctx.expected.get(arm, ())) | set(traj["step"].to_list()))
         for (block,), g in on_grid(traj, steps).group_by("block", maintain_order=True):
             ax.plot(g["step"], g["value"].fill_null(float("nan")), color=colour(block), lw=1.2, marker=".", ms=3)
@@ -58,8 +59,8 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
 
 
 def _interval(ax, frame: pl.DataFrame, arm: str, colour) -> None:
-    low = verdict.trajectory(frame, arm, "r2_lin_ci_low")
-    high = verdict.trajectory(frame, arm, "r2_lin_ci_high")
+    low = verdicts.trajectory(frame, arm, "r2_lin_ci_low")
+    high = verdicts.trajectory(frame, arm, "r2_lin_ci_high")
     both = low.join(high, on=["block", "step"], suffix="_high").sort("block", "step")
     for (block,), g in both.group_by("block", maintain_order=True):
         ax.fill_between(g["step"], g["value"], g["value_high"], color=colour(block), alpha=0.2, lw=0)

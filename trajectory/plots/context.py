@@ -17,18 +17,19 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.ticker import NullLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
+from matplotlib.ticker import NullLocator
+
+from ..config import ARM_LABELS as _ARM_LABELS
 
 METRIC_LABELS = {
     "r2_lin": "R²_lin (held-out R² of the affine fit, unitless)",
     "r2_lin_global": "global R²_lin (held-out, unitless)",
     "r2_median_dim": "median per-dimension R² (held-out, unitless)",
 }
-ARM_LABELS = {"hub": "Pythia (hub checkpoints)", "local": "local checkpoints", "twin": "twin (our run)",
-              "random-init": "random init"}
+ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
 ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
@@ -85,36 +86,26 @@ def model_label(manifest) -> str:
     if manifest.repo:
         return manifest.repo
     c = manifest.model_config or {}
-    return (f"{c.get('model_type')} d={c.get('hidden_size', '?')}, {c.get('num_hidden_layers', '?')} blocks "
-            f"(inline config, experiment {manifest.name})")
-
-
-def expected_steps(manifest) -> dict[str, tuple[int, ...]]:
-    """Each arm's scheduled steps in its own step units (the twin's via :func:`trajectory.twin.twin_schedule`)."""
-    out = {arm: tuple(manifest.schedule.steps) for arm in ("hub", "local")}
-    if manifest.twin is not None:
-        from ..twin import twin_schedule
-
-        out["twin"] = tuple(t for t, _ in twin_schedule(manifest.schedule.steps, manifest.twin.steps))
-    return out
-
-
-def totals(manifest) -> dict[str, int]:
-    """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
-    out = {arm: manifest.schedule.steps[-1] for arm in ("hub", "local")}
-    if manifest.twin is not None:
-        out["twin"] = manifest.twin.steps
-    return out
+    return (
+        f"{c.get('model_type')} d={c.get('hidden_size', '?')}, {c.get('num_hidden_layers', '?')} blocks "
+        f"(inline config, experiment {manifest.name})"
+    )
 
 
 def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> FigureContext:
     """The context of ``manifest``'s experiment, with the data hash(es) found in ``frame``."""
     hashes = sorted(h for h in frame["data_hash"].unique().to_list() if h)
     return FigureContext(
-        experiment=manifest.name, model=model_label(manifest),
-        data_label=data_label(manifest), data_hash=", ".join(hashes) or "unknown",
-        expected=expected_steps(manifest), totals=totals(manifest), reference=manifest.reference_profile,
-        reference_label=manifest.reference_label, metric=metric)
+        experiment=manifest.name,
+        model=model_label(manifest),
+        data_label=data_label(manifest),
+        data_hash=", ".join(hashes) or "unknown",
+        expected=manifest.expected_steps(),
+        totals=manifest.total_steps(),
+        reference=manifest.reference_profile,
+        reference_label=manifest.reference_label,
+        metric=metric,
+    )
 
 
 def save(fig, out: Path, name: str) -> tuple[Path, ...]:

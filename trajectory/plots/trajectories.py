@@ -16,8 +16,18 @@ import polars as pl
 from matplotlib.patches import Patch
 from matplotlib.ticker import NullLocator
 
-from .. import verdict
-from .context import SUPERSCRIPT, ARM_LABELS, Drawn, FigureContext, depth_colourbar, depth_colours, on_grid, save, step_axis
+from .. import verdicts
+from .context import (
+    ARM_LABELS,
+    SUPERSCRIPT,
+    Drawn,
+    FigureContext,
+    depth_colourbar,
+    depth_colours,
+    on_grid,
+    save,
+    step_axis,
+)
 
 
 def expected_steps(traj: pl.DataFrame, ctx: FigureContext, arm: str) -> list[int]:
@@ -27,31 +37,47 @@ def expected_steps(traj: pl.DataFrame, ctx: FigureContext, arm: str) -> list[int
 
 def lines_by_block(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
     """Fig. 1: the metric against training step, one line per block coloured by depth."""
-    traj = verdict.trajectory(frame, arm, ctx.metric)
+    traj = verdicts.trajectory(frame, arm, ctx.metric)
     steps = expected_steps(traj, ctx, arm)
     grid = on_grid(traj, steps)
     colour, mappable = depth_colours(traj["block"].unique().to_list())
     fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
     for (block,), g in grid.group_by("block", maintain_order=True):
-        ax.plot(g["step"].to_numpy(), g["value"].to_numpy(allow_copy=True).astype(float), color=colour(block),
-                lw=1.3, marker=".", ms=3)
+        ax.plot(
+            g["step"].to_numpy(),
+            g["value"].to_numpy(allow_copy=True).astype(float),
+            color=colour(block),
+            lw=1.3,
+            marker=".",
+            ms=3,
+        )
     missing = sorted(set(steps) - set(traj["step"].to_list()))
     if missing:
-        ax.plot(missing, np.zeros(len(missing)), "x", color="0.4", transform=ax.get_xaxis_transform(),
-                clip_on=False, label=f"step with no usable rows ({len(missing)}): a gap, not interpolated")
+        ax.plot(
+            missing,
+            np.zeros(len(missing)),
+            "x",
+            color="0.4",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"step with no usable rows ({len(missing)}): a gap, not interpolated",
+        )
         fig.legend(loc="outside lower left", frameon=False)
     step_axis(ax, steps[-1] if steps else 1)
     ax.set_ylabel(ctx.metric_label)
     ax.grid(alpha=0.3)
     depth_colourbar(fig, mappable, ax, traj["block"].max() + 1 if len(traj) else 1)
     fig.suptitle(ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
-    return Drawn("lines_by_block", save(fig, out, "lines_by_block"), {"lines": traj, "missing_steps":
-                 pl.DataFrame({"step": pl.Series(missing, dtype=pl.Int64)})})
+    return Drawn(
+        "lines_by_block",
+        save(fig, out, "lines_by_block"),
+        {"lines": traj, "missing_steps": pl.DataFrame({"step": pl.Series(missing, dtype=pl.Int64)})},
+    )
 
 
 def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
     """Fig. 2: block × step heatmap of the metric; columns are schedule steps in order (not to scale)."""
-    traj = verdict.trajectory(frame, arm, ctx.metric)
+    traj = verdicts.trajectory(frame, arm, ctx.metric)
     steps = expected_steps(traj, ctx, arm)
     n_blocks = traj["block"].max() + 1 if len(traj) else 1
     matrix = np.full((n_blocks, len(steps)), np.nan)
@@ -68,8 +94,12 @@ def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Dra
     ax.set_ylabel("block (depth: 0 = first FFN)")
     fig.colorbar(im, ax=ax, pad=0.01).set_label(ctx.metric_label)
     if np.isnan(matrix).any():
-        ax.legend(handles=[Patch(color="0.85", label="no usable row")], loc="upper left",
-                  bbox_to_anchor=(0, -0.22), frameon=False)
+        ax.legend(
+            handles=[Patch(color="0.85", label="no usable row")],
+            loc="upper left",
+            bbox_to_anchor=(0, -0.22),
+            frameon=False,
+        )
     fig.suptitle(ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
     return Drawn("heatmap", save(fig, out, "heatmap"), {"cells": traj})
 
@@ -91,7 +121,7 @@ def training_fraction(frame: pl.DataFrame, ctx: FigureContext, arms: list[str]) 
     """
     parts = []
     for arm in arms:
-        traj = verdict.trajectory(frame, arm, ctx.metric)
+        traj = verdicts.trajectory(frame, arm, ctx.metric)
         total = ctx.totals.get(arm) or traj["step"].max() or 1
         parts.append(traj.with_columns(arm=pl.lit(arm), fraction=pl.col("step") / total))
     return pl.concat(parts) if parts else pl.DataFrame()
@@ -99,15 +129,16 @@ def training_fraction(frame: pl.DataFrame, ctx: FigureContext, arms: list[str]) 
 
 def twin_vs_pythia(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
     """Fig. 5: every trained arm on one axis of fraction of training; colour = depth, line style = arm."""
-    arms = verdict.trained_arms(frame, ctx.metric)
+    arms = verdicts.trained_arms(frame, ctx.metric)
     drawn = training_fraction(frame, ctx, arms)
     colour, mappable = depth_colours(drawn["block"].unique().to_list())
     styles = {"hub": "-", "local": "-", "twin": "--"}
     fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
     for arm in arms:
         part = drawn.filter(pl.col("arm") == arm)
-        grid = on_grid(part, expected_steps(part, ctx, arm)).join(part.select("block", "step", "fraction"),
-                                                                    on=["block", "step"], how="left")
+        grid = on_grid(part, expected_steps(part, ctx, arm)).join(
+            part.select("block", "step", "fraction"), on=["block", "step"], how="left"
+        )
         grid = grid.with_columns(fraction=pl.col("step") / (ctx.totals.get(arm) or part["step"].max() or 1))
         for (block,), g in grid.group_by("block", maintain_order=True):
             ax.plot(g["fraction"], g["value"].fill_null(float("nan")), styles[arm], color=colour(block), lw=1.2)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TrajectoryError
+from ..errors import DataError
 
 MAGIC = b"MMIDIDX\x00\x00"
 #: Megatron's dtype codes (the integer ones; token ids are never floats).
@@ -37,21 +37,29 @@ class IndexedShard:
         prefix = str(prefix)
         for prefix_end in (".bin", ".idx"):
             prefix = prefix.removesuffix(prefix_end)
+        self.prefix = prefix
         self.idx_path, self.bin_path = Path(prefix + ".idx"), Path(prefix + ".bin")
         for path in (self.idx_path, self.bin_path):
             if not path.is_file():
-                raise TrajectoryError(f"training shard not found: {path} (give the path without .bin/.idx)")
+                raise DataError(f"training shard not found: {path} (give the path without .bin/.idx)")
         head = self.idx_path.read_bytes()[:34]
         if len(head) < 34 or head[:9] != MAGIC:
-            raise TrajectoryError(f"{self.idx_path} is not a Megatron MMapIndexedDataset index (bad magic)")
+            raise DataError(f"{self.idx_path} is not a Megatron MMapIndexedDataset index (bad magic)")
         version, code, n, m = struct.unpack("<QBQQ", head[9:34])
         if version != 1 or code not in DTYPES:
-            raise TrajectoryError(f"{self.idx_path}: unsupported index version {version} or dtype code {code}")
+            raise DataError(f"{self.idx_path}: unsupported index version {version} or dtype code {code}")
         self.dtype = np.dtype(DTYPES[code])
         self.sizes = np.memmap(self.idx_path, np.int32, "r", offset=34, shape=(n,))
         self.pointers = np.memmap(self.idx_path, np.int64, "r", offset=34 + 4 * n, shape=(n,))
         self.doc_idx = np.memmap(self.idx_path, np.int64, "r", offset=34 + 12 * n, shape=(m,))
         self.data = np.memmap(self.bin_path, self.dtype, "r")
+
+    def __getstate__(self) -> dict:
+        """Pickled by its path (a worker process maps the files again), never by the mapped bytes."""
+        return {"prefix": self.prefix}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["prefix"])
 
     def __len__(self) -> int:
         return int(self.sizes.shape[0])
@@ -67,7 +75,7 @@ class IndexedShard:
         for k, i in enumerate(idx):
             r = self.row(int(i))
             if r.shape[0] < length:
-                raise TrajectoryError(f"{self.bin_path}: row {i} has {r.shape[0]} tokens, fewer than seq_len {length}")
+                raise DataError(f"{self.bin_path}: row {i} has {r.shape[0]} tokens, fewer than seq_len {length}")
             out[k] = r[:length]
         return out
 

@@ -24,13 +24,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import shutil
 import sysconfig
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from .errors import TrajectoryError
+from ..atomic import atomic_dir
+from ..config import DEFAULT_TOKENIZER
+from ..errors import ConfigError, DataError
 
 CORPORA = ("stdlib",)
 PARTS = ("train", "eval")
@@ -39,7 +39,6 @@ EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
 EVAL_MODULUS = 10
 TOKENIZER_TEXT_CHARS = 4_000_000
 EOS = "<|endoftext|>"
-DEFAULT_TOKENIZER = "embedded:4096"
 
 
 @functools.cache
@@ -53,9 +52,9 @@ def cache_dir() -> Path:
 
 def _check(name: str, part: str) -> None:
     if (name or "stdlib") not in CORPORA:
-        raise TrajectoryError(f"unknown embedded corpus {name!r}; known: {', '.join(CORPORA)}")
+        raise ConfigError(f"unknown embedded corpus {name!r}; known: {', '.join(CORPORA)}")
     if part not in PARTS:
-        raise TrajectoryError(f"embedded corpus part must be one of {PARTS}, got {part!r}")
+        raise ConfigError(f"embedded corpus part must be one of {PARTS}, got {part!r}")
 
 
 def part_of(text: str) -> str:
@@ -75,7 +74,7 @@ def document_paths(name: str = "stdlib") -> tuple[tuple[str, Path], ...]:
         if path.suffix in SUFFIXES and not EXCLUDED_DIRS.intersection(rel.parts) and path.is_file():
             found.append((rel.as_posix(), path))
     if not found:
-        raise TrajectoryError(f"embedded corpus {name!r}: no .py/.rst/.txt files under {root}")
+        raise DataError(f"embedded corpus {name!r}: no .py/.rst/.txt files under {root}")
     return tuple(sorted(found))
 
 
@@ -102,8 +101,7 @@ def parse_tokenizer_spec(spec: str) -> int:
     """The vocabulary size of ``embedded:VOCAB`` (``embedded`` alone: 4096)."""
     head, _, vocab = spec.partition(":")
     if head != "embedded" or (vocab and not vocab.isdigit()) or (vocab and int(vocab) < 300):
-        raise TrajectoryError(f"tokenizer {spec!r}: expected 'embedded:VOCAB' with VOCAB ≥ 300, "
-                              f"e.g. {DEFAULT_TOKENIZER!r}")
+        raise ConfigError(f"tokenizer {spec!r}: expected 'embedded:VOCAB' with VOCAB ≥ 300, e.g. {DEFAULT_TOKENIZER!r}")
     return int(vocab) if vocab else 4096
 
 
@@ -113,8 +111,12 @@ def _train_bpe(text: str, vocab: int):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOS], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=[EOS],
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     # Chunks of ~1 MB let the trainer count words in parallel.
     chunk = 1 << 20
     tok.train_from_iterator((text[i : i + chunk] for i in range(0, len(text), chunk)), trainer)
@@ -130,15 +132,9 @@ def embedded_tokenizer(spec: str = DEFAULT_TOKENIZER, corpus: str = "stdlib", ro
     text = _training_text(corpus, TOKENIZER_TEXT_CHARS)
     key = hashlib.sha256(f"{vocab}|{tokenizers.__version__}|".encode() + text.encode()).hexdigest()[:16]
     folder = (root or cache_dir()) / "tokenizers" / f"{corpus}-{vocab}-{key}"
-    if not (folder / "tokenizer.json").is_file():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
-        try:
-            PreTrainedTokenizerFast(tokenizer_object=_train_bpe(text, vocab), eos_token=EOS).save_pretrained(tmp)
-            if not folder.exists():  # another process may have finished the same tokenizer first
-                os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    if not (folder / "tokenizer.json").is_file():  # another process may finish the same tokenizer first: kept
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=_train_bpe(text, vocab), eos_token=EOS)
+        atomic_dir(folder, tokenizer.save_pretrained, replace=folder.exists())  # a damaged folder is replaced
     return PreTrainedTokenizerFast.from_pretrained(folder)
 
 

@@ -1,49 +1,38 @@
-"""Checkpoint sources: where a revision's weights come from, behind one interface.
+"""The Hugging Face Hub as a checkpoint source (:class:`HubSource`), with retries and eviction.
 
-A source ``pin``s each scheduled revision to a commit id once (``None``: the
-revision does not exist, a schedule gap), gives a folder with the tokenizer,
-``fetch``es one pinned revision into a folder that ``from_pretrained`` loads, and
-``release``s it when measured.
+The branches are listed once (``list_repo_refs``) and each revision is pinned to its commit SHA, written
+to the HF cache's ``refs/`` as ``hf_hub_download`` itself does, so that a later offline run
+(``HF_HUB_OFFLINE=1``) pins from the cache.  Only ``config.json`` and the weights are downloaded
+(safetensors when the revision has them, else ``pytorch_model.bin``, which transformers loads with
+``torch.load(weights_only=True)``), by commit SHA, so a moved branch can never mix files of two commits.
+``release`` evicts the revision's weight blobs from the cache (unless ``keep_weights``): a sweep holds at
+most (prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.
 
-- :class:`HubSource` — a Hugging Face Hub model repo through ``huggingface_hub``.
-  The branches are listed once (``list_repo_refs``) and each revision is pinned
-  to its commit SHA, written to the HF cache's ``refs/`` as ``hf_hub_download``
-  itself does, so that a later offline run (``HF_HUB_OFFLINE=1``) pins from the
-  cache.  Only ``config.json`` and the weights are downloaded (safetensors when
-  the revision has them, else ``pytorch_model.bin``, which transformers loads
-  with ``torch.load(weights_only=True)``), by commit SHA, so a moved branch can
-  never mix files of two commits.  ``release`` evicts the revision's weight
-  blobs from the cache (unless ``keep_weights``): a sweep holds at most
-  (prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.
-- :class:`LocalDirSource` — a folder with one checkpoint sub-directory per
-  revision (a user's own run); the "commit" is the sha256 of the files.
-
-Transient failures (HTTP 429/5xx, reset or truncated connections) are retried
-with exponential backoff on top of the client's own retries; a missing
-revision or file fails at once.
+Transient failures (HTTP 429/5xx, reset or truncated connections) are retried with exponential backoff on
+top of the client's own retries; a missing revision or file fails at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence, TypeVar
+from typing import TypeVar
 
-from .names import commit_id, inside, relative_name, repo_id
-from .errors import TrajectoryError
+from ..atomic import atomic_bytes
+from ..errors import HubUnreachableError, TrajectoryError, exception_chain
+from ..names import commit_id, inside, relative_name, repo_id
+from . import CONFIG, TOKENIZER_FILES, Fetched
 from .loading import HUB_UNREACHABLE
 
 T = TypeVar("T")
-CONFIG = "config.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
-                   "merges.txt", "tokenizer.model")
 #: Weight layouts in order of preference: (index file or None, single file).
-WEIGHT_LAYOUTS = (("model.safetensors.index.json", "model.safetensors"),
-                  ("pytorch_model.bin.index.json", "pytorch_model.bin"))
+WEIGHT_LAYOUTS = (
+    ("model.safetensors.index.json", "model.safetensors"),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+)
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -56,33 +45,6 @@ class RetryPolicy:
     max_wait: float = 30.0
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """A revision on local disk, ready for ``from_pretrained``."""
-
-    revision: str
-    commit: str
-    path: Path
-    seconds: float
-
-
-class CheckpointSource(Protocol):
-    arm: str
-    model: str
-
-    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
-    def tokenizer_path(self) -> str: ...
-    def config_dir(self, revision: str, commit: str) -> Path: ...
-    def fetch(self, revision: str, commit: str) -> Fetched: ...
-    def release(self, fetched: Fetched) -> None: ...
-
-
-def _chain(exc: BaseException | None):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def is_transient(exc: BaseException, connect: bool = True) -> bool:
     """A failure worth retrying: HTTP 408/429/5xx, a dropped or short connection, a size mismatch.
 
@@ -92,9 +54,14 @@ def is_transient(exc: BaseException, connect: bool = True) -> bool:
 
     if isinstance(exc, hf_errors.LocalEntryNotFoundError):
         return False
-    for e in _chain(exc):
-        if isinstance(e, hf_errors.RevisionNotFoundError | hf_errors.RepositoryNotFoundError
-                      | hf_errors.RemoteEntryNotFoundError | hf_errors.OfflineModeIsEnabled):
+    for e in exception_chain(exc):
+        if isinstance(
+            e,
+            hf_errors.RevisionNotFoundError
+            | hf_errors.RepositoryNotFoundError
+            | hf_errors.RemoteEntryNotFoundError
+            | hf_errors.OfflineModeIsEnabled,
+        ):
             return False
         response = getattr(e, "response", None)
         if isinstance(e, hf_errors.HfHubHTTPError) and response is not None:
@@ -174,8 +141,10 @@ class HubSource:
             origin = self.cache_dir if self.offline else self.endpoint
             self.refs = {n: commit_id(c, f"{origin} (ref {n!r} of {self.repo})") for n, c in refs.items()}
         if self.offline and not self.refs:
-            raise TrajectoryError(f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
-                                  "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE")
+            raise TrajectoryError(
+                f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
+                "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE"
+            )
         pins = {rev: self.refs.get(rev) for rev in revisions}
         if not self.offline:
             self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
@@ -191,8 +160,8 @@ class HubSource:
         except hf_errors.RepositoryNotFoundError:
             raise TrajectoryError(f"no model repo named {self.repo!r} on {self.endpoint}") from None
         except Exception as exc:
-            if any(type(e).__name__ in {"ConnectError", "ConnectTimeout", "ReadTimeout"} for e in _chain(exc)):
-                raise TrajectoryError(f"{self.endpoint}: {HUB_UNREACHABLE}") from None
+            if any(type(e).__name__ in {"ConnectError", "ConnectTimeout", "ReadTimeout"} for e in exception_chain(exc)):
+                raise HubUnreachableError(f"{self.endpoint}: {HUB_UNREACHABLE}") from None
             raise TrajectoryError(f"cannot list the revisions of {self.repo}: {str(exc).splitlines()[0]}") from None
         return {ref.name: ref.target_commit for ref in [*refs.branches, *refs.tags]}
 
@@ -208,10 +177,7 @@ class HubSource:
             path = inside(self.storage / "refs", rev, f"revision of {self.repo}")
             if path.is_file() and path.read_text() == commit:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(commit)
-            os.replace(tmp, path)
+            atomic_bytes(path, commit)
 
     def _tokenizer_ref(self) -> dict[str, str]:
         return {"main": self.refs["main"]} if "main" in self.refs else {}
@@ -221,9 +187,16 @@ class HubSource:
         from huggingface_hub import hf_hub_download
 
         def get() -> str:
-            return hf_hub_download(self.repo, filename, revision=commit, cache_dir=self.cache_dir,
-                                   endpoint=self.endpoint, local_files_only=bool(self.offline),
-                                   etag_timeout=self.timeout)
+            return hf_hub_download(
+                self.repo,
+                filename,
+                revision=commit,
+                cache_dir=self.cache_dir,
+                endpoint=self.endpoint,
+                local_files_only=bool(self.offline),
+                etag_timeout=self.timeout,
+            )
+
         try:
             return Path(with_retries(get, self.retry))
         except Exception as exc:
@@ -252,10 +225,13 @@ class HubSource:
                     relative_name(shard, f"{self.repo}@{revision} {index} entry")
                 return [index, *shards]
         if self.offline:
-            raise TrajectoryError(f"the weights of {self.repo}@{revision} are not in the local cache (evicted after "
-                                  "measuring?) and HF_HUB_OFFLINE=1; run with network, or sweep with --keep-weights")
-        raise TrajectoryError(f"{self.repo}@{revision} has no weights on the Hub "
-                              "(looked for model.safetensors and pytorch_model.bin)")
+            raise TrajectoryError(
+                f"the weights of {self.repo}@{revision} are not in the local cache (evicted after "
+                "measuring?) and HF_HUB_OFFLINE=1; run with network, or sweep with --keep-weights"
+            )
+        raise TrajectoryError(
+            f"{self.repo}@{revision} has no weights on the Hub (looked for model.safetensors and pytorch_model.bin)"
+        )
 
     def tokenizer_path(self) -> str:
         """A folder with the tokenizer files of ``main`` (or of the first pinned revision)."""
@@ -265,8 +241,9 @@ class HubSource:
         commit = self.refs[revision]
         names = [n for n in self._listing(commit, revision) if n in TOKENIZER_FILES]
         if not names:
-            raise TrajectoryError(f"{self.repo}@{revision} has no tokenizer files; name one with "
-                                  "[model] tokenizer in the manifest")
+            raise TrajectoryError(
+                f"{self.repo}@{revision} has no tokenizer files; name one with [model] tokenizer in the manifest"
+            )
         paths = [self._download(name, commit, revision) for name in names]
         return str(paths[0].parent)
 
@@ -279,8 +256,9 @@ class HubSource:
         start = time.perf_counter()
         names = self._listing(commit, revision)
         if not names:
-            raise TrajectoryError(f"{self.repo}@{revision} ({commit[:10]}) is not in the local cache and "
-                                  f"{HUB_UNREACHABLE}")
+            raise TrajectoryError(
+                f"{self.repo}@{revision} ({commit[:10]}) is not in the local cache and {HUB_UNREACHABLE}"
+            )
         path = self._download(CONFIG, commit, revision).parent
         for name in self._weight_files(names, commit, revision):
             self._download(name, commit, revision)
@@ -297,8 +275,11 @@ class HubSource:
     def weights_on_disk(self) -> int:
         """How many snapshots in the cache hold weights (what the disk bound counts)."""
         snaps = self.storage / "snapshots"
-        return sum(any(p.name.endswith(WEIGHT_SUFFIXES) and p.exists() for p in s.iterdir())
-                   for s in snaps.iterdir()) if snaps.is_dir() else 0
+        return (
+            sum(any(p.name.endswith(WEIGHT_SUFFIXES) and p.exists() for p in s.iterdir()) for s in snaps.iterdir())
+            if snaps.is_dir()
+            else 0
+        )
 
 
 def evict(storage: Path, link: Path) -> None:
@@ -321,50 +302,3 @@ def evict(storage: Path, link: Path) -> None:
         others = (p for p in (storage / "snapshots").rglob("*") if p.is_symlink() and p.resolve() == blob)
         if next(others, None) is None:
             blob.unlink(missing_ok=True)
-
-
-def content_hash(folder: Path) -> str:
-    """sha256 over a checkpoint folder's files (names and bytes), 40 hex digits, like a commit id."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode() + b"\0")
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:40]
-
-
-@dataclass
-class LocalDirSource:
-    """``root/<revision>/`` checkpoint folders; the tokenizer from ``root`` or the first revision."""
-
-    root: Path
-    arm: str = "local"
-
-    @property
-    def model(self) -> str:
-        return str(Path(self.root).resolve())
-
-    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
-        if not Path(self.root).is_dir():
-            raise TrajectoryError(f"checkpoint folder not found: {self.root}")
-        for rev in revisions:
-            relative_name(rev, f"revision of {self.root}")
-        return {rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None
-                for rev in revisions}
-
-    def tokenizer_path(self) -> str:
-        for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:
-            if any((folder / name).is_file() for name in TOKENIZER_FILES):
-                return str(folder)
-        raise TrajectoryError(f"no tokenizer files in {self.root} or its checkpoint folders; name one with "
-                              "[model] tokenizer in the manifest")
-
-    def config_dir(self, revision: str, commit: str) -> Path:
-        return Path(self.root) / revision
-
-    def fetch(self, revision: str, commit: str) -> Fetched:
-        return Fetched(revision, commit, Path(self.root) / revision, 0.0)
-
-    def release(self, fetched: Fetched) -> None:
-        pass

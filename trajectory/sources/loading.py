@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import names
-from .adapters import Adapter, adapter_for
-from .errors import TrajectoryError
+from .. import names
+from ..engine.adapters import Adapter, adapter_for
+from ..errors import HubUnreachableError, LoadError, RevisionNotFoundError, TrajectoryError, exception_chain
 
 HUB_UNREACHABLE = (
     "the Hugging Face Hub is unreachable; to run from a populated cache set HF_HUB_OFFLINE=1, "
@@ -32,31 +32,26 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _chain(exc: BaseException):
-    while exc is not None:
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
 def explain_load_error(exc: BaseException, name: str, revision: str | None) -> TrajectoryError:
     """Map a transformers / huggingface_hub failure to a one-line error."""
     from huggingface_hub import errors as hf_errors
 
     where = f"{name}@{revision}" if revision else name
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         if isinstance(e, hf_errors.RevisionNotFoundError):
-            return TrajectoryError(f"revision {revision!r} does not exist in {name}")
+            return RevisionNotFoundError(f"revision {revision!r} does not exist in {name}")
         if isinstance(e, hf_errors.RepositoryNotFoundError):
-            return TrajectoryError(f"no model repo or local directory named {name!r}")
+            return LoadError(f"no model repo or local directory named {name!r}")
         if isinstance(e, hf_errors.LocalEntryNotFoundError | hf_errors.OfflineModeIsEnabled):
-            return TrajectoryError(f"{where} is not in the local cache and {HUB_UNREACHABLE}")
+            return HubUnreachableError(f"{where} is not in the local cache and {HUB_UNREACHABLE}")
         if type(e).__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError"}:
-            return TrajectoryError(HUB_UNREACHABLE)
+            return HubUnreachableError(HUB_UNREACHABLE)
     if "is not a valid git identifier" in str(exc):
-        return TrajectoryError(f"revision {revision!r} does not exist in {name}")
+        return RevisionNotFoundError(f"revision {revision!r} does not exist in {name}")
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
     if Path(name).exists():
-        return TrajectoryError(f"cannot load a model from {name}: {str(exc).splitlines()[0]}")
-    return TrajectoryError(f"cannot load {where}: {str(exc).splitlines()[0]}")
+        return LoadError(f"cannot load a model from {name}: {first}")
+    return LoadError(f"cannot load {where}: {first}")
 
 
 def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
@@ -74,7 +69,9 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
     sub = (root / revision).resolve()
     if sub.parent != root.resolve() or not sub.is_dir():
         have = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
-        raise TrajectoryError(f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})")
+        raise RevisionNotFoundError(
+            f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})"
+        )
     return str(sub), None
 
 
@@ -89,8 +86,9 @@ def load_config(name: str, revision: str | None = None):
         raise explain_load_error(exc, name, revision) from None
 
 
-def load_model(name: str, revision: str | None = None, device: str = "cpu", with_head: bool = False,
-               dtype=torch.float32):
+def load_model(
+    name: str, revision: str | None = None, device: str = "cpu", with_head: bool = False, dtype=torch.float32
+):
     """(model, adapter): the trunk (or, with ``with_head``, the LM) in eval mode."""
     from transformers import AutoModel, AutoModelForCausalLM
 
@@ -102,7 +100,7 @@ def load_model(name: str, revision: str | None = None, device: str = "cpu", with
     except pickle.UnpicklingError as exc:
         where = f"{name}@{revision}" if revision else name
         lines = [ln for ln in str(exc).splitlines() if "GLOBAL" in ln] or ["unsupported content"]
-        raise TrajectoryError(
+        raise LoadError(
             f"refused to load {where}: its .bin pickle needs more than tensors under "
             f"weights_only=True ({lines[0].strip()[:140]}); use a trusted checkpoint or safetensors"
         ) from None
@@ -115,7 +113,7 @@ def load_tokenizer(name: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
     if name.split(":", 1)[0] == "embedded":  # a BPE trained locally on the embedded corpus
-        from .corpus import embedded_tokenizer
+        from ..data.corpus import embedded_tokenizer
 
         return embedded_tokenizer(name)
     path, rev = resolve(name, revision)

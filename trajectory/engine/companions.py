@@ -62,13 +62,16 @@ def reduced_rank_r2(train: MomentAccumulator, test: MomentAccumulator, rcond: fl
     a = test.my - train.my
     c = b.T @ (test.mx - train.mx)
     av, cv = a @ v, c @ v
-    sse = (test.syy.sum() - 2 * np.cumsum(cross) + np.cumsum(quad)
-           + test.n * (a @ a - 2 * np.cumsum(av * cv) + np.cumsum(cv * cv)))
+    sse = (
+        test.syy.sum()
+        - 2 * np.cumsum(cross)
+        + np.cumsum(quad)
+        + test.n * (a @ a - 2 * np.cumsum(av * cv) + np.cumsum(cv * cv))
+    )
     return 1.0 - np.maximum(sse, 0.0) / test.syy.sum()
 
 
-def effective_rank(train: MomentAccumulator, test: MomentAccumulator, frac: float = 0.9,
-                   rcond: float = 1e-6) -> int:
+def effective_rank(train: MomentAccumulator, test: MomentAccumulator, frac: float = 0.9, rcond: float = 1e-6) -> int:
     """Smallest r with held-out R²(r) ≥ frac · R²(full); 0 when the full map explains nothing."""
     curve = reduced_rank_r2(train, test, rcond)
     full = curve[-1]
@@ -80,8 +83,9 @@ def effective_rank(train: MomentAccumulator, test: MomentAccumulator, frac: floa
 def minus_input(acc: MomentAccumulator) -> MomentAccumulator:
     """Moments of (x, y - x) from those of (x, y); needs d_in == d_out."""
     sxx, sxy = acc.sxx, acc.sxy
-    return MomentAccumulator.from_moments(acc.n, acc.mx, acc.my - acc.mx, sxx, sxy - sxx,
-                                          acc.syy - 2 * np.diag(sxy) + np.diag(sxx))
+    return MomentAccumulator.from_moments(
+        acc.n, acc.mx, acc.my - acc.mx, sxx, sxy - sxx, acc.syy - 2 * np.diag(sxy) + np.diag(sxx)
+    )
 
 
 def linearity_scores(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> dict:
@@ -99,10 +103,12 @@ def kfold_interval(folds: list[MomentAccumulator], rcond: float = 1e-6) -> dict:
     k = len(folds)
     if k < 2:
         raise ValueError("k-fold needs at least 2 folds")
-    scores = np.array([
-        r2_scores(fit_affine(merged(*(folds[:f] + folds[f + 1:])), rcond), folds[f])["r2_lin"]
-        for f in range(k)
-    ])
+    scores = np.array(
+        [r2_scores(fit_affine(merged(*(folds[:f] + folds[f + 1 :])), rcond), folds[f])["r2_lin"] for f in range(k)]
+    )
     half = _T95.get(k - 1, 1.96) * scores.std(ddof=1) / np.sqrt(k)
-    return {"r2_lin_cv": float(scores.mean()), "r2_lin_ci_low": float(scores.mean() - half),
-            "r2_lin_ci_high": float(scores.mean() + half)}
+    return {
+        "r2_lin_cv": float(scores.mean()),
+        "r2_lin_ci_low": float(scores.mean() - half),
+        "r2_lin_ci_high": float(scores.mean() + half),
+    }

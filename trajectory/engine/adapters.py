@@ -20,12 +20,12 @@ twin (``None``: the Hugging Face default is the family's own).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch.nn as nn
 
-from .errors import TrajectoryError
+from ..errors import TrajectoryError
 from .initialisation import init_gpt_neox
 
 

@@ -53,8 +53,9 @@ def lm_loss(model, ids: np.ndarray, batch_size: int, device: str = "cpu") -> flo
     return total / count
 
 
-def swap_losses(model, adapter: Adapter, fits: list[AffineFit | None], heldout_ids: np.ndarray, batch_size: int,
-                device: str = "cpu") -> list[dict]:
+def swap_losses(
+    model, adapter: Adapter, fits: list[AffineFit | None], heldout_ids: np.ndarray, batch_size: int, device: str = "cpu"
+) -> list[dict]:
     """Per block: the held-out loss with that block's FFN swapped for its affine fit, and the increase."""
     base = lm_loss(model, heldout_ids, batch_size, device)
     out = []
@@ -64,6 +65,7 @@ def swap_losses(model, adapter: Adapter, fits: list[AffineFit | None], heldout_i
             continue
         with swapped(adapter, block, fit):
             loss = lm_loss(model, heldout_ids, batch_size, device)
-        out.append({"block": i, "swap_loss": loss, "swap_dloss": loss - base,
-                    "swap_dppl": math.exp(loss) - math.exp(base)})
+        out.append(
+            {"block": i, "swap_loss": loss, "swap_dloss": loss - base, "swap_dppl": math.exp(loss) - math.exp(base)}
+        )
     return out

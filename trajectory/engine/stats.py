@@ -49,10 +49,10 @@ per-dimension ``1 - SSE_j / SST_j``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
-
 
 #: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
 ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (measured fastest of 96–384)
@@ -60,8 +60,11 @@ ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (
 #: An accelerator's batch goes in whole (each product's result crosses to host memory once per batch).
 ROW_CHUNK = 1024
 #: ``precision`` → (dtype of the Gram product XᵀX, dtype of the cross product XᵀY); both summed in float64.
-PRECISIONS = {"float64": (torch.float64, torch.float64), "mixed": (torch.float64, torch.float32),
-              "float32": (torch.float32, torch.float32)}
+PRECISIONS = {
+    "float64": (torch.float64, torch.float64),
+    "mixed": (torch.float64, torch.float32),
+    "float32": (torch.float32, torch.float32),
+}
 
 
 class MomentAccumulator:
@@ -154,7 +157,7 @@ class MomentAccumulator:
         """Σ (y-my)² per output dim  (d_out,)."""
         return self._syy - self.n * (self._sy / max(self.n, 1)) ** 2
 
-    def merge(self, other: "MomentAccumulator") -> "MomentAccumulator":
+    def merge(self, other: MomentAccumulator) -> MomentAccumulator:
         """Fold ``other`` into ``self`` (Chan's pairwise update on centred moments) and return ``self``."""
         if (other.d_in, other.d_out) != (self.d_in, self.d_out):
             raise ValueError("cannot merge accumulators of different shapes")
@@ -168,14 +171,18 @@ class MomentAccumulator:
         dx, dy = other.mx - self.mx, other.my - self.my
         w = na * nb / n
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is flagged at finalize
-            self._load(n, self.mx + dx * (nb / n), self.my + dy * (nb / n),
-                       self.sxx + other.sxx + w * np.outer(dx, dx),
-                       self.sxy + other.sxy + w * np.outer(dx, dy),
-                       self.syy + other.syy + w * dy * dy)
+            self._load(
+                n,
+                self.mx + dx * (nb / n),
+                self.my + dy * (nb / n),
+                self.sxx + other.sxx + w * np.outer(dx, dx),
+                self.sxy + other.sxy + w * np.outer(dx, dy),
+                self.syy + other.syy + w * dy * dy,
+            )
         return self
 
     @classmethod
-    def from_moments(cls, n: int, mx, my, sxx, sxy, syy) -> "MomentAccumulator":
+    def from_moments(cls, n: int, mx, my, sxx, sxy, syy) -> MomentAccumulator:
         """An accumulator holding the given centred moments (see the module docstring)."""
         acc = cls(len(mx), len(my))
         if n:
@@ -285,6 +292,26 @@ def scores_from_sums(sse: np.ndarray, sst: np.ndarray, my: np.ndarray, n: int) -
     }
 
 
+class BlockResult(Protocol):
+    """One block's statistics, complete: what :func:`trajectory.engine.measure.measure_blocks` finalizes
+    (:class:`BlockStats`, from moments, or :class:`trajectory.engine.heldout.FitThenScore`, one pass)."""
+
+    @property
+    def n_train(self) -> int: ...
+
+    @property
+    def n_test(self) -> int: ...
+
+    def finite(self) -> bool:
+        """Whether every statistic the fit and the score need is finite."""
+
+    def affine_fit(self, rcond: float = 1e-6) -> AffineFit | None:
+        """The affine map fitted on the train rows."""
+
+    def finalize(self, rcond: float = 1e-6) -> dict[str, float]:
+        """The flat per-block result: the R² scores, n_train, n_test, cond, rank."""
+
+
 class GroupMoments:
     """One :class:`MomentAccumulator` per group of rows (train, held-out, k-fold folds), one precision."""
 
@@ -304,10 +331,10 @@ class BlockStats:
     test: MomentAccumulator
 
     @classmethod
-    def empty(cls, d_in: int, d_out: int) -> "BlockStats":
+    def empty(cls, d_in: int, d_out: int) -> BlockStats:
         return cls(MomentAccumulator(d_in, d_out), MomentAccumulator(d_in, d_out))
 
-    def merge(self, other: "BlockStats") -> "BlockStats":
+    def merge(self, other: BlockStats) -> BlockStats:
         self.train.merge(other.train)
         self.test.merge(other.test)
         return self

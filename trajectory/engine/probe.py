@@ -17,8 +17,9 @@ Two kinds of site can be hooked in the same pass:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -29,9 +30,12 @@ from .stats import BlockStats, GroupMoments
 
 
 class Sink(Protocol):
-    """Where one block's rows of one site go: ``update(group, x (n, d_in), y (n, d_out))``."""
+    """Where one block's rows of one site go, group by group: every row of group g arrives before any row of
+    a later group (:meth:`FFNProbe.run` sorts the windows).  Implemented by
+    :class:`~trajectory.engine.stats.GroupMoments` and :class:`~trajectory.engine.heldout.FitThenScore`."""
 
-    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None: ...
+    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of ``group``."""
 
 
 def moments(n_groups: int = 2, precision: str = "float64") -> Callable[[int, int], GroupMoments]:
@@ -46,8 +50,9 @@ class FFNProbe:
     the default is float64 train/held-out moments at the FFN site.
     """
 
-    def __init__(self, model: nn.Module, adapter: Adapter,
-                 sinks: dict[str, Callable[[int, int], Sink]] | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, adapter: Adapter, sinks: dict[str, Callable[[int, int], Sink]] | None = None
+    ) -> None:
         self.model, self.adapter = model, adapter
         self.blocks = adapter.blocks(model)
         d = model.config.hidden_size
@@ -99,8 +104,7 @@ class FFNProbe:
             self._x.clear()
 
     @torch.no_grad()
-    def run(self, ids: np.ndarray, groups: np.ndarray, batch_size: int, device: str = "cpu",
-            progress=None) -> None:
+    def run(self, ids: np.ndarray, groups: np.ndarray, batch_size: int, device: str = "cpu", progress=None) -> None:
         """Forward ``ids`` (n_seq, seq_len) in batches of ``batch_size`` windows.
 
         ``groups`` (n_seq,) is a bool (held-out) or integer group label per window.

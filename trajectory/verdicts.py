@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import polars as pl
 
-TRAINED_ARMS = ("hub", "local", "twin")
-BAND_ARM = "random-init"
+from .config import TRAINED_ARMS as _TRAINED
+from .config import Arm
+
+TRAINED_ARMS = tuple(str(a) for a in _TRAINED)
+BAND_ARM = str(Arm.RANDOM_INIT)
 BAND_WIDTH = 2.0
 
 
@@ -49,28 +52,38 @@ def one_evaluation(frame: pl.DataFrame, data_hash: str | None = None) -> tuple[p
     config (an edited manifest); their numbers are not comparable.  Without
     ``data_hash`` the evaluation with the most rows is kept.
     """
-    combos = (frame.group_by("data_hash", "metric_config").agg(pl.len().alias("rows"))
-              .sort(["rows", "data_hash", "metric_config"], descending=[True, False, False], nulls_last=True))
+    combos = (
+        frame.group_by("data_hash", "metric_config")
+        .agg(pl.len().alias("rows"))
+        .sort(["rows", "data_hash", "metric_config"], descending=[True, False, False], nulls_last=True)
+    )
     if data_hash is not None:
         combos = combos.sort(pl.col("data_hash") != data_hash)
     if combos.is_empty():
         return frame, combos
     keep = combos.row(0, named=True)
-    mask = ((pl.col("data_hash").eq_missing(keep["data_hash"]))
-            & (pl.col("metric_config").eq_missing(keep["metric_config"])))
+    mask = (pl.col("data_hash").eq_missing(keep["data_hash"])) & (
+        pl.col("metric_config").eq_missing(keep["metric_config"])
+    )
     return frame.filter(mask), combos.slice(1)
 
 
 def random_init_band(frame: pl.DataFrame, metric: str = "r2_lin", width: float = BAND_WIDTH) -> pl.DataFrame:
     """Per block: ``n_seeds, init_mean, init_sd, band_low, band_high`` over the random-init seeds."""
     rows = usable(frame.filter(pl.col("arm") == BAND_ARM), metric)
-    return (rows.group_by("block")
-            .agg(pl.col("seed").n_unique().alias("n_seeds"),
-                 pl.col(metric).cast(pl.Float64).mean().alias("init_mean"),
-                 pl.col(metric).cast(pl.Float64).std(ddof=1).alias("init_sd"))
-            .with_columns(band_low=pl.col("init_mean") - width * pl.col("init_sd"),
-                          band_high=pl.col("init_mean") + width * pl.col("init_sd"))
-            .sort("block"))
+    return (
+        rows.group_by("block")
+        .agg(
+            pl.col("seed").n_unique().alias("n_seeds"),
+            pl.col(metric).cast(pl.Float64).mean().alias("init_mean"),
+            pl.col(metric).cast(pl.Float64).std(ddof=1).alias("init_sd"),
+        )
+        .with_columns(
+            band_low=pl.col("init_mean") - width * pl.col("init_sd"),
+            band_high=pl.col("init_mean") + width * pl.col("init_sd"),
+        )
+        .sort("block")
+    )
 
 
 def trained_arms(frame: pl.DataFrame, metric: str = "r2_lin") -> list[str]:
@@ -82,10 +95,16 @@ def trained_arms(frame: pl.DataFrame, metric: str = "r2_lin") -> list[str]:
 def trajectory(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> pl.DataFrame:
     """One arm's measured ``value`` per (block, step), with ``pythia_step`` and ``tokens_seen``; mean over seeds."""
     rows = usable(frame.filter(pl.col("arm") == arm), metric)
-    return (rows.group_by("block", "step")
-            .agg(pl.col(metric).cast(pl.Float64).mean().alias("value"),
-                 pl.col("pythia_step").first(), pl.col("tokens_seen").first(), pl.len().alias("n_rows"))
-            .sort("block", "step"))
+    return (
+        rows.group_by("block", "step")
+        .agg(
+            pl.col(metric).cast(pl.Float64).mean().alias("value"),
+            pl.col("pythia_step").first(),
+            pl.col("tokens_seen").first(),
+            pl.len().alias("n_rows"),
+        )
+        .sort("block", "step")
+    )
 
 
 def emergence(traj: pl.DataFrame, band: pl.DataFrame) -> pl.DataFrame:
@@ -99,9 +118,13 @@ def emergence(traj: pl.DataFrame, band: pl.DataFrame) -> pl.DataFrame:
             if not outside[i]:
                 break
             first = i
-        out.append({"block": block,
-                    "emergence_step": None if first is None else g["step"][first],
-                    "emergence_pythia_step": None if first is None else g["pythia_step"][first]})
+        out.append(
+            {
+                "block": block,
+                "emergence_step": None if first is None else g["step"][first],
+                "emergence_pythia_step": None if first is None else g["pythia_step"][first],
+            }
+        )
     schema = {"block": pl.Int64, "emergence_step": pl.Int64, "emergence_pythia_step": pl.Int64}
     return pl.DataFrame(out, schema=schema)
 
@@ -110,11 +133,15 @@ def block_table(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> pl.Dat
     """Per block: the band, ``final_step``, ``final`` value, ``z`` and the emergence step of ``arm``."""
     band = random_init_band(frame, metric)
     traj = trajectory(frame, arm, metric)
-    final = (traj.group_by("block").agg(pl.col("step").max().alias("final_step"),
-                                        pl.col("value").sort_by("step").last().alias("final")))
+    final = traj.group_by("block").agg(
+        pl.col("step").max().alias("final_step"), pl.col("value").sort_by("step").last().alias("final")
+    )
     blocks = pl.concat([band.select("block"), final.select("block")]).unique().sort("block")
-    table = (blocks.join(band, on="block", how="left").join(final, on="block", how="left")
-             .join(emergence(traj, band), on="block", how="left"))
+    table = (
+        blocks.join(band, on="block", how="left")
+        .join(final, on="block", how="left")
+        .join(emergence(traj, band), on="block", how="left")
+    )
     return table.with_columns(z=(pl.col("final") - pl.col("init_mean")) / pl.col("init_sd")).sort("block")
 
 
@@ -123,8 +150,11 @@ def spread_by_step(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> pl.
     init = usable(frame.filter(pl.col("arm") == BAND_ARM), metric)
     per_seed = init.group_by("seed").agg(pl.col(metric).cast(pl.Float64).std(ddof=1).alias("s"))
     init_spread, init_spread_sd = per_seed["s"].mean(), per_seed["s"].std(ddof=1)
-    return (trajectory(frame, arm, metric).group_by("step")
-            .agg(pl.len().alias("n_blocks"), pl.col("value").std(ddof=1).alias("spread"))
-            .with_columns(init_spread=pl.lit(init_spread, pl.Float64), init_spread_sd=pl.lit(init_spread_sd, pl.Float64))
-            .with_columns(ratio=pl.col("spread") / pl.col("init_spread"))
-            .sort("step"))
+    return (
+        trajectory(frame, arm, metric)
+        .group_by("step")
+        .agg(pl.len().alias("n_blocks"), pl.col("value").std(ddof=1).alias("spread"))
+        .with_columns(init_spread=pl.lit(init_spread, pl.Float64), init_spread_sd=pl.lit(init_spread_sd, pl.Float64))
+        .with_columns(ratio=pl.col("spread") / pl.col("init_spread"))
+        .sort("step")
+    )

@@ -32,8 +32,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .stats import (PRECISIONS, AffineFit, MomentAccumulator, column_sums, column_sums_of_squares, fit_affine,
-                    row_chunks, scores_from_sums, shifted)
+from .stats import (
+    PRECISIONS,
+    AffineFit,
+    MomentAccumulator,
+    column_sums,
+    column_sums_of_squares,
+    fit_affine,
+    row_chunks,
+    scores_from_sums,
+    shifted,
+)
 
 
 class HeldoutResiduals:
@@ -122,4 +131,3 @@ class FitThenScore:
         out = self.heldout.scores()
         out.update(n_train=self.n_train, n_test=self.heldout.n, cond=self.fit.cond, rank=self.fit.rank)
         return out
-

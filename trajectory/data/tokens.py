@@ -10,32 +10,14 @@ text, tokenizer or window length can never reuse a cached number.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from .errors import TrajectoryError
-
-
-@dataclass(frozen=True)
-class TextSource:
-    """Where evaluation text comes from: exactly one of the three kinds.
-
-    ``kind`` is ``"text"`` (a UTF-8 file, one document per blank-line-separated
-    paragraph block), ``"parquet"`` (a local parquet file's ``column``) or
-    ``"dataset"`` (``REPO:PATH``, a parquet file of a Hub dataset repo) or
-    ``"embedded"`` (``path`` names a corpus shipped with every machine; see
-    :mod:`trajectory.corpus`; its evaluation part is disjoint from its training part).
-    """
-
-    kind: str
-    path: str
-    column: str = "text"
-
-    def describe(self) -> str:
-        return f"{self.kind}:{self.path}" + (f"[{self.column}]" if self.kind != "text" else "")
+from ..config import DataSpec
+from ..errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -56,11 +38,11 @@ def _dataset_file(spec: str) -> Path:
 
     repo, sep, path = spec.partition(":")
     if not sep or not repo or not path:
-        raise TrajectoryError(f"--dataset must be REPO:PATH (a parquet file in a Hub dataset), got {spec!r}")
+        raise ConfigError(f"--dataset must be REPO:PATH (a parquet file in a Hub dataset), got {spec!r}")
     return Path(hf_hub_download(repo, path, repo_type="dataset"))
 
 
-def iter_documents(source: TextSource) -> Iterator[str]:
+def iter_documents(source: DataSpec) -> Iterator[str]:
     """Yield the source's documents in a fixed order."""
     if source.kind == "embedded":
         from .corpus import embedded_documents
@@ -69,17 +51,16 @@ def iter_documents(source: TextSource) -> Iterator[str]:
         return
     path = _dataset_file(source.path) if source.kind == "dataset" else Path(source.path)
     if not path.is_file():
-        raise TrajectoryError(f"evaluation text file not found: {path}")
+        raise DataError(f"evaluation text file not found: {path}")
     if source.kind == "text":
-        text = path.read_text(encoding="utf-8", errors="replace")
-        yield from (doc for doc in text.split("\n\n") if doc.strip())
+        yield from split_documents(path.read_text(encoding="utf-8", errors="replace"))
         return
     import polars as pl
 
     try:
         frame = pl.read_parquet(path, columns=[source.column])
     except Exception as exc:  # polars raises several types for a bad file or column
-        raise TrajectoryError(f"cannot read column {source.column!r} of {path}: {exc}".splitlines()[0]) from None
+        raise DataError(f"cannot read column {source.column!r} of {path}: {exc}".splitlines()[0]) from None
     yield from (doc for doc in frame.get_column(source.column).drop_nulls() if doc.strip())
 
 
@@ -90,29 +71,47 @@ def window_hash(ids: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
-def tokenize_windows(source: TextSource, tokenizer, n_tokens: int, seq_len: int) -> EvalTokens:
-    """The first ``n_tokens // seq_len`` windows of the tokenized source."""
+def split_documents(text: str) -> list[str]:
+    """A text's documents: blocks separated by blank lines, empty ones dropped."""
+    return [doc for doc in text.split("\n\n") if doc.strip()]
+
+
+def windows(documents, tokenizer, n_tokens: int, seq_len: int, describe: str = "text") -> EvalTokens:
+    """The first ``n_tokens // seq_len`` windows of ``seq_len`` tokens of the documents, joined by EOS."""
     if seq_len < 2 or n_tokens < seq_len:
-        raise TrajectoryError(f"need tokens ≥ seq-len ≥ 2, got tokens={n_tokens}, seq-len={seq_len}")
+        raise ConfigError(f"need tokens ≥ seq-len ≥ 2, got tokens={n_tokens}, seq-len={seq_len}")
     n_seq = n_tokens // seq_len
     need = n_seq * seq_len
     eos = tokenizer.eos_token_id
     stream: list[int] = []
-    for doc in iter_documents(source):
+    for doc in documents:
         stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
         if eos is not None:
             stream.append(eos)
         if len(stream) >= need:
             break
     if len(stream) < need:
-        raise TrajectoryError(
-            f"evaluation text {source.describe()} has {len(stream)} tokens, fewer than the "
+        raise DataError(
+            f"evaluation text {describe} has {len(stream)} tokens, fewer than the "
             f"{need} asked for; lower --tokens or give more text"
         )
-    ids = np.asarray(stream[:need], dtype=np.int64).reshape(n_seq, seq_len)
-    return EvalTokens(ids=ids, data_hash=window_hash(ids), source=source.describe())
+    return from_ids(np.asarray(stream[:need], dtype=np.int64), seq_len, describe)
 
 
-def eval_tokens(spec, tokenizer) -> EvalTokens:
-    """The evaluation windows a manifest's ``[data]`` (a :class:`~trajectory.manifest.DataSpec`) asks for."""
-    return tokenize_windows(TextSource(spec.kind, spec.path, spec.column), tokenizer, spec.tokens, spec.seq_len)
+def from_ids(ids, seq_len: int, describe: str = "token ids") -> EvalTokens:
+    """Windows from token ids: a (n_seq, seq_len) array as it is, or a 1-D stream cut into whole windows."""
+    ids = np.asarray(ids)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"token ids must be integers, got dtype {ids.dtype}")
+    if ids.ndim == 1:
+        n_seq = ids.shape[0] // seq_len
+        ids = ids[: n_seq * seq_len].reshape(n_seq, seq_len)
+    if ids.ndim != 2 or ids.shape[0] < 1 or ids.shape[1] < 2:
+        raise DataError(f"token ids must form at least one window of ≥ 2 tokens, got shape {ids.shape}")
+    ids = ids.astype(np.int64)
+    return EvalTokens(ids=ids, data_hash=window_hash(ids), source=describe)
+
+
+def eval_tokens(source: DataSpec, tokenizer) -> EvalTokens:
+    """The windows a :class:`~trajectory.config.DataSpec` asks for, tokenized with ``tokenizer``."""
+    return windows(iter_documents(source), tokenizer, source.tokens, source.seq_len, source.describe())

@@ -8,78 +8,29 @@ fitted on train rows only and scored on held-out rows only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
 
 import numpy as np
+import torch
 
+from ..config import MetricConfig
+from ..data.tokens import EvalTokens
+from ..errors import ConfigError, DataError
 from .adapters import adapter_for
 from .companions import effective_rank, kfold_interval, linearity_scores, merged
-from .errors import TrajectoryError
 from .heldout import FitThenScore
 from .probe import FFNProbe, moments
-from .stats import PRECISIONS, BlockStats
-from .tokens import EvalTokens
+from .stats import BlockResult, BlockStats
 
-#: Bumped whenever a change to the maths could change a stored number.
-#: 2: mixed-precision products by default, held-out rows scored by their residuals (:mod:`trajectory.heldout`).
-METRIC_VERSION = 2
-#: Companion metrics a config may ask for (see :mod:`trajectory.companions` and :mod:`trajectory.swap`).
-COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
 #: Companions that need the FFN's held-out moments, not just its held-out residuals.
 NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci")
-
-
-@dataclass(frozen=True)
-class MetricConfig:
-    """How R²_lin is computed.  ``batch_tokens`` does not change results, so it is not hashed.
-
-    ``compute_dtype`` is the precision of the products (:data:`trajectory.stats.PRECISIONS`):
-    ``mixed`` (Gram float64, cross products float32), ``float64`` or ``float32``.
-    """
-
-    heldout_frac: float = 0.2
-    seed: int = 0
-    split: str = "random"
-    rcond: float = 1e-6
-    compute_dtype: str = "mixed"
-    batch_tokens: int = 8192
-    companions: tuple[str, ...] = ()
-    folds: int = 5
-
-    def __post_init__(self) -> None:
-        raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
-        names = tuple(str(c).strip() for c in raw if str(c).strip())
-        object.__setattr__(self, "companions", COMPANIONS if "all" in names else names)
-        unknown = [c for c in self.companions if c not in COMPANIONS]
-        if unknown:
-            raise TrajectoryError(f"unknown companion metric {unknown[0]!r}; choose from {', '.join(COMPANIONS)} or all")
-        if "ci" in self.companions and self.folds < 2:
-            raise TrajectoryError(f"folds must be ≥ 2 for a k-fold interval, got {self.folds}")
-        if not 0.0 < self.heldout_frac < 1.0:
-            raise TrajectoryError(f"heldout-frac must lie in (0, 1), got {self.heldout_frac}")
-        if self.split not in ("random", "tail"):
-            raise TrajectoryError(f"split must be 'random' or 'tail', got {self.split!r}")
-        if self.compute_dtype not in PRECISIONS:
-            raise TrajectoryError(f"compute_dtype must be one of {', '.join(PRECISIONS)}, got {self.compute_dtype!r}")
-
-    def digest(self) -> str:
-        fields = asdict(self)
-        fields.pop("batch_tokens")
-        if not self.companions:  # digests of plain R²_lin configs stay what they were before companions
-            fields.pop("companions")
-        if "ci" not in self.companions:
-            fields.pop("folds")
-        fields["metric_version"] = METRIC_VERSION
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def split_by_sequence(n_seq: int, cfg: MetricConfig) -> np.ndarray:
     """Boolean (n_seq,): True for held-out windows; at least one window on each side."""
     if n_seq < 2:
-        raise TrajectoryError(f"need at least 2 windows to split train from held-out, got {n_seq}")
+        raise DataError(f"need at least 2 windows to split train from held-out, got {n_seq}")
     n_test = min(max(1, round(n_seq * cfg.heldout_frac)), n_seq - 1)
     is_test = np.zeros(n_seq, dtype=bool)
     if cfg.split == "tail":
@@ -99,18 +50,26 @@ def check_budget(tokens: EvalTokens, is_test: np.ndarray, d_model: int) -> None:
     need = required_train_tokens(d_model)
     if n_train < need:
         total = math.ceil(need / (1.0 - is_test.mean()))
-        raise TrajectoryError(
+        raise DataError(
             f"{n_train} train tokens, but the affine fit needs at least {need} (d_model+2); "
             f"raise --tokens to about {total} or more"
         )
 
 
-def _finalize(block: int, stats: BlockStats | FitThenScore, rcond: float) -> dict:
+def _finalize(block: int, stats: BlockResult, rcond: float) -> dict:
     if not stats.finite():
         nan = float("nan")
-        return {"block": block, "r2_lin": nan, "r2_lin_global": nan, "r2_median_dim": nan,
-                "n_train": stats.n_train, "n_test": stats.n_test, "cond": nan, "rank": 0,
-                "status": "nonfinite activations"}
+        return {
+            "block": block,
+            "r2_lin": nan,
+            "r2_lin_global": nan,
+            "r2_median_dim": nan,
+            "n_train": stats.n_train,
+            "n_test": stats.n_test,
+            "cond": nan,
+            "rank": 0,
+            "status": "nonfinite activations",
+        }
     return {"block": block, **stats.finalize(rcond), "status": "ok"}
 
 
@@ -128,14 +87,14 @@ def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
         return is_test.astype(np.int64)
     n_seq = len(is_test)
     if n_seq < 2 * cfg.folds:
-        raise TrajectoryError(f"a {cfg.folds}-fold interval needs at least {2 * cfg.folds} windows, got {n_seq}")
+        raise DataError(f"a {cfg.folds}-fold interval needs at least {2 * cfg.folds} windows, got {n_seq}")
     child = np.random.SeedSequence(cfg.seed).spawn(1)[0]
     fold = np.empty(n_seq, dtype=np.int64)
     fold[np.random.default_rng(child).permutation(n_seq)] = np.arange(n_seq) % cfg.folds
     return 2 * fold + is_test.astype(np.int64)
 
 
-def _companion_values(i: int, probe: FFNProbe, stats: BlockStats | FitThenScore, cfg: MetricConfig) -> dict:
+def _companion_values(i: int, probe: FFNProbe, stats: BlockResult, cfg: MetricConfig) -> dict:
     out = {}
     if "effective_rank" in cfg.companions:
         out["effective_rank"] = effective_rank(stats.train, stats.test, rcond=cfg.rcond)
@@ -148,14 +107,22 @@ def _companion_values(i: int, probe: FFNProbe, stats: BlockStats | FitThenScore,
     return out
 
 
-def _swap(model, adapter, stats: list[BlockStats | FitThenScore], rows: list[dict], heldout: np.ndarray, batch: int,
-          device: str, rcond: float) -> None:
+def _swap(
+    model,
+    adapter,
+    stats: list[BlockResult],
+    rows: list[dict],
+    heldout: np.ndarray,
+    batch: int,
+    device: str,
+    rcond: float,
+) -> None:
     from .swap import swap_losses
 
     if not adapter.causal:
         return  # an encoder has no next-token loss to compare
     if model.get_output_embeddings() is None:
-        raise TrajectoryError("the 'swap' metric needs the LM head: load the model with its head (with_head=True)")
+        raise ConfigError("the 'swap' metric needs the LM head: load the model with its head (with_head=True)")
     ok = [r["status"] == "ok" for r in rows]
     fits = [s.affine_fit(rcond) if good else None for s, good in zip(stats, ok)]
     for row in swap_losses(model, adapter, fits, heldout, batch, device):
@@ -177,14 +144,37 @@ def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
 
 def _train_and_heldout(groups: list) -> BlockStats:
     """Groups ``2·fold + held_out`` (or just 0/1) folded into one train and one held-out accumulator."""
-    return BlockStats(groups[0], groups[1]) if len(groups) == 2 else BlockStats(merged(*groups[0::2]),
-                                                                                merged(*groups[1::2]))
+    return (
+        BlockStats(groups[0], groups[1])
+        if len(groups) == 2
+        else BlockStats(merged(*groups[0::2]), merged(*groups[1::2]))
+    )
 
 
-def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu",
-                   progress=None) -> list[dict]:
+@contextmanager
+def evaluating(model: torch.nn.Module):
+    """Every module in eval mode (no dropout) inside; each module's own ``training`` flag restored after."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu", progress=None) -> list[dict]:
     """One flat dict per block: r2_lin, r2_lin_global, r2_median_dim, n_train, n_test, cond, rank, status,
-    plus the companion metrics ``cfg.companions`` asks for."""
+    plus the companion metrics ``cfg.companions`` asks for.
+
+    The model is measured in eval mode; every module's ``training`` flag is restored afterwards, so a
+    caller in the middle of training keeps its dropout.
+    """
+    with evaluating(model):
+        return _measure(model, tokens, cfg, device, progress)
+
+
+def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress) -> list[dict]:
     adapter = adapter_for(model.config.model_type)
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)

@@ -22,14 +22,13 @@ uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import TrajectoryError
+from ..atomic import atomic_write
+from ..errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ def _documents(source: str):
         return embedded_documents(arg or "stdlib", "train")
     path = Path(arg)
     if not path.is_file():
-        raise TrajectoryError(f"twin training text not found: {path}")
+        raise DataError(f"twin training text not found: {path}")
     return (doc for doc in path.read_text(encoding="utf-8", errors="replace").split("\n\n") if doc.strip())
 
 
@@ -96,18 +95,16 @@ def _cached_stream(source: str, tokenizer, n_tokens: int, cache: Path) -> np.nda
     else:
         from .corpus import document_paths
 
-        fingerprint += "|" + "|".join(f"{rel}:{p.stat().st_size}" for rel, p in document_paths(
-            source.partition(":")[2] or "stdlib"))
+        fingerprint += "|" + "|".join(
+            f"{rel}:{p.stat().st_size}" for rel, p in document_paths(source.partition(":")[2] or "stdlib")
+        )
     key = hashlib.sha256(f"{fingerprint}|{tokenizer_hash(tokenizer)}|{n_tokens}".encode()).hexdigest()[:16]
     path = cache / "streams" / f"{key}.npy"
     if path.is_file():
         return np.load(path)
     ids = _stream(source, tokenizer, n_tokens)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, ids.astype(np.uint32 if ids.size and ids.max() >= 2**16 else np.uint16))
-    os.replace(tmp, path)
+    compact = ids.astype(np.uint32 if ids.size and ids.max() >= 2**16 else np.uint16)
+    atomic_write(path, lambda tmp: np.save(tmp, compact))
     return np.load(path)
 
 
@@ -123,11 +120,13 @@ def train_tokens(source: str, tokenizer, n_tokens: int, seq_len: int, cache: Pat
         shard = IndexedShard(source.partition(":")[2])
         return TrainTokens(source, shard.fingerprint(), seq_len, shard=shard)
     if kind not in ("embedded", "text"):
-        raise TrajectoryError(f"[twin] train_data must be 'embedded', 'text:PATH' or 'shards:PREFIX', got {source!r}")
+        raise ConfigError(f"[twin] train_data must be 'embedded', 'text:PATH' or 'shards:PREFIX', got {source!r}")
     ids = _cached_stream(source, tokenizer, n_tokens, cache or cache_dir())
     n = ids.shape[0] // seq_len
     if n < 2:
-        raise TrajectoryError(f"twin training text {source} has {ids.shape[0]} tokens, fewer than two windows of "
-                              f"{seq_len}; give more text")
+        raise DataError(
+            f"twin training text {source} has {ids.shape[0]} tokens, fewer than two windows of "
+            f"{seq_len}; give more text"
+        )
     windows = ids[: n * seq_len].reshape(n, seq_len)
     return TrainTokens(source, window_hash(windows), seq_len, windows=windows)

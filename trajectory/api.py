@@ -1,0 +1,163 @@
+"""The Python API: what a notebook imports from ``trajectory`` (re-exported there with ``__all__``).
+
+    import trajectory as tj
+    df = tj.measure(model, tokenizer, text_file="eval.txt", n_tokens=16_384, seq_len=128)  # one row per block
+    m = tj.load_manifest("manifests/demo.toml")
+    tj.sweep(m)                                   # measure what the store lacks
+    tj.results(m).filter(pl.col("block") == 3)    # every stored row of the experiment
+    tj.verdict(m)                                 # per trained arm and block: band, final value, z, emergence
+
+The command line (:mod:`trajectory.cli`) is a thin layer over these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import polars as pl
+
+from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig
+from .errors import ConfigError, TrajectoryError
+from .manifest import load_manifest
+from .scheduler import SweepOptions, SweepReport, run_sweep
+from .store import Store
+
+
+def _tokens_for(tokenizer, text, text_file, tokens, n_tokens: int, seq_len: int):
+    """Evaluation windows from exactly one of ``text``, ``text_file`` or ``tokens`` (ids)."""
+    from .data.tokens import eval_tokens, from_ids, split_documents, windows
+
+    given = [name for name, v in (("text", text), ("text_file", text_file), ("tokens", tokens)) if v is not None]
+    if len(given) != 1:
+        raise ConfigError(f"give exactly one of text=, text_file= or tokens=, got {given or 'none'}")
+    if tokens is not None:
+        return from_ids(tokens, seq_len)
+    if tokenizer is None:
+        raise ConfigError("text needs a tokenizer: measure(model, tokenizer, text=…)")
+    if text_file is not None:
+        return eval_tokens(DataSpec("text", str(text_file), tokens=n_tokens, seq_len=seq_len), tokenizer)
+    return windows(split_documents(text), tokenizer, n_tokens, seq_len, "text")
+
+
+def _device_of(model) -> str:
+    param = next(model.parameters(), None)
+    return str(param.device) if param is not None else "cpu"
+
+
+def measure(
+    model,
+    tokenizer=None,
+    *,
+    text: str | None = None,
+    text_file: str | Path | None = None,
+    tokens=None,
+    n_tokens: int = DEFAULT_TOKENS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    heldout_frac: float = DEFAULT_HELDOUT_FRAC,
+    seed: int = 0,
+    companions=(),
+    precision: str = "mixed",
+    device: str | None = None,
+    revision: str | None = None,
+) -> pl.DataFrame:
+    """R²_lin of every FFN block of ``model``: a polars DataFrame with one row per block.
+
+    ``model`` is a transformers model in memory (mid-training is fine: every module's ``training`` flag is
+    restored afterwards) or a Hub id / local folder (with ``revision``), loaded in float32.  Evaluation
+    windows come from exactly one of ``text`` (documents separated by blank lines), ``text_file`` or
+    ``tokens`` (token ids, 1-D or (n_seq, seq_len)); ``n_tokens`` are cut into windows of ``seq_len``.
+    Windows are split by sequence into train and held-out (``heldout_frac``, seeded by ``seed``); the affine
+    map is fitted on train rows in closed form and scored on held-out rows.  ``companions``: any of
+    ``linearity_score``, ``effective_rank``, ``ci``, ``swap``, or ``"all"``.
+
+    >>> df = measure(model, tokenizer, text_file="eval.txt", n_tokens=4096, seq_len=64)  # doctest: +SKIP
+    >>> df.select("block", "r2_lin")                                                      # doctest: +SKIP
+    """
+    cfg = MetricConfig(heldout_frac=heldout_frac, seed=seed, companions=companions, compute_dtype=precision)
+    if isinstance(model, str | Path):
+        data = DataSpec("text", str(text_file), tokens=n_tokens, seq_len=seq_len) if text_file else None
+        if data is None:
+            raise ConfigError("a model given by name needs text_file=")
+        result = measure_revision(str(model), revision, data, cfg, device or "cpu")
+        return blocks_frame(result)
+    from .engine.measure import check_budget, measure_blocks, split_by_sequence
+
+    windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
+    check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
+    blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
+    return blocks_frame({"data_hash": windows.data_hash, "metric_config": cfg.digest(), "blocks": blocks})
+
+
+def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: MetricConfig, device: str = "cpu") -> dict:
+    """What ``trajectory measure NAME --revision R`` prints: model, revision, data hash, metric config,
+    weights hash and one dict per block.  The architecture is checked before any weights are loaded."""
+    from .arms.checkpoints import measure_checkpoint
+    from .data.tokens import eval_tokens
+    from .engine.adapters import adapter_for
+    from .engine.measure import check_budget, split_by_sequence
+    from .sources.loading import load_config, load_tokenizer
+
+    config = load_config(name, revision)
+    adapter_for(config.model_type)  # fail on the architecture before any weights move
+    tokens = eval_tokens(data, load_tokenizer(name, revision))
+    check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
+    blocks, wh = measure_checkpoint(name, tokens, cfg, device, revision)
+    return {
+        "model": name,
+        "revision": revision or "main",
+        "data_hash": tokens.data_hash,
+        "metric_config": cfg.digest(),
+        "weights_hash": wh,
+        "blocks": blocks,
+    }
+
+
+def finite_or_null(blocks: list[dict]) -> list[dict]:
+    """NaN is neither JSON nor a number: a flagged block's metrics become ``None`` beside its ``status``."""
+    return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in b.items()} for b in blocks]
+
+
+def blocks_frame(result: dict) -> pl.DataFrame:
+    """One row per block of a measurement result, with its data hash and metric config."""
+    rows = [
+        {**b, "data_hash": result["data_hash"], "metric_config": result["metric_config"]}
+        for b in finite_or_null(result["blocks"])
+    ]
+    return pl.DataFrame(rows, infer_schema_length=None)
+
+
+def _manifest(manifest: Manifest | str | Path) -> Manifest:
+    return manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+
+
+def sweep(manifest: Manifest | str | Path, **options) -> SweepReport:
+    """Measure every unit of ``manifest`` that its store lacks; ``options`` as :class:`SweepOptions`."""
+    return run_sweep(_manifest(manifest), SweepOptions(**options))
+
+
+def results(source: Manifest | str | Path) -> pl.DataFrame:
+    """Every stored row of a manifest's experiment (a manifest or its path), or of a whole store folder,
+    sorted by arm, seed, step and block."""
+    if isinstance(source, Manifest) or str(source).endswith(".toml"):
+        manifest = _manifest(source)
+        frame = Store(manifest.store_dir).read().filter(pl.col("experiment") == manifest.name)
+    else:
+        if not Path(source).is_dir():
+            raise TrajectoryError(f"store folder not found: {source}")
+        frame = Store(source).read()
+    return frame.sort(["arm", "seed", "step", "block"], nulls_last=True)
+
+
+def verdict(
+    source: Manifest | str | Path | pl.DataFrame, arm: str | None = None, metric: str = "r2_lin"
+) -> pl.DataFrame:
+    """Per trained arm and block: the random-init band, the final value, z and the emergence step
+    (:mod:`trajectory.verdict`), from stored rows only (a manifest, its path, a store folder or a frame)."""
+    from . import verdicts as rules
+
+    frame = source if isinstance(source, pl.DataFrame) else results(source)
+    frame, _ = rules.one_evaluation(frame)
+    arms = [arm] if arm else rules.trained_arms(frame, metric)
+    parts = [rules.block_table(frame, a, metric).with_columns(arm=pl.lit(a)) for a in arms]
+    return pl.concat(parts, how="diagonal") if parts else pl.DataFrame()

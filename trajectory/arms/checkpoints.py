@@ -1,0 +1,140 @@
+"""The ``hub`` and ``local`` arms: a model's saved checkpoints, one unit per scheduled revision.
+
+:meth:`CheckpointArm.plan` pins every scheduled revision to a commit once (a Hub SHA, or a local
+folder's content hash), tokenizes the evaluation text once and checks the token budget before any
+weights move.  A revision that does not exist is a unit that is not ready (a schedule gap).
+:meth:`~CheckpointArm.run` fetches one revision (the next ``prefetch`` download in a background thread
+meanwhile), measures it with :func:`measure_checkpoint` — exactly what ``trajectory measure`` does — and
+releases its weights.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from ..config import Arm, Manifest, MetricConfig, Provenance
+from ..data.tokens import EvalTokens, eval_tokens
+from ..engine.adapters import adapter_for
+from ..engine.measure import check_budget, measure_blocks, needs_head, split_by_sequence
+from ..engine.models import weights_hash
+from ..errors import TrajectoryError
+from ..sources import Fetched
+from ..sources.loading import load_config, load_model, load_tokenizer
+from ..sources.resolve import make_source
+from .base import BaseArm, Unit, unit_rows
+
+
+def measure_checkpoint(
+    path: str, tokens: EvalTokens, cfg: MetricConfig, device: str = "cpu", revision: str | None = None
+) -> tuple[list[dict], str]:
+    """(per-block rows, weights hash) of the checkpoint at ``path`` (and ``revision``): what every
+    checkpoint measurement runs, the CLI's ``measure`` and the sweep's hub and local arms alike."""
+    head = needs_head(cfg, load_config(path, revision).model_type)
+    model, _ = load_model(path, revision, device=device, with_head=head)
+    return measure_blocks(model, tokens, cfg, device=device), weights_hash(model)
+
+
+class CheckpointArm(BaseArm):
+    """Hub or local checkpoints of ``manifest.repo`` at the manifest's schedule."""
+
+    def __init__(self, manifest: Manifest, arm: str, options) -> None:
+        self.manifest, self.arm, self.device = manifest, str(arm), options.device
+        self.source = make_source(manifest, arm, keep_weights=options.keep_weights, retry=options.retry)
+        self.prefetch = manifest.prefetch if options.prefetch is None else options.prefetch
+        self.tokens: EvalTokens | None = None
+        self._order: list[Unit] = []
+        self._futures: dict[str, Future] = {}
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def where(self) -> str:
+        """Where a missing revision was looked for, for the gap's reason."""
+        if self.arm == Arm.LOCAL or not hasattr(self.source, "offline"):
+            return f"in {self.source.model}"
+        return "in the local cache (HF_HUB_OFFLINE=1)" if self.source.offline else "on the Hub"
+
+    def plan(self) -> list[Unit]:
+        revisions = self.manifest.schedule.revisions()
+        pins = self.source.pin(revisions)
+        if not any(pins.values()):
+            raise TrajectoryError(f"none of the {len(pins)} scheduled revisions exist {self.where}")
+        first = next(r for r in revisions if pins[r])
+        self.tokens = self._tokens(first, pins[first])
+        return [self._unit(step, rev, pins[rev]) for step, rev in self.manifest.schedule.points]
+
+    def _tokens(self, revision: str, commit: str) -> EvalTokens:
+        """The manifest's windows, tokenized once; the budget is checked before any weights move."""
+        tokens = eval_tokens(
+            self.manifest.data, load_tokenizer(self.manifest.tokenizer or self.source.tokenizer_path())
+        )
+        config = load_config(str(self.source.config_dir(revision, commit)))
+        adapter_for(config.model_type)
+        check_budget(tokens, split_by_sequence(tokens.ids.shape[0], self.manifest.metric), config.hidden_size)
+        return tokens
+
+    def _unit(self, step: int, revision: str, commit: str | None) -> Unit:
+        prov = Provenance(
+            experiment=self.manifest.name,
+            arm=self.arm,
+            model=self.source.model,
+            revision=revision,
+            step=step,
+            commit=commit,
+            data_hash=self.tokens.data_hash,
+            metric_config=self.manifest.metric.digest(),
+            pythia_step=step,
+            tokens_seen=self.manifest.schedule.tokens_at(revision),
+        )
+        missing = "" if commit else f"revision not found {self.where}"
+        return Unit(prov, group=revision, ready=commit is not None, reason=missing)
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def start(self, pending: list[Unit]) -> None:
+        self._order = list(pending)
+        if self.prefetch > 0 and len(pending) > 1:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+
+    def _fetch_ahead(self, unit: Unit) -> None:
+        """Submit the downloads of ``unit`` and the next ``prefetch`` units after it."""
+        if self._pool is None or unit not in self._order:
+            return
+        i = self._order.index(unit)
+        for nxt in self._order[i : i + self.prefetch + 1]:
+            if nxt.key not in self._futures:
+                p = nxt.provenance
+                self._futures[nxt.key] = self._pool.submit(self.source.fetch, p.revision, p.commit)
+
+    def _fetched(self, unit: Unit) -> Fetched:
+        p = unit.provenance
+        future = self._futures.pop(unit.key, None)
+        got = future.result() if future is not None else self.source.fetch(p.revision, p.commit)
+        if any(f.is_symlink() and not f.exists() for f in got.path.iterdir()):
+            # a blob shared with the previous revision was evicted while this one was prefetched: fetch again
+            got = self.source.fetch(p.revision, p.commit)
+        return got
+
+    def run(self, unit: Unit) -> list[dict]:
+        self._fetch_ahead(unit)
+        got = self._fetched(unit)
+        try:
+            start = time.perf_counter()
+            blocks, wh = measure_checkpoint(str(got.path), self.tokens, self.manifest.metric, self.device)
+            seconds = time.perf_counter() - start
+        finally:
+            self.source.release(got)
+        return unit_rows(unit.provenance, blocks, weights_hash=wh, seconds_fetch=got.seconds, seconds_measure=seconds)
+
+    def close(self) -> None:
+        """Cancel queued downloads; release what was fetched ahead but never measured."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        for future in self._futures.values():
+            if future.done() and not future.cancelled() and future.exception() is None:
+                self.source.release(future.result())
+        self._futures.clear()
+
+    def __getstate__(self) -> dict:
+        """Sent to worker processes without its thread pool."""
+        return {**self.__dict__, "_pool": None, "_futures": {}}

@@ -1,0 +1,76 @@
+"""The ``random-init`` arm: what the architecture alone gives, over several seeds.
+
+For each seed ``s`` of ``manifest.random_init_seeds`` the manifest's architecture is built untrained and
+drawn with the family's *real* initialisation (:func:`trajectory.engine.models.fresh_model`; for GPT-NeoX
+small_init / wang_init), as a pure function of ``s``.  Each seed is measured on the manifest's evaluation
+tokens and stored as one unit: revision ``init``, step 0, the seed.  Its commit,
+``init:<init>/config:<architecture hash>``, names the draw, so a cached seed is never re-measured and a
+changed architecture or init is a new unit.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..config import Arm, Manifest, Provenance
+from ..data.tokens import EvalTokens, eval_tokens
+from ..engine.adapters import adapter_for
+from ..engine.measure import measure_blocks, needs_head
+from ..engine.models import config_hash, fresh_model, init_name, weights_hash
+from ..sources.resolve import architecture, manifest_tokenizer
+from .base import BaseArm, Unit, unit_rows
+
+
+def init_commit(config) -> str:
+    """The "commit" of a random-init draw: the init scheme and the architecture's hash."""
+    return f"init:{init_name(config)}/config:{config_hash(config)}"
+
+
+def measure_seed(manifest: Manifest, config, seed: int, tokens: EvalTokens, device: str = "cpu") -> list[dict]:
+    """One random-init seed's per-block metrics, with its weights hash and timings."""
+    t0 = time.perf_counter()
+    model = fresh_model(config, seed, with_head=needs_head(manifest.metric, config.model_type)).to(device)
+    wh = weights_hash(model)
+    t1 = time.perf_counter()
+    blocks = measure_blocks(model, tokens, manifest.metric, device=device)
+    extra = {"weights_hash": wh, "seconds_fetch": t1 - t0, "seconds_measure": time.perf_counter() - t1}
+    return [{**b, **extra} for b in blocks]
+
+
+class RandomInitArm(BaseArm):
+    """Untrained draws of ``manifest``'s architecture, one unit per seed."""
+
+    arm = str(Arm.RANDOM_INIT)
+
+    def __init__(self, manifest: Manifest, options) -> None:
+        self.manifest, self.device = manifest, options.device
+        self.config = architecture(manifest)
+        adapter_for(self.config.model_type)  # an unsupported family fails before anything is built
+        self.tokens = eval_tokens(manifest.data, manifest_tokenizer(manifest))
+
+    def plan(self) -> list[Unit]:
+        commit = init_commit(self.config)
+        return [
+            Unit(
+                Provenance(
+                    experiment=self.manifest.name,
+                    arm=self.arm,
+                    model=self.manifest.model_name,
+                    revision="init",
+                    step=0,
+                    commit=commit,
+                    data_hash=self.tokens.data_hash,
+                    metric_config=self.manifest.metric.digest(),
+                    seed=seed,
+                    pythia_step=0,
+                    tokens_seen=0,
+                ),
+                group=f"seed{seed}",
+            )
+            for seed in self.manifest.random_init_seeds
+        ]
+
+    def run(self, unit: Unit) -> list[dict]:
+        return unit_rows(
+            unit.provenance, measure_seed(self.manifest, self.config, unit.provenance.seed, self.tokens, self.device)
+        )

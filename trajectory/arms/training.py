@@ -1,0 +1,124 @@
+"""How the twin trains: Pythia's optimiser shape, its learning-rate schedule, one update, and its state.
+
+Optimiser: AdamW with betas (β1, β2) = (0.9, 0.95), eps 1e-8, decoupled weight decay 0.1 on weight
+matrices and embeddings (not on biases or LayerNorm parameters, as GPT-NeoX does), the global gradient
+norm clipped to 1.0.  Learning rate at update ``t`` of ``T`` (0-based), with ``w = max(1, round(warmup_frac
+· T))`` warm-up updates and floor ``m = min_lr_frac · lr``:
+
+    lr_t = lr · (t + 1) / w                                       for t < w
+    lr_t = m + (lr − m) · ½ (1 + cos(π (t − w) / max(1, T − w)))  afterwards
+
+Randomness inside an update (dropout) comes from torch's global generator, seeded from the run's seed
+(:func:`dropout_seed`) when the run starts and saved with the training state, so an interrupted run
+resumes exactly as an uninterrupted one continues.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_bytes, atomic_dir, atomic_write
+from ..config import TwinSpec
+from ..errors import TrajectoryError
+
+
+def lr_at(t: int, spec: TwinSpec) -> float:
+    """Learning rate of update ``t`` (0-based): linear warm-up, then cosine to ``min_lr_frac · lr``."""
+    w = max(1, round(spec.warmup_frac * spec.steps))
+    if t < w:
+        return spec.lr * (t + 1) / w
+    floor = spec.min_lr_frac * spec.lr
+    frac = (t - w) / max(1, spec.steps - w)
+    return floor + (spec.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))
+
+
+def make_optimizer(model: torch.nn.Module, spec: TwinSpec) -> torch.optim.AdamW:
+    """AdamW, Pythia's shape: no decay on biases and LayerNorm parameters."""
+    decay, plain = [], []
+    for _, p in model.named_parameters():
+        (plain if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": spec.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps)
+
+
+def child_seed(seed: int, purpose: int) -> int:
+    """A seed for one purpose of a run (1: data order, 2: dropout), independent of the init draw."""
+    return int(np.random.SeedSequence([int(seed), purpose]).generate_state(1)[0])
+
+
+def data_seed(seed: int) -> int:
+    """The data-order seed: a child of the twin's seed, independent of its init draw."""
+    return child_seed(seed, 1)
+
+
+def dropout_seed(seed: int) -> int:
+    """The seed of torch's generator while the run trains (dropout masks)."""
+    return child_seed(seed, 2)
+
+
+def update(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor, lr: float, clip: float, device: str
+) -> float:
+    """One clipped AdamW step on the batch ``ids`` (b, seq); returns its mean next-token loss (nats)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    kind = device.split(":")[0]
+    with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
+        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+    if not torch.isfinite(loss):
+        raise TrajectoryError(f"twin loss became {float(loss)}; lower [twin] lr")
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def rng_state(device: str) -> dict:
+    """torch's generator states that an update draws from (CPU, and the CUDA device when training there)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: str) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_state(folder: Path, step: int, model, opt, losses: list, device: str) -> None:
+    """The training state after ``step`` updates (``state.pt``), and ``losses.tsv`` (step, loss, lr) beside it."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "losses": losses,
+        "rng": rng_state(device),
+    }
+    atomic_write(folder / "state.pt", lambda tmp: torch.save(state, tmp))
+    lines = ["step\tloss\tlr", *(f"{t}\t{loss:.6f}\t{lr:.3e}" for t, loss, lr in losses)]
+    atomic_bytes(folder / "losses.tsv", "\n".join(lines) + "\n")
+
+
+def load_state(folder: Path, device: str) -> dict | None:
+    """The saved training state, or None when there is none."""
+    path = folder / "state.pt"
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def save_checkpoint(folder: Path, step: int, model, tokenizer) -> Path:
+    """``checkpoints/step<step>/``: a model folder with the tokenizer, written atomically."""
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    return atomic_dir(folder / "checkpoints" / f"step{step}", build, replace=True)

@@ -1,0 +1,252 @@
+"""The ``twin`` arm: train the manifest's architecture ourselves from random init, one run per seed, and
+measure every block at every scheduled step, in the loop.
+
+Each seed ``s`` of ``[twin] seeds`` is its own run: the model is drawn with the family's real init from
+``s`` (so twin step 0 is random-init seed ``s``), its data order is a child of ``s``
+(:func:`~trajectory.arms.training.data_seed`), and it is stored under seed ``s`` in its own folder
+``<store>/twin/<digest>/``.  The digest hashes the training spec, the seed, the architecture, the
+training tokens and the precision (fp32 on a CPU, bf16 autocast on CUDA), so a changed input is a new run.
+
+Schedule (:func:`~trajectory.config.twin_schedule`): the manifest's steps mapped onto the twin's budget
+by fraction of training.  Each unit is one scheduled step: :meth:`TwinArm.run` trains the seed's run up
+to that step (passing cached steps without measuring them), measures it on the manifest's evaluation
+tokens (float32 weights, no autocast), and saves the training state, so a run resumes from its last
+measured step.  With ``save_checkpoints`` each scheduled step is also saved as a model folder that
+:mod:`trajectory.sources.loading` opens with ``revision="step<t>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import Arm, Manifest, Provenance, TwinSpec, twin_schedule
+from ..data.tokens import EvalTokens, eval_tokens
+from ..data.traindata import TrainTokens, train_tokens
+from ..engine.measure import measure_blocks
+from ..engine.models import config_hash, fresh_model, weights_hash
+from ..errors import ConfigError
+from ..progress import progress_bar
+from ..sources.resolve import architecture, manifest_tokenizer
+from .base import BaseArm, Unit, unit_rows
+from .training import (
+    data_seed,
+    dropout_seed,
+    load_state,
+    lr_at,
+    make_optimizer,
+    save_checkpoint,
+    save_state,
+    set_rng_state,
+    update,
+)
+
+ARM = str(Arm.TWIN)
+TWIN_VERSION = 2  # bumped when a change to the training loop could change a trained weight (2: seeded RNG)
+
+
+@dataclass
+class TwinRun:
+    """One seed's run, resolved from a manifest: what it trains on, where it lives, which steps it measures."""
+
+    manifest: Manifest
+    spec: TwinSpec
+    seed: int
+    config: object
+    tokenizer: object
+    eval: EvalTokens
+    train: TrainTokens
+    digest: str
+    folder: Path
+    points: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def per_batch(self) -> int:
+        return self.spec.per_batch
+
+    def tokens_seen(self, step: int) -> int:
+        return step * self.per_batch * self.spec.seq_len
+
+    def provenance(self, step: int, pythia_step: int) -> Provenance:
+        return Provenance(
+            experiment=self.manifest.name,
+            arm=ARM,
+            model=self.manifest.model_name,
+            revision=f"step{step}",
+            step=step,
+            commit=f"twin:{self.digest}",
+            data_hash=self.eval.data_hash,
+            metric_config=self.manifest.metric.digest(),
+            seed=self.seed,
+            pythia_step=pythia_step,
+            tokens_seen=self.tokens_seen(step),
+        )
+
+    def batch(self, t: int, device: str) -> torch.Tensor:
+        """(per_batch, seq_len) ids of update ``t``."""
+        return torch.as_tensor(self.train.batch(t, self.per_batch, data_seed(self.seed)), device=device)
+
+
+def run_digest(spec: TwinSpec, seed: int, config, train: TrainTokens, device: str) -> str:
+    """16 hex digits of everything that decides the run's weights (see the module docstring)."""
+    precision = "bf16-autocast" if device.startswith("cuda") else "fp32"
+    blob = json.dumps(
+        {
+            "spec": spec.training_fields(),
+            "seed": seed,
+            "config": config_hash(config),
+            "train": train.data_hash,
+            "precision": precision,
+            "version": TWIN_VERSION,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_disjoint(manifest: Manifest, spec: TwinSpec) -> None:
+    kind, _, arg = spec.train_data.partition(":")
+    data = manifest.data
+    if kind == "text" and data.kind == "text" and Path(arg).resolve() == Path(data.path).resolve():
+        raise ConfigError(
+            f"manifest {manifest.source.name}: [twin] train_data and [data] are the same file "
+            f"{arg}; the twin's evaluation tokens must be disjoint from its training tokens"
+        )
+
+
+def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list[TwinRun]:
+    """Every seed's run of the manifest's twin: architecture, tokens, digest, folder and schedule."""
+    spec = manifest.twin
+    if spec is None:
+        raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
+    _check_disjoint(manifest, spec)
+    config = architecture(manifest)
+    tokenizer = manifest_tokenizer(manifest)
+    if len(tokenizer) > config.vocab_size:
+        raise ConfigError(
+            f"manifest {manifest.source.name}: tokenizer has {len(tokenizer)} tokens but "
+            f"vocab_size is {config.vocab_size}; raise [model.config] vocab_size"
+        )
+    train = train_tokens(spec.train_data, tokenizer, spec.steps * spec.per_batch * spec.seq_len, spec.seq_len)
+    evals = eval_tokens(manifest.data, tokenizer)
+    points = twin_schedule(manifest.schedule.steps, spec.steps)
+    runs = []
+    for seed in spec.seeds:
+        digest = run_digest(spec, seed, config, train, device)
+        runs.append(
+            TwinRun(
+                manifest,
+                spec,
+                seed,
+                config,
+                tokenizer,
+                evals,
+                train,
+                digest,
+                Path(store_root) / "twin" / digest,
+                points,
+            )
+        )
+    return runs
+
+
+class _Training:
+    """A run in memory: its model, optimiser, the updates done so far and their losses."""
+
+    def __init__(self, run: TwinRun, first_pending: int, device: str) -> None:
+        self.run, self.device = run, device
+        self.model = fresh_model(run.config, run.seed, with_head=True).to(device).train()
+        self.opt = make_optimizer(self.model, run.spec)
+        self.t, self.losses = 0, []
+        torch.manual_seed(dropout_seed(run.seed))
+        state = load_state(run.folder, device)
+        if state is not None and state["step"] <= first_pending:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.t, self.losses = int(state["step"]), [tuple(x) for x in state["losses"]]
+            if "rng" in state:
+                set_rng_state(state["rng"], device)
+        self.scheduled = {t for t, _ in run.points}
+
+    def advance_to(self, step: int, bar=None) -> float:
+        """Train up to ``step`` updates, saving the state at every scheduled step passed; returns seconds."""
+        start = time.perf_counter()
+        while self.t < step:
+            lr = lr_at(self.t, self.run.spec)
+            loss = train_step(self.run, self.model, self.opt, self.t, self.device)
+            self.losses.append((self.t + 1, loss, lr))
+            self.t += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if self.t in self.scheduled and self.t < step:
+                self.save()
+        return time.perf_counter() - start
+
+    def save(self) -> None:
+        save_state(self.run.folder, self.t, self.model, self.opt, self.losses, self.device)
+        if self.run.spec.save_checkpoints:
+            save_checkpoint(self.run.folder, self.t, self.model, self.run.tokenizer)
+
+
+def train_step(run: TwinRun, model, opt, t: int, device: str) -> float:
+    """Update ``t`` (0-based) of ``run``: its batch, its learning rate, one clipped AdamW step."""
+    return update(model, opt, run.batch(t, device), lr_at(t, run.spec), run.spec.clip, device)
+
+
+def measure_step(run: TwinRun, model, device: str) -> tuple[list[dict], str, float]:
+    """(per-block rows, weights hash, seconds) of ``model`` now, measured on the run's evaluation tokens."""
+    start = time.perf_counter()
+    blocks = measure_blocks(model, run.eval, run.manifest.metric, device=device)
+    return blocks, weights_hash(model), time.perf_counter() - start
+
+
+class TwinArm(BaseArm):
+    """The twin's runs, one group of units per seed; units of a seed run in step order."""
+
+    arm = ARM
+    chained = True  # a run cannot skip a failed step
+
+    def __init__(self, manifest: Manifest, options) -> None:
+        self.manifest, self.device, self.progress = manifest, options.device, options.progress
+        self.runs = {run.seed: run for run in plan_runs(manifest, manifest.store_dir, self.device)}
+        self._active: dict[int, _Training] = {}
+        self._bars: dict[int, object] = {}
+
+    def plan(self) -> list[Unit]:
+        return [
+            Unit(run.provenance(t, pythia), group=f"seed{seed}")
+            for seed, run in self.runs.items()
+            for t, pythia in run.points
+        ]
+
+    def _training(self, seed: int, step: int) -> _Training:
+        if seed not in self._active:
+            self._active[seed] = _Training(self.runs[seed], step, self.device)
+            desc = f"twin {self.manifest.name} seed {seed}"
+            self._bars[seed] = progress_bar(
+                self.runs[seed].points[-1][0], desc, "step", self.progress, initial=self._active[seed].t
+            )
+        return self._active[seed]
+
+    def run(self, unit: Unit) -> list[dict]:
+        p = unit.provenance
+        training = self._training(p.seed, p.step)
+        seconds_train = training.advance_to(p.step, self._bars[p.seed])
+        blocks, wh, seconds = measure_step(training.run, training.model, self.device)
+        training.save()
+        if p.step == training.run.points[-1][0]:  # the run's last step: free its model and optimiser
+            self._active.pop(p.seed)
+            self._bars.pop(p.seed).close()
+        return unit_rows(p, blocks, weights_hash=wh, seconds_fetch=seconds_train, seconds_measure=seconds)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
+        self._active.clear()

@@ -1,0 +1,67 @@
+"""Atomic writes: a file or a folder appears whole under its final name, or not at all.
+
+Everything is first written under a temporary name in the destination's own folder (so the final rename
+never crosses a filesystem), then renamed into place with ``os.replace``; a crash or ``kill -9`` leaves
+the old content or the new, never half of either, and a leftover ``.tmp-*`` never looks like a result.
+Files get the permissions the process's umask gives a new file (``mkstemp`` alone would make them 0600,
+unreadable to a group sharing the store).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _umask_mode(base: int) -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, _umask_mode(0o666))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def atomic_bytes(path: str | Path, data: bytes | str) -> Path:
+    """Write ``data`` (text is UTF-8 encoded) to ``path`` atomically."""
+    raw = data.encode() if isinstance(data, str) else data
+    return atomic_write(path, lambda tmp: tmp.write_bytes(raw))
+
+
+def atomic_dir(path: str | Path, build: Callable[[Path], None], replace: bool = False) -> Path:
+    """Call ``build(tmp)`` to fill a temporary folder beside ``path``, then rename it to ``path``.
+
+    An existing ``path`` is kept (another process finished the same folder first) unless ``replace``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=path.parent))
+    try:
+        build(tmp)
+        os.chmod(tmp, _umask_mode(0o777))
+        if path.exists() and replace:  # the old folder leaves by one rename, the new one arrives by another
+            trash = Path(tempfile.mkdtemp(prefix=".old-", dir=path.parent))
+            os.replace(path, trash / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(trash, ignore_errors=True)
+        elif not path.exists():
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path

@@ -1,0 +1,402 @@
+"""The typed settings of an experiment, written once: what is measured, on which text, at which steps, by
+which arms, and the provenance every stored unit carries.
+
+This module is a leaf: it imports nothing of ``trajectory`` but :mod:`trajectory.errors`, and nothing heavy
+(no torch, no polars), so reading a manifest costs milliseconds.  :mod:`trajectory.manifest` fills these
+dataclasses from TOML; the Python API and the CLI fill them from arguments.  Every default lives here.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+#: The package version, stored with every row as ``code_version``.
+__version__ = "0.2.0"
+
+# -- defaults, written once ----------------------------------------------------------------------------------
+#: Evaluation tokens (train + held-out) per measurement, and the window they are cut into.
+DEFAULT_TOKENS = 16_384
+DEFAULT_SEQ_LEN = 128
+#: Share of windows held out (split by sequence, never by token).
+DEFAULT_HELDOUT_FRAC = 0.2
+#: The embedded corpus's tokenizer (a BPE trained locally on the CPython standard library).
+DEFAULT_TOKENIZER = "embedded:4096"
+#: Bumped whenever a change to the maths could change a stored number (it is hashed into the metric digest).
+#: 2: mixed-precision products by default, held-out rows scored by their residuals.
+METRIC_VERSION = 2
+#: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
+COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
+#: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
+PRECISION_NAMES = ("mixed", "float64", "float32")
+#: Where evaluation text can come from (:mod:`trajectory.data.tokens`).
+DATA_KINDS = ("text", "parquet", "dataset", "embedded")
+#: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
+MAX_SEED = 2**63 - 1
+
+
+class Arm(enum.StrEnum):
+    """The arms of an experiment.  A ``StrEnum``: ``Arm.HUB == "hub"``, and rows store the plain string."""
+
+    HUB = "hub"  # a model's public checkpoints on the Hugging Face Hub
+    LOCAL = "local"  # a folder of checkpoint sub-folders, one per revision
+    RANDOM_INIT = "random-init"  # untrained draws of the architecture: its own prior
+    TWIN = "twin"  # the architecture trained by us from random init, measured in the loop
+
+    @property
+    def label(self) -> str:
+        """How figures and the report name the arm."""
+        return ARM_LABELS[self]
+
+    @property
+    def trained(self) -> bool:
+        return self is not Arm.RANDOM_INIT
+
+
+ARM_LABELS = {
+    Arm.HUB: "Pythia (hub checkpoints)",
+    Arm.LOCAL: "local checkpoints",
+    Arm.TWIN: "twin (our run)",
+    Arm.RANDOM_INIT: "random init",
+}
+#: Trained arms in the order figures and reports list them.
+TRAINED_ARMS = (Arm.HUB, Arm.LOCAL, Arm.TWIN)
+
+
+def arm_label(arm: str) -> str:
+    """The label of ``arm``, or ``arm`` itself when it is not a known arm."""
+    return ARM_LABELS[Arm(arm)] if arm in Arm._value2member_map_ else str(arm)
+
+
+def _finite(value: float, name: str, low: float = -math.inf, high: float = math.inf, open_low: bool = False) -> None:
+    ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
+    if not ok or (open_low and value == low):
+        bound = f"in ({low}, {high}]" if open_low else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _seed(value: Any, name: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED):
+        raise ConfigError(f"{name} must be an integer in [0, 2⁶³ − 1], got {value!r}")
+    return value
+
+
+# -- what is measured ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MetricConfig:
+    """How R²_lin is computed.
+
+    ``heldout_frac``: share of windows held out; ``seed``: seed of the split permutation; ``split``:
+    ``random`` (a seeded permutation of the windows) or ``tail`` (the last windows, the paper's protocol);
+    ``rcond``: eigenvalues of the train Gram matrix below ``rcond² · λ_max`` are dropped (the cutoff
+    ``numpy.linalg.lstsq(rcond=…)`` applies); ``compute_dtype``: precision of the per-batch products
+    (:data:`PRECISION_NAMES`); ``batch_tokens``: tokens per forward pass (does not change results, not
+    hashed); ``companions``: extra metrics (:data:`COMPANIONS`, or ``"all"``); ``folds``: k of the k-fold
+    interval (``ci``).
+    """
+
+    heldout_frac: float = DEFAULT_HELDOUT_FRAC
+    seed: int = 0
+    split: str = "random"
+    rcond: float = 1e-6
+    compute_dtype: str = "mixed"
+    batch_tokens: int = 8192
+    companions: tuple[str, ...] = ()
+    folds: int = 5
+
+    def __post_init__(self) -> None:
+        raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
+        names = tuple(str(c).strip() for c in raw if str(c).strip())
+        object.__setattr__(self, "companions", COMPANIONS if "all" in names else names)
+        unknown = [c for c in self.companions if c not in COMPANIONS]
+        if unknown:
+            raise ConfigError(f"unknown companion metric {unknown[0]!r}; choose from {', '.join(COMPANIONS)} or all")
+        if "ci" in self.companions and not (isinstance(self.folds, int) and self.folds >= 2):
+            raise ConfigError(f"folds must be ≥ 2 for a k-fold interval, got {self.folds}")
+        if not (isinstance(self.heldout_frac, int | float) and 0.0 < self.heldout_frac < 1.0):
+            raise ConfigError(f"heldout-frac must lie in (0, 1), got {self.heldout_frac}")
+        if self.split not in ("random", "tail"):
+            raise ConfigError(f"split must be 'random' or 'tail', got {self.split!r}")
+        if self.compute_dtype not in PRECISION_NAMES:
+            raise ConfigError(f"compute_dtype must be one of {', '.join(PRECISION_NAMES)}, got {self.compute_dtype!r}")
+        _finite(self.rcond, "rcond", 0.0, 1.0, open_low=True)
+        _seed(self.seed, "metric seed")
+        if not (isinstance(self.batch_tokens, int) and self.batch_tokens >= 1):
+            raise ConfigError(f"batch_tokens must be a positive integer, got {self.batch_tokens!r}")
+
+    def digest(self) -> str:
+        """16 hex digits of every setting that can change a number, and :data:`METRIC_VERSION`."""
+        values = asdict(self)
+        values.pop("batch_tokens")
+        if not self.companions:  # digests of plain R²_lin configs stay what they were before companions
+            values.pop("companions")
+        if "ci" not in self.companions:
+            values.pop("folds")
+        values["metric_version"] = METRIC_VERSION
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Evaluation text and the window budget.
+
+    ``kind``: ``text`` (a UTF-8 file, documents separated by blank lines), ``parquet`` (a local parquet
+    file's ``column``), ``dataset`` (``REPO:PATH``, a parquet file of a Hub dataset repo) or ``embedded``
+    (``path`` names a corpus shipped with every machine, ``stdlib`` by default; its evaluation part is
+    disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
+    """
+
+    kind: str = "embedded"
+    path: str = ""
+    column: str = "text"
+    tokens: int = DEFAULT_TOKENS
+    seq_len: int = DEFAULT_SEQ_LEN
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ConfigError(f"evaluation data kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
+        if self.kind != "embedded" and not (isinstance(self.path, str) and self.path):
+            raise ConfigError(f"evaluation data of kind {self.kind!r} needs a path")
+        for name in ("tokens", "seq_len"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool)):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if self.seq_len < 2 or self.tokens < self.seq_len:
+            raise ConfigError(f"need tokens ≥ seq-len ≥ 2, got tokens={self.tokens}, seq-len={self.seq_len}")
+
+    def describe(self) -> str:
+        return f"{self.kind}:{self.path}" + (f"[{self.column}]" if self.kind in ("parquet", "dataset") else "")
+
+
+# -- which steps ---------------------------------------------------------------------------------------------
+def pythia_steps(log_until: int = 512, every: int = 1000, last: int = 143_000) -> list[int]:
+    """Pythia's 154 checkpoints: 0, the powers of two up to ``log_until``, then every ``every`` to ``last``."""
+    steps, p = [0], 1
+    while p <= log_until:
+        steps.append(p)
+        p *= 2
+    return steps + list(range(every, last + 1, every))
+
+
+_STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
+
+
+def step_of(revision: str) -> int | None:
+    """The step number a revision name carries (``step1000`` → 1000), or None when it carries none."""
+    match = _STEP_NAME.fullmatch(revision.strip())
+    return int(match[2]) if match else None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The training steps to measure and the revision name of each, in step order.
+
+    ``points`` pairs each step with its revision (``step1000``); ``tokens`` (optional, same length) is the
+    number of training tokens seen at each point when the name or the manifest says so.
+    """
+
+    points: tuple[tuple[int, str], ...]
+    tokens: tuple[int | None, ...] = ()
+
+    @classmethod
+    def from_steps(cls, steps, revision_format: str = "step{step}") -> Schedule:
+        steps = sorted(set(int(s) for s in steps))
+        return cls(tuple((s, revision_format.format(step=s)) for s in steps))
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(s for s, _ in self.points)
+
+    def revisions(self) -> list[str]:
+        return [r for _, r in self.points]
+
+    def tokens_at(self, revision: str) -> int | None:
+        lookup = dict(zip(self.revisions(), self.tokens, strict=False))
+        return lookup.get(revision)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers by value: step0, step50, step100 (not step0, step100, step50)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name)))
+
+
+# -- how the twin trains -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TwinSpec:
+    """Training of the random-init twin (Pythia's optimiser shape; :mod:`trajectory.arms.training`).
+
+    ``steps`` optimiser updates of ``batch_tokens`` tokens in windows of ``seq_len``; AdamW with peak
+    ``lr``, linear warm-up over ``warmup_frac`` of the updates, cosine decay to ``min_lr_frac · lr``,
+    decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
+    gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and its own
+    data order.  ``train_data``: ``embedded``, ``text:PATH`` or ``shards:PREFIX`` (:mod:`trajectory.data.traindata`).
+    ``save_checkpoints`` also writes each measured step as a model folder.
+    """
+
+    steps: int = 2000
+    batch_tokens: int = 2048
+    seq_len: int = 128
+    lr: float = 1e-3
+    warmup_frac: float = 0.01
+    min_lr_frac: float = 0.1
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    clip: float = 1.0
+    seeds: tuple[int, ...] = (0,)
+    save_checkpoints: bool = False
+    train_data: str = "embedded"
+
+    def __post_init__(self) -> None:
+        for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+                raise ConfigError(f"[twin] {name} must be an integer ≥ {low}, got {value!r}")
+        _finite(self.lr, "[twin] lr", 0.0, 10.0, open_low=True)
+        for name in ("warmup_frac", "min_lr_frac", "beta1", "beta2"):
+            _finite(getattr(self, name), f"[twin] {name}", 0.0, 1.0)
+        for name in ("weight_decay", "eps", "clip"):
+            _finite(getattr(self, name), f"[twin] {name}", 0.0)
+        seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
+        if not seeds:
+            raise ConfigError("[twin] seeds must name at least one seed")
+        object.__setattr__(self, "seeds", tuple(_seed(s, "[twin] seed") for s in seeds))
+
+    @property
+    def per_batch(self) -> int:
+        """Windows per update."""
+        return max(1, self.batch_tokens // self.seq_len)
+
+    def training_fields(self) -> dict:
+        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+
+
+def twin_schedule(steps, budget: int) -> list[tuple[int, int]]:
+    """(twin step, Pythia-equivalent step) pairs, sorted.
+
+    A manifest step ``s`` of a schedule ending at ``L`` maps to twin step ``round(s · budget / L)`` (the
+    same fraction of training); the schedule's early power-of-two steps below ``budget`` are kept as twin
+    steps too, because the first updates change a model most.  Each twin step ``t`` is paired with the
+    manifest step at the same fraction, ``round(t · L / budget)``.
+    """
+    last = max(steps)
+    if budget < 1 or last < 1:
+        raise ConfigError(
+            f"[twin] steps must be ≥ 1 and the schedule must reach past step 0, "
+            f"got steps={budget}, last scheduled step={last}"
+        )
+    twin = {round(s * budget / last) for s in steps}
+    twin |= {s for s in steps if 0 < s < budget and s & (s - 1) == 0}
+    return [(t, round(t * last / budget)) for t in sorted(twin)]
+
+
+# -- provenance ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Provenance:
+    """Everything that decides one unit's numbers, and so its store key; every arm builds one of these.
+
+    ``commit`` pins the weights: a Hub commit SHA, a local folder's content hash, ``init:<init>/config:<hash>``
+    for a random-init draw (the init scheme and the architecture), ``twin:<digest>`` for a twin run (its
+    training spec, seed, architecture, training tokens and precision).  ``data_hash`` is the evaluation
+    windows' content hash and ``metric_config`` the :meth:`MetricConfig.digest`.  ``pythia_step`` (the step
+    of the reference schedule at the same fraction of training) and ``tokens_seen`` are derived facts,
+    stored with the rows but not hashed.
+    """
+
+    KEY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "experiment", "arm", "model", "seed", "revision", "step", "commit", "data_hash", "metric_config",
+    )  # fmt: skip
+
+    experiment: str
+    arm: str
+    model: str
+    revision: str
+    step: int | None
+    commit: str | None
+    data_hash: str
+    metric_config: str
+    seed: int | None = None
+    pythia_step: int | None = None
+    tokens_seen: int | None = None
+
+    def key(self) -> str:
+        """24 hex digits of sha256 over :attr:`KEY_FIELDS`: the unit's file name in the store."""
+        identity = {name: getattr(self, name) for name in self.KEY_FIELDS}
+        identity["arm"] = str(identity["arm"])
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
+
+    def row(self) -> dict:
+        """The provenance columns of every row of the unit (with ``key``)."""
+        return {**asdict(self), "arm": str(self.arm), "key": self.key()}
+
+    @classmethod
+    def from_row(cls, row: dict) -> Provenance:
+        """The provenance a stored row carries (so its key can be recomputed)."""
+        return cls(**{f.name: row.get(f.name) for f in fields(cls)})
+
+    @property
+    def label(self) -> str:
+        """``hub:step1000``, ``twin:step40 seed 1``, ``random-init:seed3``: how summaries name the unit."""
+        if self.arm == Arm.RANDOM_INIT:
+            return f"{self.arm}:seed{self.seed}"
+        return f"{self.arm}:{self.revision}" + ("" if self.seed is None else f" seed {self.seed}")
+
+
+# -- an experiment -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Manifest:
+    """One experiment (``manifests/<name>.toml``; see :mod:`trajectory.manifest` for the TOML).
+
+    ``repo`` is a Hub id or a local folder of checkpoints; ``model_config`` an inline architecture for
+    models that exist only as a config; ``tokenizer`` overrides the repo's (a Hub id, a folder, or
+    ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws; ``twin`` the training of our own
+    run.  ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
+    units in parallel.  ``reference_profile`` is a published final-step profile to draw.
+    """
+
+    name: str
+    source: Path
+    arms: tuple[str, ...]
+    repo: str | None = None
+    model_config: dict[str, Any] | None = None
+    tokenizer: str | None = None
+    schedule: Schedule = field(default_factory=lambda: Schedule.from_steps(pythia_steps()))
+    data: DataSpec = field(default_factory=DataSpec)
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    random_init_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    twin: TwinSpec | None = None
+    store_dir: Path = Path("store")
+    prefetch: int = 1
+    workers: int = 1
+    reference_profile: tuple[float, ...] | None = None
+    reference_label: str = ""
+    description: str = ""
+
+    @property
+    def model_name(self) -> str:
+        """What the ``model`` column says: the repo, or for an inline config the experiment's name."""
+        return self.repo or self.name
+
+    def expected_steps(self) -> dict[str, tuple[int, ...]]:
+        """Each trained arm's scheduled steps in its own units (the twin's from :func:`twin_schedule`)."""
+        out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
+        if self.twin is not None:
+            out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
+        return out
+
+    def total_steps(self) -> dict[str, int]:
+        """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
+        out = {str(arm): self.schedule.steps[-1] for arm in (Arm.HUB, Arm.LOCAL)}
+        if self.twin is not None:
+            out[str(Arm.TWIN)] = self.twin.steps
+        return out

@@ -1,0 +1,63 @@
+"""Models built from an architecture alone, and the two fingerprints that go into provenance.
+
+* :func:`fresh_model` draws an untrained model of a config with the family's real initialisation
+  (:attr:`~trajectory.engine.adapters.Adapter.init`), as a pure function of the seed.
+* :func:`weights_hash` is the one hash of a model's weights that every arm stores: sha256 over the
+  *trunk's* state dict (the model without its LM head, so loading the head for the swap metric does not
+  change it), tensors in sorted name order, each as ``name|dtype|shape|`` followed by its raw bytes.
+  Persistent buffers are included, non-persistent ones (e.g. rotary ``inv_freq``) are not, as in
+  ``state_dict``.  16 hex digits.
+* :func:`config_hash` fingerprints an architecture: sha256 of its config minus the fields that name
+  where it came from (``transformers_version``, ``_name_or_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+
+from .adapters import adapter_for
+
+
+def init_name(config) -> str:
+    """The name of the family's real initialisation, or ``hf-default`` (Hugging Face's own draw)."""
+    init = adapter_for(config.model_type).init
+    return init.__name__ if init is not None else "hf-default"
+
+
+def fresh_model(config, seed: int, with_head: bool = False, init: str | None = None) -> torch.nn.Module:
+    """An untrained model of ``config``, a pure function of ``seed``; the global torch RNG is left alone.
+
+    ``init`` is the initialisation: the family's real one (``None``, the default) or ``"hf-default"``,
+    the model's own ``from_config`` draw under ``torch.manual_seed(seed)``.
+    """
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    cls = AutoModelForCausalLM if with_head else AutoModel
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))  # the HF default draw, for families without a real init
+        model = cls.from_config(config)
+    real = adapter_for(config.model_type).init
+    if real is not None and init != "hf-default":
+        real(model, int(seed))
+    return model
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """16 hex digits of the trunk's state dict (see the module docstring for exactly what is hashed)."""
+    trunk = adapter_for(model.config.model_type).trunk(model)
+    state = trunk.state_dict()
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def config_hash(config) -> str:
+    """16 hex digits of the architecture (the config minus the library version that wrote it)."""
+    values = {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]

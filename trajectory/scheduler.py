@@ -1,0 +1,240 @@
+"""The scheduler: run every missing unit of a manifest's arms, once, under one failure policy.
+
+For each arm (:mod:`trajectory.arms`) it takes the arm's plan, skips every unit already in the store (its
+key is :meth:`~trajectory.config.Provenance.key` of its provenance, so a changed input is a new unit),
+and runs the rest: in order in this process, or — with ``workers > 1`` — one group of units per job
+through joblib (local processes, each with ``cores // workers`` torch threads), or on a Dask cluster
+through joblib's dask backend.  A group is a unit alone, or the steps of one twin seed in order.
+
+The failure policy is the same for every arm: a unit that raises is recorded in the store with a
+one-line reason and the sweep goes on; in a chained arm (the twin) the group's later units are recorded
+as failed too, since they continue the failed one.  Re-running retries exactly the failed and missing
+units.  Non-finite activations are not a failure: the unit is stored with the affected blocks flagged in
+``status``, and the summary lists it.  Ctrl-C stops at once; finished units are kept.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .arms import ArmRunner, Unit, make_arm
+from .config import Arm, Manifest
+from .errors import TrajectoryError
+from .progress import progress_bar
+from .store import Store, UnitOutcome
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """How to run a sweep.  ``None``: the manifest's value.
+
+    ``keep_weights`` keeps downloaded weights in the HF cache; ``workers`` parallel local processes;
+    ``prefetch`` revisions downloaded ahead; ``dask`` a scheduler address; ``device`` where models run;
+    ``progress`` draws bars on a terminal; ``retry`` the Hub retry policy (a
+    :class:`~trajectory.sources.hub.RetryPolicy`); ``arms`` a subset of the manifest's arms to run.
+    """
+
+    keep_weights: bool = False
+    workers: int | None = None
+    prefetch: int | None = None
+    dask: str | None = None
+    device: str = "cpu"
+    progress: bool = True
+    retry: object | None = None
+    arms: tuple[str, ...] | None = None
+
+
+@dataclass
+class SweepReport:
+    """Outcomes of every unit, schedule gaps and units with identical weights."""
+
+    name: str
+    store: str = ""
+    outcomes: list[UnitOutcome] = field(default_factory=list)
+    gaps: list[str] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[UnitOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def flagged(self) -> list[UnitOutcome]:
+        """Measured units with blocks flagged instead of measured (their rows carry the status)."""
+        return [o for o in self.outcomes if o.status == "done" and o.reason]
+
+    def summary(self) -> str:
+        """One line: counts, the first failures with reasons, duplicates, gaps and where the rows went."""
+        counts = f"{self.count('done')} measured, {self.count('cached')} cached, {len(self.failed)} failed"
+        line = f"sweep {self.name}: {counts}"
+        if self.failed:
+            shown = "; ".join(f"{o.label} ({o.reason})" for o in self.failed[:3])
+            line += f" [{shown}{'; …' if len(self.failed) > 3 else ''}]"
+        if self.flagged:
+            line += "; flagged: " + ", ".join(f"{o.label} ({o.reason})" for o in self.flagged)
+        if self.duplicates:
+            line += "; identical weights: " + ", ".join("=".join(g) for g in self.duplicates)
+        if self.gaps:
+            line += "; missing: " + ", ".join(self.gaps)
+        return line + (f"; rows in {self.store}" if self.store else "")
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none), at most 300 characters."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+# -- one group -----------------------------------------------------------------------------------------------
+def _outcome(store: Store, unit: Unit, rows: list[dict]) -> UnitOutcome:
+    store.write_unit(unit.key, rows)  # flagged blocks are stored too: their status says why there is no number
+    bad = sorted({r["block"] for r in rows if r.get("status", "ok") != "ok"})
+    return UnitOutcome(unit.key, unit.label, "done", f"non-finite activations in blocks {bad}" if bad else "")
+
+
+def _failed(store: Store, unit: Unit, reason: str) -> UnitOutcome:
+    store.record_failure(unit.key, unit.provenance.row(), reason)
+    return UnitOutcome(unit.key, unit.label, "failed", reason)
+
+
+def run_group(
+    arm: ArmRunner, units: list[Unit], store_root: str, threads: int | None = None, bar=None
+) -> list[UnitOutcome]:
+    """Run ``units`` in order; a failure is recorded, never raised (see the module docstring)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    store, outcomes, broken = Store(store_root), [], ""
+    for unit in units:
+        if store.has(unit.key):  # another worker finished it meanwhile
+            outcomes.append(UnitOutcome(unit.key, unit.label, "cached"))
+        elif broken:
+            outcomes.append(_failed(store, unit, f"an earlier step of this run failed: {broken}"))
+        else:
+            try:
+                outcomes.append(_outcome(store, unit, arm.run(unit)))
+            except Exception as exc:  # one unit's failure, whatever it is, is recorded and the sweep goes on
+                outcomes.append(_failed(store, unit, one_line(exc)))
+                broken = outcomes[-1].reason if arm.chained else ""
+        if bar is not None:
+            bar.update(1)
+    return outcomes
+
+
+def _groups(units: list[Unit]) -> list[list[Unit]]:
+    groups: dict[str, list[Unit]] = {}
+    for unit in units:
+        groups.setdefault(unit.group or unit.key, []).append(unit)
+    return list(groups.values())
+
+
+def _run_parallel(
+    arm: ArmRunner, groups: list[list[Unit]], store_root: str, options: SweepOptions, workers: int, bar
+) -> list[UnitOutcome]:
+    """joblib across groups: local processes (loky), or a Dask cluster through joblib's dask backend."""
+    from joblib import Parallel, delayed, parallel_config
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = (delayed(run_group)(arm, g, store_root, threads) for g in groups)
+    done: list[UnitOutcome] = []
+    if options.dask is None:
+        with parallel_config(backend="loky", n_jobs=min(workers, len(groups))):
+            for part in Parallel(return_as="generator_unordered")(jobs):
+                bar.update(len(part))
+                done += part
+        return done
+    client = _dask_client(options.dask)
+    try:
+        with parallel_config(backend="dask", n_jobs=-1):
+            for part in Parallel(return_as="generator")(jobs):
+                bar.update(len(part))
+                done += part
+    finally:
+        client.close()
+    return done
+
+
+def _dask_client(address: str):
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        raise TrajectoryError("--dask needs dask.distributed: pip install 'trajectory[dask]'") from None
+    try:
+        return Client(address, timeout=10)
+    except (OSError, TimeoutError) as exc:
+        raise TrajectoryError(f"cannot reach the Dask scheduler at {address}: {one_line(exc)}") from None
+
+
+# -- one arm, every arm ----------------------------------------------------------------------------------------
+def run_arm(arm: ArmRunner, store: Store, options: SweepOptions, workers: int) -> SweepReport:
+    """Plan ``arm``, skip what is stored, run the rest; gaps and duplicates go into the report."""
+    units = arm.plan()
+    report = SweepReport("")
+    for unit in units:
+        if not unit.ready:
+            report.outcomes.append(_failed(store, unit, unit.reason))
+            report.gaps.append(unit.provenance.revision)
+        elif store.has(unit.key):
+            report.outcomes.append(UnitOutcome(unit.key, unit.label, "cached"))
+    pending = [u for u in units if u.ready and not store.has(u.key)]
+    groups = _groups(pending)
+    with progress_bar(len(pending), f"{arm.arm} units", "unit", options.progress) as bar:
+        try:
+            if pending and (options.dask or (workers > 1 and len(groups) > 1)):
+                report.outcomes += _run_parallel(arm, groups, str(store.root), options, workers, bar)
+            elif pending:
+                arm.start(pending)
+                report.outcomes += run_group(arm, pending, str(store.root), bar=bar)
+        finally:
+            arm.close()
+    report.duplicates = duplicate_groups(store, units)
+    prune_failures(store, units)
+    return report
+
+
+def duplicate_groups(store: Store, units: list[Unit]) -> list[list[str]]:
+    """Labels of units whose stored weights hash equals another's, in plan order."""
+    order = {u.key: (i, u.label) for i, u in enumerate(units)}
+    frame = store.read()
+    if frame.is_empty():
+        return []
+    seen: dict[str, list[tuple[int, str]]] = {}
+    for key, weights in frame.select("key", "weights_hash").unique().iter_rows():
+        if key in order and weights:
+            seen.setdefault(weights, []).append(order[key])
+    return sorted(
+        ([label.split(":", 1)[-1] for _, label in sorted(g)] for g in seen.values() if len(g) > 1), key=lambda g: g[0]
+    )
+
+
+def prune_failures(store: Store, units: list[Unit]) -> None:
+    """Drop failure records superseded by a stored unit of the same (arm, revision, seed), e.g. a gap filled."""
+    stored = {(u.provenance.arm, u.provenance.revision, u.provenance.seed): u.key for u in units if store.has(u.key)}
+    experiment = units[0].provenance.experiment if units else None
+    for record in store.failures():
+        key = stored.get((record.get("arm"), record.get("revision"), record.get("seed")))
+        if key and record.get("experiment") == experiment and record["key"] != key:
+            store.forget_failure(record["key"])
+
+
+def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepReport:
+    """Every arm of ``manifest`` (or ``options.arms``); one report with every unit's outcome."""
+    options = options or SweepOptions()
+    arms = options.arms or manifest.arms
+    unknown = [a for a in arms if a not in manifest.arms]
+    if unknown:
+        raise TrajectoryError(f"arm {unknown[0]!r} is not in {manifest.source.name}'s arms {list(manifest.arms)}")
+    store = Store(manifest.store_dir)
+    report = SweepReport(manifest.name, store=str(store.root))
+    workers = options.workers or manifest.workers
+    for name in arms:
+        part = run_arm(make_arm(manifest, Arm(name), options), store, options, workers)
+        report.outcomes += part.outcomes
+        report.gaps += part.gaps
+        report.duplicates += part.duplicates
+    return report

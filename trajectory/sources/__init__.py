@@ -1,0 +1,49 @@
+"""Checkpoint sources: where a revision's weights come from, behind one interface.
+
+A source ``pin``s each scheduled revision to a commit id once (``None``: the revision does not exist, a
+schedule gap), gives a folder with the tokenizer, ``fetch``es one pinned revision into a folder that
+``from_pretrained`` loads, and ``release``s it when measured.
+
+- :class:`~trajectory.sources.hub.HubSource`: a Hugging Face Hub model repo through ``huggingface_hub``;
+- :class:`~trajectory.sources.local.LocalDirSource`: a folder with one checkpoint sub-folder per revision
+  (a user's own run); the "commit" is the sha256 of the files.
+
+:mod:`.loading` opens models, configs and tokenizers safely; :mod:`.resolve` finds a manifest's
+architecture and tokenizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+CONFIG = "config.json"
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+    "tokenizer.model",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A revision on local disk, ready for ``from_pretrained``."""
+
+    revision: str
+    commit: str
+    path: Path
+    seconds: float
+
+
+class CheckpointSource(Protocol):
+    """Where an arm's revisions come from: pinned once, fetched one at a time, released when measured."""
+
+    arm: str
+    model: str
+
+    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
+    def tokenizer_path(self) -> str: ...
+    def config_dir(self, revision: str, commit: str) -> Path: ...
+    def fetch(self, revision: str, commit: str) -> Fetched: ...
+    def release(self, fetched: Fetched) -> None: ...

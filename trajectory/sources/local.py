@@ -1,0 +1,65 @@
+"""A folder of checkpoints as a source: ``root/<revision>/`` sub-folders, one per revision (a user's own
+run, or a twin's saved checkpoints).  A revision's "commit" is the sha256 of its files, so an edited
+checkpoint is a new unit and never a stale number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import TrajectoryError
+from ..names import relative_name
+from . import CONFIG, TOKENIZER_FILES, Fetched
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over a checkpoint folder's files (names and bytes), 40 hex digits, like a commit id."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(folder)).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:40]
+
+
+@dataclass
+class LocalDirSource:
+    """``root/<revision>/`` checkpoint folders; the tokenizer from ``root`` or the first revision."""
+
+    root: Path
+    arm: str = "local"
+
+    @property
+    def model(self) -> str:
+        return str(Path(self.root).resolve())
+
+    def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
+        if not Path(self.root).is_dir():
+            raise TrajectoryError(f"checkpoint folder not found: {self.root}")
+        for rev in revisions:
+            relative_name(rev, f"revision of {self.root}")
+        return {
+            rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None for rev in revisions
+        }
+
+    def tokenizer_path(self) -> str:
+        for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:
+            if any((folder / name).is_file() for name in TOKENIZER_FILES):
+                return str(folder)
+        raise TrajectoryError(
+            f"no tokenizer files in {self.root} or its checkpoint folders; name one with "
+            "[model] tokenizer in the manifest"
+        )
+
+    def config_dir(self, revision: str, commit: str) -> Path:
+        return Path(self.root) / revision
+
+    def fetch(self, revision: str, commit: str) -> Fetched:
+        return Fetched(revision, commit, Path(self.root) / revision, 0.0)
+
+    def release(self, fetched: Fetched) -> None:
+        pass
