@@ -186,6 +186,23 @@ def pythia_steps(log_until: int = 512, every: int = 1000, last: int = 143_000) -
     return steps + list(range(every, last + 1, every))
 
 
+def dense_steps(log_until: int, points: int, last: int) -> list[int]:
+    """0, the powers of two up to ``log_until``, then ``points`` steps evenly spaced after it up to ``last``.
+
+    The doubling phase resolves the first updates, which change a model most; the even phase puts
+    ``points`` measurements over the rest of training, so a curve's peak, its return through the band and
+    its final exit each fall on measured points (a schedule that only doubles would put them at 2^k).
+    """
+    if not (1 <= log_until < last and points >= 1):
+        raise ConfigError(
+            f"a dense schedule needs 1 ≤ log_until < last and points ≥ 1, got {log_until}, {last}, {points}"
+        )
+    head = pythia_steps(log_until, every=last + 1, last=last)  # 0 and the doubling steps only
+    start = head[-1]
+    tail = {start + round(k * (last - start) / points) for k in range(1, points + 1)}
+    return sorted(set(head) | tail)
+
+
 _STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
 
 

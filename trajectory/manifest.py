@@ -27,6 +27,7 @@ from .config import (
     MetricConfig,
     Schedule,
     TwinSpec,
+    dense_steps,
     natural_key,
     pythia_steps,
     step_of,
@@ -113,7 +114,7 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
 
 
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format"}
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format"}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
@@ -132,13 +133,27 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
             raise r.fail("schedule", "steps", "a non-empty list of non-negative integers", steps)
         return Schedule.from_steps(steps, fmt)
     rule = tab.get("rule", "pythia")
-    if rule != "pythia":
-        raise r.fail("schedule", "rule", "'pythia' (or give 'steps' or 'revisions')", rule)
-    nums = {k: tab.get(k, d) for k, d in (("log_until", 512), ("every", 1000), ("last", 143_000))}
+    if rule not in RULES:
+        raise r.fail("schedule", "rule", f"one of {sorted(RULES)} (or give 'steps' or 'revisions')", rule)
+    make, defaults = RULES[rule]
+    extra = sorted(set(tab) - {"rule", "revision_format", *defaults})
+    if extra:
+        raise r.fail("schedule", extra[0], f"absent under rule = {rule!r}", tab[extra[0]])
+    nums = {k: tab.get(k, d) for k, d in defaults.items()}
     for k, v in nums.items():
         if not _count(v, 1):
             raise r.fail("schedule", k, "a positive integer", v)
-    return Schedule.from_steps(pythia_steps(**nums), fmt)
+    try:
+        return Schedule.from_steps(make(**nums), fmt)
+    except ConfigError as exc:
+        raise ManifestError(f"manifest {r.path.name}: [schedule] {exc}") from None
+
+
+#: Schedule rules: the step builder and its parameters with their defaults.
+RULES = {
+    "pythia": (pythia_steps, {"log_until": 512, "every": 1000, "last": 143_000}),
+    "dense": (dense_steps, {"log_until": 64, "points": 40, "last": 1000}),
+}
 
 
 def _count(value: Any, low: int) -> bool:
