@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -129,6 +130,32 @@ def test_an_undiscovered_schedule_says_to_sweep_first(tmp_path, text_file, capsy
     with pytest.raises(ConfigError, match="run `trajectory sweep` on the manifest first"):
         m.expected_steps()
     assert with_discovered_schedule(m) == m  # nothing recorded: unchanged
+
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+#: Branch names seen in public material on each repo (model cards, code that loads them), and what they carry.
+SUITES = {
+    "olmo-1b": (
+        "allenai/OLMo-1B-hf",
+        {"step1000-tokens4B": (1000, 4 * 10**9), "step20000-tokens84B": (20000, 84 * 10**9),
+         "step738020-tokens3094B": (738020, 3094 * 10**9), "main": None},
+    ),
+    "olmo-2-1b": (
+        "allenai/OLMo-2-0425-1B",
+        {"stage1-step10000-tokens21B": (10000, 21 * 10**9), "stage1-step1700000-tokens3566B": (1700000, 3566 * 10**9),
+         "stage2-ingredient3-step12000-tokens26B": None, "main": None},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+def test_suite_manifests_load_and_read_their_published_branch_names(name):
+    repo, names = SUITES[name]
+    m = load_manifest(MANIFESTS / f"{name}.toml")
+    assert m.name == name and m.repo == repo and m.arms == ("hub", "random-init")
+    assert not m.schedule.resolved and m.schedule.rule.log_points == 40
+    assert {branch: m.schedule.rule.parse(branch) for branch in names} == names
+    assert m.store_dir == Path("store") / name and m.data.tokens >= 20 * 2048 / (1 - m.metric.heldout_frac)
 
 
 # -- an OLMo-style repo on the local Hub stand-in -------------------------------------------------------------
