@@ -256,3 +256,13 @@ def test_local_checkpoint_folders_are_discovered_too(olmo_ckpts, tmp_path, text_
     rows = Store(tmp_path / "store").read()
     # step 0, then log-spaced targets 1000 and 10000 among the positive steps
     assert sorted(set(rows.select("step", "tokens_seen").rows())) == [(0, 0), (1000, 4 * 10**9), (10000, 41 * 10**9)]
+
+
+def test_a_pattern_that_matches_no_branch_is_one_line(olmo_hub, tmp_path, text_file, capsys):
+    schedule = "rule = 'branches'\npattern = 'stage1-step(?P<step>\\d+)'"
+    path = _manifest(tmp_path / "olmo.toml", REPO, tmp_path / "store", text_file, schedule)
+    code = main(["sweep", str(path), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert f"no branch of {REPO} matches [schedule] pattern" in err
+    assert olmo_hub.state.downloads() == []  # nothing fetched
