@@ -127,7 +127,7 @@ def test_an_undiscovered_schedule_says_to_sweep_first(tmp_path, text_file, capsy
     path = _manifest(tmp_path / "olmo.toml", REPO, tmp_path / "s", text_file, f"rule = 'branches'\npattern = '{OLMO}'")
     m = load_manifest(path)
     assert m.schedule.rule == BranchRule(OLMO) and not m.schedule.resolved
-    with pytest.raises(ConfigError, match="run `trajectory sweep` on the manifest first"):
+    with pytest.raises(ConfigError, match="run `trajectory sweep` on the manifest"):
         m.expected_steps()
     assert with_discovered_schedule(m) == m  # nothing recorded: unchanged
 
@@ -193,6 +193,8 @@ def test_olmo_branches_are_discovered_ordered_by_step_and_measured_with_tokens_s
     )
     report = sweep(load_manifest(path))
     assert report.count("done") == 5 and not report.failed and not report.gaps, report.summary()
+    listings = [r for r in olmo_hub.state.requests if r.path.split("?")[0].endswith("/refs")]
+    assert len(listings) == 1  # one list_repo_refs call both discovers and pins
     rows = Store(tmp_path / "store").read().sort("step", "block")
     want = sorted(BRANCHES.values())
     per_unit = rows.unique(["revision"], keep="first").sort("step")

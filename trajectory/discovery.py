@@ -36,8 +36,8 @@ from .errors import ConfigError, RevisionNotFoundError
 TOKEN_UNITS = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
 #: What asking for the steps of a schedule not yet discovered says.
 NOT_DISCOVERED = (
-    "[schedule] rule = 'branches' finds the revisions among the repo's branches when a sweep plans, and none "
-    "have been found yet: run `trajectory sweep` on the manifest first"
+    "[schedule] rule = 'branches' finds the revisions among the repo's branches when a sweep plans its hub or "
+    "local arm, and none have been found yet: run `trajectory sweep` on the manifest (with that arm) first"
 )
 
 
