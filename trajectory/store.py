@@ -192,8 +192,10 @@ class Store:
         """The schedule last discovered for ``manifest``'s repo and rule, or None (none recorded, or another
         repo or rule; an unreadable record is reported and ignored)."""
         rule = manifest.schedule.rule
+        if rule is None:
+            return None
         path = self.schedule_path(manifest.name)
-        if rule is None or not path.is_file():
+        if not path.is_file():
             return None
         try:
             record = json.loads(path.read_text())
