@@ -83,7 +83,7 @@ def test_two_branches_of_one_step_or_none_at_all_are_one_line_errors():
         BranchRule(OLMO).select(["main", "step1000"], "r")
 
 
-def _manifest(path, repo, store, text_file, schedule: str, arms=("hub",)):
+def _manifest(path, repo, store, text_file, schedule: str, arms=("hub",), extra: str = ""):
     path.write_text(f"""
 [experiment]
 name = "{path.stem}"
@@ -98,6 +98,7 @@ tokens = 2048
 seq_len = 64
 [sweep]
 store = "{store}"
+{extra}
 """)
     return path
 
@@ -251,11 +252,13 @@ def test_the_record_is_read_back_only_for_its_own_repo_and_rule(tmp_path, text_f
 
 
 def test_local_checkpoint_folders_are_discovered_too(olmo_ckpts, tmp_path, text_file):
+    """The random-init arm, planned first, reads the architecture from a sub-folder before any discovery."""
     schedule = f"rule = 'branches'\npattern = '{OLMO}'\nlog_points = 3"
-    path = _manifest(tmp_path / "mine.toml", olmo_ckpts, tmp_path / "store", text_file, schedule, arms=("local",))
+    arms, extra = ("random-init", "local"), "[random_init]\nseeds = 1"
+    path = _manifest(tmp_path / "mine.toml", olmo_ckpts, tmp_path / "store", text_file, schedule, arms, extra)
     path.write_text(path.read_text().replace("repo =", "path ="))
-    assert sweep(load_manifest(path)).count("done") == 3
-    rows = Store(tmp_path / "store").read()
+    assert sweep(load_manifest(path)).count("done") == 1 + 3
+    rows = Store(tmp_path / "store").read().filter(pl.col("arm") == "local")
     # step 0, then log-spaced targets 1000 and 10000 among the positive steps
     assert sorted(set(rows.select("step", "tokens_seen").rows())) == [(0, 0), (1000, 4 * 10**9), (10000, 41 * 10**9)]
 
