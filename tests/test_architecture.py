@@ -2,7 +2,8 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-    0 errors, config, names, atomic, progress   leaves: settings, safe names, atomic writes
+    0 errors, config, discovery, names,         leaves: settings, schedules read from branch names,
+      atomic, progress                          safe names, atomic writes
     1 manifest, data/                           TOML → config; evaluation and training tokens
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
     3 sources/                                  where checkpoints, configs and tokenizers come from
@@ -24,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "names": 0, "atomic": 0, "progress": 0,
+    "errors": 0, "config": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
     "manifest": 1, "data": 1,
     "engine": 2,
     "sources": 3,

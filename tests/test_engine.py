@@ -15,6 +15,12 @@ FFN_SITES = {
     "gpt_neox": lambda m: [(b.mlp, b.mlp) for b in m.gpt_neox.layers],
     "gpt2": lambda m: [(b.mlp, b.mlp) for b in m.transformer.h],
     "llama": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
+    "qwen2": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
+    "mistral": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
+    "olmo": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
+    # OLMo-2: x is the residual stream after attention (no norm precedes the MLP), y the MLP's output before
+    # its post-feed-forward RMSNorm (test_olmo2_x_is_the_residual_stream_and_y_precedes_its_output_norm)
+    "olmo2": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
     "bert": lambda m: [(b.intermediate, b.output.dense) for b in m.encoder.layer],
 }
 
@@ -101,3 +107,26 @@ def test_nonfinite_activations_flag_the_row_instead_of_a_number(windows):
     got = measure_blocks(model, windows, MetricConfig())
     assert got[0]["status"] == "ok"
     assert got[1]["status"] == "nonfinite activations" and np.isnan(got[1]["r2_lin"])
+
+
+def test_olmo2_x_is_the_residual_stream_and_y_precedes_its_output_norm(windows):
+    """OLMo-2's block is h'' = h' + norm₂(mlp(h')) with h' = h + norm₁(attn(h)): the probed x is h' (not
+    normed) and the probed y is mlp(h') (before norm₂), as the adapter table's docstring says."""
+    model = tiny_model("olmo2")
+    block = model.model.layers[1]
+    seen = {}
+    hooks = [
+        block.register_forward_pre_hook(lambda m, a: seen.__setitem__("h", a[0])),
+        block.register_forward_hook(lambda m, a, o: seen.__setitem__("out", o[0] if isinstance(o, tuple) else o)),
+        block.post_attention_layernorm.register_forward_hook(lambda m, a, o: seen.__setitem__("attn", o)),
+    ]
+    ids = windows.ids[:2]
+    with torch.no_grad():
+        model(input_ids=torch.as_tensor(ids))
+        x, y = stored_activations(model, "olmo2", ids)[1]
+        normed_y = block.post_feedforward_layernorm(torch.as_tensor(y).float()).double().numpy()
+    for h in hooks:
+        h.remove()
+    np.testing.assert_allclose(x, (seen["h"] + seen["attn"]).double().numpy(), atol=1e-5)
+    np.testing.assert_allclose(seen["out"].double().numpy(), x + normed_y, atol=1e-5)
+    assert np.abs(normed_y - y).max() > 1e-2  # y is not what the add receives: the output norm lies between

@@ -40,7 +40,7 @@ def report(tmp_path_factory):
 
 def first_block_table(md: str) -> dict[int, list[str]]:
     """The hub's per-block table: block -> cells."""
-    section = md.split("## Per block: Pythia")[1].split("| block |")[1].split("\n\n")[0]
+    section = md.split("## Per block: hub checkpoints")[1].split("| block |")[1].split("\n\n")[0]
     rows = [line.strip("|").split(" | ") for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
     return {int(r[0].strip()): [c.strip() for c in r] for r in rows}
 
@@ -59,7 +59,7 @@ def test_verdict_counts_blocks_outside_the_band(report):
     _, md, _ = report
     sd, last = statistics.stdev(OFFSETS), SHORT_STEPS[-1]
     outside = sum(abs(hub_value(b, last) - BASE[b]) > 2 * sd for b in range(BLOCKS))
-    assert f"Pythia (hub checkpoints): {outside} of {BLOCKS} blocks end outside" in md
+    assert f"hub checkpoints: {outside} of {BLOCKS} blocks end outside" in md
 
 
 def test_missing_steps_bad_rows_failures_and_other_evaluations_are_listed(report):
@@ -73,7 +73,7 @@ def test_missing_steps_bad_rows_failures_and_other_evaluations_are_listed(report
 
 def test_spread_table_per_step(report):
     _, md, _ = report
-    section = md.split("## Per block: Pythia")[1].split("## ")[0]
+    section = md.split("## Per block: hub checkpoints")[1].split("## ")[0]
     row0 = next(line for line in section.splitlines() if line.startswith("| 0 | 5 |"))
     assert f"| {statistics.stdev(BASE[:BLOCKS]):.4f} |" in row0
     assert f"| {BAD[0]} | {BLOCKS - 1} |" in section

@@ -260,8 +260,9 @@ def _figures(args):
     from .manifest import load_manifest
     from .plots import context_from, plot_all
     from .report import read_experiment
+    from .store import with_discovered_schedule
 
-    manifest = load_manifest(args.manifest)
+    manifest = with_discovered_schedule(load_manifest(args.manifest))
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
     out = Path(args.out or Path("figures") / manifest.name)
     return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .discovery import NOT_DISCOVERED, BranchRule
 from .errors import ConfigError
 
 #: The package version, stored with every row as ``code_version``.
@@ -62,7 +63,7 @@ class Arm(enum.StrEnum):
 
 
 ARM_LABELS = {
-    Arm.HUB: "Pythia (hub checkpoints)",
+    Arm.HUB: "hub checkpoints",
     Arm.LOCAL: "local checkpoints",
     Arm.TWIN: "twin (our run)",
     Arm.RANDOM_INIT: "random init",
@@ -217,11 +218,18 @@ class Schedule:
     """The training steps to measure and the revision name of each, in step order.
 
     ``points`` pairs each step with its revision (``step1000``); ``tokens`` (optional, same length) is the
-    number of training tokens seen at each point when the name or the manifest says so.
+    number of training tokens seen at each point when the name or the manifest says so.  A ``rule`` finds
+    the points among the repo's branches when a sweep plans (:mod:`trajectory.discovery`); until then there
+    are none, and asking for steps or revisions is an error that says so.
     """
 
     points: tuple[tuple[int, str], ...]
     tokens: tuple[int | None, ...] = ()
+    rule: BranchRule | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.points) or self.rule is None
 
     @classmethod
     def from_steps(cls, steps, revision_format: str = "step{step}") -> Schedule:
@@ -230,10 +238,15 @@ class Schedule:
 
     @property
     def steps(self) -> tuple[int, ...]:
-        return tuple(s for s, _ in self.points)
+        return tuple(s for s, _ in self._points())
 
     def revisions(self) -> list[str]:
-        return [r for _, r in self.points]
+        return [r for _, r in self._points()]
+
+    def _points(self) -> tuple[tuple[int, str], ...]:
+        if not self.resolved:
+            raise ConfigError(NOT_DISCOVERED)
+        return self.points
 
     def tokens_at(self, revision: str) -> int | None:
         lookup = dict(zip(self.revisions(), self.tokens, strict=False))

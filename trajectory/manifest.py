@@ -6,8 +6,9 @@ Unknown fields are errors too (a typo must not silently fall back to a default).
 
 Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 ``path``, or an inline ``config`` table for models that exist only as an
-architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list or
-the Pythia rule), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
+architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
+Pythia rule, or ``rule = "branches"``: revisions found among the repo's branches
+when a sweep plans, :mod:`trajectory.discovery`), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
 (seeds), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
@@ -32,6 +33,7 @@ from .config import (
     pythia_steps,
     step_of,
 )
+from .discovery import BranchRule
 from .errors import ConfigError, ManifestError
 
 ARMS = tuple(str(a) for a in Arm)
@@ -113,12 +115,30 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
     return Schedule(tuple(sorted(zip(steps, revisions, strict=True), key=lambda p: (p[0], natural_key(p[1])))))
 
 
+def _branches(r: _Reader, tab: dict) -> Schedule:
+    """``rule = "branches"``: the revisions are found among the repo's branches when a sweep plans
+    (:mod:`trajectory.discovery`); until then the schedule has a rule and no points."""
+    extra = sorted(set(tab) - {"rule", *BRANCH_KEYS})
+    if extra:
+        raise r.fail("schedule", extra[0], "absent when rule = 'branches' (give pattern, thin or log_points)", extra[0])
+    rule = r.typed(BranchRule, {"schedule": {k: v for k, v in tab.items() if k in BRANCH_KEYS}}, "schedule")
+    return Schedule((), rule=rule)
+
+
+BRANCH_KEYS = ("pattern", "thin", "log_points")
+
+
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format"}
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", *BRANCH_KEYS}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
         raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
+    if tab.get("rule") == "branches":
+        return _branches(r, tab)
+    for key in BRANCH_KEYS:
+        if key in tab:
+            raise r.fail("schedule", key, "absent unless rule = 'branches'", tab[key])
     if "revisions" in tab:
         extra = sorted(set(tab) - {"revisions"})
         if extra:
@@ -134,7 +154,8 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
         return Schedule.from_steps(steps, fmt)
     rule = tab.get("rule", "pythia")
     if rule not in RULES:
-        raise r.fail("schedule", "rule", f"one of {sorted(RULES)} (or give 'steps' or 'revisions')", rule)
+        rules = ", ".join(repr(k) for k in [*RULES, "branches"])
+        raise r.fail("schedule", "rule", f"one of {rules} (or give 'steps' or 'revisions')", rule)
     make, defaults = RULES[rule]
     extra = sorted(set(tab) - {"rule", "revision_format", *defaults})
     if extra:

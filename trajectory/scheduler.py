@@ -22,7 +22,7 @@ from .arms import ArmRunner, Unit, make_arm
 from .config import Arm, Manifest
 from .errors import TrajectoryError
 from .progress import progress_bar
-from .store import Store, UnitOutcome
+from .store import Store, UnitOutcome, with_discovered_schedule
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,8 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
     report = SweepReport(manifest.name, store=str(store.root))
     workers = options.workers or manifest.workers
     for name in arms:
-        part = run_arm(make_arm(manifest, Arm(name), options), store, options, workers)
+        # a schedule the hub or local arm discovered is what the arms after it (a twin) follow
+        part = run_arm(make_arm(with_discovered_schedule(manifest), Arm(name), options), store, options, workers)
         report.outcomes += part.outcomes
         report.gaps += part.gaps
         report.duplicates += part.duplicates

@@ -6,6 +6,11 @@ a cache hit is exactly "this provenance was measured before", and a changed
 input (a new commit, other evaluation tokens, another metric config) is a miss
 that can never return a stale number.
 
+A schedule found among a repo's branches (``[schedule] rule = "branches"``) is recorded when a sweep
+plans, in ``schedules/<experiment>.json``: the repo, the rule, when, and each (step, revision, tokens).
+Figures, the report and ``verify`` read it back (:func:`with_discovered_schedule`), so they see the
+revisions that were measured without contacting the Hub; a record of another repo or rule is ignored.
+
 Writes are atomic: a unit is written to a temporary file in the same folder and
 renamed into place, so a crash or ``kill -9`` leaves either the whole unit or
 nothing, and two workers that finish the same unit leave one file.  Failures
@@ -23,15 +28,17 @@ checkpoints), ``random-init`` (untrained, one row set per seed), ``twin``
 from __future__ import annotations
 
 import json
+import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import polars as pl
 
 from . import names
 from .atomic import atomic_bytes, atomic_write
-from .config import Provenance, __version__
+from .config import Manifest, Provenance, Schedule, __version__
+from .errors import TrajectoryError
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "experiment": pl.Utf8,
@@ -161,3 +168,51 @@ class Store:
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
         return pl.concat(frames, how="vertical")
+
+    # -- a discovered schedule -------------------------------------------------------------------------------
+    def schedule_path(self, experiment: str) -> Path:
+        return names.inside(self.root / "schedules", f"{experiment}.json", "experiment name")
+
+    def write_schedule(self, manifest: Manifest, schedule: Schedule) -> Path:
+        """Record the schedule a sweep of ``manifest`` discovered (see the module docstring)."""
+        record = {
+            "experiment": manifest.name,
+            "model": manifest.repo,
+            "rule": asdict(schedule.rule),
+            "discovered": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "points": [
+                {"step": step, "revision": rev, "tokens": schedule.tokens_at(rev)} for step, rev in schedule.points
+            ],
+        }
+        path = self.schedule_path(manifest.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return atomic_bytes(path, json.dumps(record, indent=1))
+
+    def read_schedule(self, manifest: Manifest) -> Schedule | None:
+        """The schedule last discovered for ``manifest``'s repo and rule, or None (none recorded, or another
+        repo or rule; an unreadable record is reported and ignored)."""
+        rule = manifest.schedule.rule
+        if rule is None:
+            return None
+        path = self.schedule_path(manifest.name)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            if record["model"] != manifest.repo or record["rule"] != asdict(rule):
+                return None
+            points = [(int(p["step"]), names.relative_name(p["revision"], "revision")) for p in record["points"]]
+            tokens = [None if p["tokens"] is None else int(p["tokens"]) for p in record["points"]]
+            if any(a[0] >= b[0] for a, b in zip(points, points[1:])):
+                raise ValueError("steps not in increasing order")
+        except (OSError, ValueError, KeyError, TypeError, TrajectoryError) as exc:
+            warnings.warn(f"store {self.root}: unreadable schedule record {path.name} ({exc}), ignored", stacklevel=2)
+            return None
+        return Schedule(tuple(points), tuple(tokens), rule) if points else None
+
+
+def with_discovered_schedule(manifest: Manifest) -> Manifest:
+    """``manifest`` with the schedule its last sweep discovered among the repo's branches, from its store;
+    unchanged when its schedule is listed, or nothing has been discovered yet."""
+    found = Store(manifest.store_dir).read_schedule(manifest)
+    return manifest if found is None else replace(manifest, schedule=found)

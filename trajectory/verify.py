@@ -40,7 +40,7 @@ import polars as pl
 
 from .config import Arm, Provenance
 from .errors import TrajectoryError
-from .store import KEY_FIELDS, Store
+from .store import KEY_FIELDS, Store, with_discovered_schedule
 
 IDENTITY = ("experiment", "arm", "model", "seed", "revision")
 KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
@@ -308,6 +308,7 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
     )
     result.findings += duplicates(units)
     if manifest is not None:
+        manifest = with_discovered_schedule(manifest)  # a schedule found among branches: as the sweep found it
         arms, notes = expected_arms(manifest)
         result.findings += against_manifest(units, manifest, store, arms)
         result.notes += notes

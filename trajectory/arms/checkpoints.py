@@ -1,6 +1,7 @@
 """The ``hub`` and ``local`` arms: a model's saved checkpoints, one unit per scheduled revision.
 
-:meth:`CheckpointArm.plan` pins every scheduled revision to a commit once (a Hub SHA, or a local
+:meth:`CheckpointArm.plan` first resolves a schedule discovered among the repo's branches
+(``[schedule] rule = "branches"``), then pins every scheduled revision to a commit once (a Hub SHA, or a local
 folder's content hash), tokenizes the evaluation text once and checks the token budget before any
 weights move.  A revision that does not exist is a unit that is not ready (a schedule gap).
 :meth:`~CheckpointArm.run` fetches one revision (the next ``prefetch`` download in a background thread
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 
-from ..config import Arm, Manifest, MetricConfig, Provenance
+from ..config import Arm, Manifest, MetricConfig, Provenance, Schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..engine.adapters import adapter_for
 from ..engine.measure import check_budget, measure_blocks, needs_head, split_by_sequence
@@ -22,6 +24,7 @@ from ..errors import TrajectoryError
 from ..sources import Fetched
 from ..sources.loading import load_config, load_model, load_tokenizer
 from ..sources.resolve import make_source
+from ..store import Store
 from .base import BaseArm, Unit, unit_rows
 
 
@@ -55,6 +58,7 @@ class CheckpointArm(BaseArm):
         return "in the local cache (HF_HUB_OFFLINE=1)" if self.source.offline else "on the Hub"
 
     def plan(self) -> list[Unit]:
+        self.manifest = replace(self.manifest, schedule=self._schedule())
         revisions = self.manifest.schedule.revisions()
         pins = self.source.pin(revisions)
         if not any(pins.values()):
@@ -62,6 +66,19 @@ class CheckpointArm(BaseArm):
         first = next(r for r in revisions if pins[r])
         self.tokens = self._tokens(first, pins[first])
         return [self._unit(step, rev, pins[rev]) for step, rev in self.manifest.schedule.points]
+
+    def _schedule(self) -> Schedule:
+        """The manifest's schedule.  A branch rule is resolved now, on the source's one listing of its
+        revision names (:mod:`trajectory.discovery`), and recorded in the store for figures, report and
+        verify (:meth:`~trajectory.store.Store.write_schedule`)."""
+        rule = self.manifest.schedule.rule
+        if rule is None:
+            return self.manifest.schedule
+        names = self.source.revision_names(lambda name: rule.parse(name) is not None)
+        found = rule.select(names, self.source.model)
+        schedule = Schedule(tuple((s, n) for s, n, _ in found), tuple(t for *_, t in found), rule)
+        Store(self.manifest.store_dir).write_schedule(self.manifest, schedule)
+        return schedule
 
     def _tokens(self, revision: str, commit: str) -> EvalTokens:
         """The manifest's windows, tokenized once; the budget is checked before any weights move."""

@@ -11,8 +11,23 @@ family     blocks                 x = input of        y = output of
 gpt_neox   ``layers``             ``mlp``             ``mlp``
 gpt2       ``h``                  ``mlp``             ``mlp``
 llama      ``layers``             ``mlp``             ``mlp``
+qwen2      ``layers``             ``mlp``             ``mlp``
+mistral    ``layers``             ``mlp``             ``mlp``
+olmo       ``layers``             ``mlp``             ``mlp``
+olmo2      ``layers``             ``mlp``             ``mlp``
 bert       ``encoder.layer``      ``intermediate``    ``output.dense``
 =========  =====================  ==================  =====================
+
+Qwen2, Mistral and OLMo are Llama's pre-norm block (OLMo with a LayerNorm that has
+no weight or bias): ``h' = h + attn(norm₁(h))``, ``h'' = h' + mlp(norm₂(h'))``, so
+x = norm₂(h') and y = mlp(x), as for Llama.  OLMo-2 norms the sublayers' *outputs*
+instead: ``h' = h + norm₁(attn(h))``, ``h'' = h' + norm₂(mlp(h'))``.  Its MLP
+receives the residual stream h' itself (no norm precedes it), and its output is
+RMS-normed before the add.  x = h' and y = mlp(h'), the MLP module's own input and
+output, as for every other family: R²_lin measures how linear the FFN map is, and
+norm₂ is not part of it (BERT's post-LN is left out the same way).  Fitting
+norm₂(mlp(h')) instead would fold the RMSNorm's per-token rescaling, a
+nonlinearity of its own, into the map.
 
 ``init`` is the family's real initialisation for random-init baselines and the
 twin (``None``: the Hugging Face default is the family's own).
@@ -68,6 +83,10 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox),
         Adapter("gpt2", "h", "mlp", "mlp"),
         Adapter("llama", "layers", "mlp", "mlp"),
+        Adapter("qwen2", "layers", "mlp", "mlp"),
+        Adapter("mistral", "layers", "mlp", "mlp"),
+        Adapter("olmo", "layers", "mlp", "mlp"),
+        Adapter("olmo2", "layers", "mlp", "mlp"),
         Adapter("bert", "encoder.layer", "intermediate", "output.dense", causal=False),
     )
 }

@@ -2,11 +2,13 @@
 
 The branches are listed once (``list_repo_refs``) and each revision is pinned to its commit SHA, written
 to the HF cache's ``refs/`` as ``hf_hub_download`` itself does, so that a later offline run
-(``HF_HUB_OFFLINE=1``) pins from the cache.  Only ``config.json`` and the weights are downloaded
-(safetensors when the revision has them, else ``pytorch_model.bin``, which transformers loads with
-``torch.load(weights_only=True)``), by commit SHA, so a moved branch can never mix files of two commits.
-``release`` evicts the revision's weight blobs from the cache (unless ``keep_weights``): a sweep holds at
-most (prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.
+(``HF_HUB_OFFLINE=1``) pins from the cache.  The same listing gives the names a ``[schedule] rule =
+"branches"`` discovers its revisions among (:meth:`HubSource.revision_names`).  Only ``config.json`` and
+the weights are downloaded (safetensors when the revision has them, else ``pytorch_model.bin``, which
+transformers loads with ``torch.load(weights_only=True)``), by commit SHA, so a moved branch can never mix
+files of two commits.  ``release`` evicts the revision's weight blobs from the cache (unless
+``keep_weights``): a sweep holds at most (prefetch + 1) revisions on disk instead of ~58 GB for
+Pythia-160m's 154.
 
 Transient failures (HTTP 429/5xx, reset or truncated connections) are retried with exponential backoff on
 top of the client's own retries; a missing revision or file fails at once.
@@ -136,6 +138,26 @@ class HubSource:
         """Each revision's commit SHA (``None``: not on the Hub, or offline and not in the cache)."""
         for rev in revisions:
             relative_name(rev, f"revision of {self.repo}")
+        self._list_refs()
+        pins = {rev: self.refs.get(rev) for rev in revisions}
+        if not self.offline:
+            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
+        return pins
+
+    def revision_names(self, keep: Callable[[str], bool]) -> list[str]:
+        """The repo's branch (and tag) names that ``keep`` accepts, from the same one listing that pins.
+
+        Online, every kept name is recorded in the cache's ``refs/`` too, so that an offline run
+        (which lists the cached refs) finds the same names and thins them the same way.
+        """
+        self._list_refs()
+        kept = sorted(name for name in self.refs if keep(name))
+        if not self.offline:
+            self._write_refs({name: self.refs[name] for name in kept})
+        return kept
+
+    def _list_refs(self) -> None:
+        """List the branches and tags once: from the Hub, or offline from the cache's ``refs/``."""
         if not self.refs:
             refs = self._cached_refs() if self.offline else self._hub_refs()
             origin = self.cache_dir if self.offline else self.endpoint
@@ -145,10 +167,6 @@ class HubSource:
                 f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
                 "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE"
             )
-        pins = {rev: self.refs.get(rev) for rev in revisions}
-        if not self.offline:
-            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
-        return pins
 
     def _hub_refs(self) -> dict[str, str]:
         from huggingface_hub import errors as hf_errors

@@ -6,7 +6,7 @@ checkpoint is a new unit and never a stale number.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,12 @@ class LocalDirSource:
         return {
             rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None for rev in revisions
         }
+
+    def revision_names(self, keep: Callable[[str], bool]) -> list[str]:
+        """The names of the checkpoint sub-folders (those with a ``config.json``) that ``keep`` accepts."""
+        if not Path(self.root).is_dir():
+            raise TrajectoryError(f"checkpoint folder not found: {self.root}")
+        return sorted(p.name for p in Path(self.root).iterdir() if (p / CONFIG).is_file() and keep(p.name))
 
     def tokenizer_path(self) -> str:
         for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:
