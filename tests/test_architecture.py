@@ -25,7 +25,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
+    "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
     "manifest": 1, "data": 1,
     "engine": 2,
     "sources": 3,
