@@ -26,7 +26,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    # ".tmp-<random>.tmp": a leftover never matches a glob for results (``*.parquet``, ``*.json``)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
