@@ -122,6 +122,17 @@ def test_results_json_is_strict_json_with_a_flagged_block_as_null(tmp_path, caps
     assert code == 0 and flagged == [dict(flagged[0], r2_lin=None, status="nonfinite activations")]
 
 
+def test_a_manifest_with_store_reads_that_store_instead_of_its_own(tmp_path, capsys):
+    from synthetic import write_manifest
+
+    build_store(tmp_path / "elsewhere", twin=False, steps=[0, 8], seeds=[0, 1], blocks=2)
+    toml = write_manifest(tmp_path / "synth.toml", tmp_path / "empty", arms=("hub", "random-init"), blocks=2)
+    code, out, _ = cli(capsys, "results", toml, "--store", tmp_path / "elsewhere", "--json")
+    assert code == 0 and len(json.loads(out)) == Store(tmp_path / "elsewhere").read().height > 0
+    code, out, _ = cli(capsys, "results", toml, "--json")
+    assert code == 0 and json.loads(out) == []  # its own [sweep] store is empty
+
+
 def test_stored_experiment_is_what_the_rows_and_failure_records_say(tmp_path):
     store = build_store(tmp_path / "s")
     store.record_failure(
