@@ -204,19 +204,41 @@ def _run_sweep(args) -> int:
     return 1 if report.failed else 0
 
 
+def add_store_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``MANIFEST`` and/or ``--store DIR``: what ``results``, ``plot`` and ``report`` read."""
+    p.add_argument("manifest", nargs="?", help=f"manifests/<name>.toml ({what}; or give --store DIR)")
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the store folder (default: the manifest's [sweep] store); alone, the store is read without a "
+        "manifest, e.g. after a quick-form `sweep --repo … --store DIR`",
+    )
+
+
 def _add_results(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="manifests/<name>.toml")
+    add_store_arguments(p, "its experiment's rows")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--csv", metavar="F", help="write every stored row of the experiment as CSV")
-    out.add_argument("--parquet", metavar="F", help="write every stored row of the experiment as parquet")
+    out.add_argument("--csv", metavar="F", help="write every stored row as CSV ('-': standard output)")
+    out.add_argument(
+        "--json", metavar="F", nargs="?", const="-", help="write every stored row as a JSON array (default: stdout)"
+    )
+    out.add_argument("--parquet", metavar="F", help="write every stored row as parquet")
 
 
 def _run_results(args) -> int:
     from .api import results
 
-    frame = results(args.manifest)
+    if args.parquet == "-":
+        raise ConfigError("parquet is binary: give --parquet a file name, or use --csv - / --json")
+    # a manifest: its experiment's rows (from --store when given); --store alone: every row of the store
+    frame = results(_experiment(args) if args.manifest or not args.store else args.store)
+    target = args.csv or args.json or args.parquet
     if args.csv:
-        frame.write_csv(args.csv)
+        frame.write_csv(sys.stdout if args.csv == "-" else args.csv)
+    elif args.json == "-":
+        print(frame.write_json())  # a flagged block's NaN is written as null: strict JSON
+    elif args.json:
+        frame.write_json(args.json)
     elif args.parquet:
         frame.write_parquet(args.parquet)
     else:
@@ -225,11 +247,25 @@ def _run_results(args) -> int:
         cols = ["arm", "seed", "revision", "step", "block", "r2_lin", "r2_lin_global", "n_train", "n_test"]
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=4):
             print(frame.select(cols))
-    print(
-        f"{frame.height} rows" + (f" written to {args.csv or args.parquet}" if args.csv or args.parquet else ""),
-        file=sys.stderr,
-    )
+    where = "standard output" if target == "-" else target
+    print(f"{frame.height} rows" + (f" written to {where}" if target else ""), file=sys.stderr)
     return 0
+
+
+def _experiment(args):
+    """The manifest (its store replaced by ``--store``), or with ``--store`` alone what the store records."""
+    import dataclasses
+
+    from .manifest import load_manifest
+
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+        return dataclasses.replace(manifest, store_dir=Path(args.store)) if args.store else manifest
+    if not args.store:
+        raise ConfigError(f"give a MANIFEST or --store DIR to {args.command}")
+    from .stored import stored_experiment
+
+    return stored_experiment(args.store, getattr(args, "experiment", None))
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
@@ -251,18 +287,18 @@ def _run_verify(args) -> int:
 
 
 def _add_figures(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="manifests/<name>.toml (reads its store only; nothing is measured)")
+    add_store_arguments(p, "reads its store only; nothing is measured")
+    p.add_argument("--experiment", metavar="NAME", help="with --store alone: which experiment, when it holds several")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
 
 
 def _figures(args):
-    from .manifest import load_manifest
     from .plots import context_from, plot_all
     from .report import read_experiment
     from .store import with_discovered_schedule
 
-    manifest = with_discovered_schedule(load_manifest(args.manifest))
+    manifest = with_discovered_schedule(_experiment(args))
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
     out = Path(args.out or Path("figures") / manifest.name)
     return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
@@ -287,8 +323,16 @@ def _run_report(args) -> int:
 COMMANDS = {
     "measure": (_add_measure, _run_measure, "R²_lin of every FFN block of one model revision, in one forward pass"),
     "sweep": (_add_sweep, _run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
-    "results": (_add_results, _run_results, "print or export a manifest's stored results"),
-    "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
+    "results": (
+        _add_results,
+        _run_results,
+        "print or export stored results: a manifest's experiment, or a whole --store",
+    ),
+    "plot": (
+        _add_figures,
+        _run_plot,
+        "figures of stored results (a manifest's or a --store's) into figures/<experiment>/",
+    ),
     "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
     "verify": (
         _add_verify,

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 
 from .arms import ArmRunner, Unit, make_arm
-from .config import Arm, Manifest
+from .config import Arm, Manifest, natural_key
 from .errors import TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
@@ -208,7 +208,8 @@ def duplicate_groups(store: Store, units: list[Unit]) -> list[list[str]]:
         if key in order and weights:
             seen.setdefault(weights, []).append(order[key])
     return sorted(
-        ([label.split(":", 1)[-1] for _, label in sorted(g)] for g in seen.values() if len(g) > 1), key=lambda g: g[0]
+        ([label.split(":", 1)[-1] for _, label in sorted(g)] for g in seen.values() if len(g) > 1),
+        key=lambda g: natural_key(g[0]),
     )
 
 

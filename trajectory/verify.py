@@ -38,7 +38,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .config import Arm, Provenance
+from .config import Arm, Provenance, natural_key
 from .errors import TrajectoryError
 from .store import KEY_FIELDS, Store, with_discovered_schedule
 
@@ -314,4 +314,5 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
         result.notes += notes
     else:
         result.notes.append("no manifest: staleness and missing units were not checked")
+    result.findings.sort(key=lambda f: (KINDS.index(f.kind), natural_key(f.where)))  # step2 before step10
     return result

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .. import names
+from ..config import natural_key
 from ..engine.adapters import Adapter, adapter_for
 from ..errors import HubUnreachableError, LoadError, RevisionNotFoundError, TrajectoryError, exception_chain
 
@@ -37,6 +38,13 @@ def explain_load_error(exc: BaseException, name: str, revision: str | None) -> T
     from huggingface_hub import errors as hf_errors
 
     where = f"{name}@{revision}" if revision else name
+    parent = Path(name).parent
+    if parent != Path(".") and parent.is_dir() and not Path(name).exists():  # a local folder's sub-folder, surely
+        have = sorted((p.name for p in parent.iterdir() if p.is_dir()), key=natural_key)[:8]
+        return LoadError(
+            f"no local directory {name} ({parent} has: {', '.join(have) or 'no sub-folders'}), and {where} "
+            "could not be loaded as a Hub id either"
+        )
     for e in exception_chain(exc):
         if isinstance(e, hf_errors.RevisionNotFoundError):
             return RevisionNotFoundError(f"revision {revision!r} does not exist in {name}")
@@ -68,7 +76,7 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
         return name, None
     sub = (root / revision).resolve()
     if sub.parent != root.resolve() or not sub.is_dir():
-        have = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
+        have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)[:8]
         raise RevisionNotFoundError(
             f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})"
         )
