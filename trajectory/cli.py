@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, MetricConfig, __version__
+from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig, __version__
 from .errors import ConfigError, TrajectoryError
 
 PRESETS = {
@@ -298,7 +298,9 @@ def _figures(args):
     from .report import read_experiment
     from .store import with_discovered_schedule
 
-    manifest = with_discovered_schedule(_experiment(args))
+    manifest = _experiment(args)
+    if isinstance(manifest, Manifest):  # a store alone knows its steps already
+        manifest = with_discovered_schedule(manifest)
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
     out = Path(args.out or Path("figures") / manifest.name)
     return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
