@@ -32,6 +32,7 @@ import polars as pl
 from . import names
 from .atomic import atomic_bytes, atomic_write
 from .config import Provenance, __version__
+from .errors import TrajectoryWarning
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "experiment": pl.Utf8,
@@ -136,7 +137,11 @@ class Store:
                     raise ValueError("not a failure record")
                 out.append(record)
             except (OSError, ValueError):
-                warnings.warn(f"store {self.root}: unreadable failure record {path.name}, skipped", stacklevel=2)
+                warnings.warn(
+                    f"store {self.root}: unreadable failure record {path.name}, skipped",
+                    TrajectoryWarning,
+                    stacklevel=2,
+                )
         return out
 
     def read(self) -> pl.DataFrame:
@@ -157,7 +162,11 @@ class Store:
                     )
                 )
             except Exception as exc:  # a truncated or foreign file must not stop the reader
-                warnings.warn(f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}", stacklevel=2)
+                warnings.warn(
+                    f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}",
+                    TrajectoryWarning,
+                    stacklevel=2,
+                )
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
         return pl.concat(frames, how="vertical")
