@@ -83,6 +83,8 @@ def measure(
         return blocks_frame(result)
     from .engine.measure import check_budget, measure_blocks, split_by_sequence
 
+    if device is not None:
+        check_device(device)
     windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
     check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
     blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
