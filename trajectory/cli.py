@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig, __version__
-from .errors import ConfigError, TrajectoryError
+from .errors import ConfigError, TrajectoryError, TrajectoryWarning
 
 PRESETS = {
     # The paper's protocol (arXiv 2606.19379): WikiText-2 raw train, 128-token
@@ -44,6 +47,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--heldout-frac", type=float, default=None, help=f"share of windows held out (default {DEFAULT_HELDOUT_FRAC})"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split (default 0)")
+    p.add_argument(
+        "--allow-long",
+        action="store_true",
+        help="allow windows longer than a rotary model's max_position_embeddings (positions it never trained on)",
+    )
 
 
 def data_from_args(args) -> DataSpec:
@@ -52,7 +60,7 @@ def data_from_args(args) -> DataSpec:
     seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
     for kind, path in (("text", args.text_file), ("parquet", args.parquet), ("dataset", args.dataset)):
         if path:
-            return DataSpec(kind, path, args.column, tokens, seq_len)
+            return DataSpec(kind, path, args.column, tokens, seq_len, args.allow_long)
     raise ConfigError("give evaluation text: --text-file F, --parquet F --column C or --dataset REPO:PATH")
 
 
@@ -171,13 +179,16 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args) -> int:
+    from .api import checked_sweep
     from .manifest import load_manifest, quick_manifest
-    from .scheduler import SweepOptions, run_sweep
+    from .scheduler import SweepOptions
 
     if args.manifest and (args.repo or args.revisions):
         raise ConfigError("give a MANIFEST or --repo with --revisions, not both")
     if args.manifest:
         manifest = load_manifest(args.manifest)
+        if args.allow_long:
+            manifest = replace(manifest, data=replace(manifest.data, allow_long=True))
     elif args.repo and args.revisions:
         manifest = quick_manifest(
             args.repo,
@@ -199,7 +210,7 @@ def _run_sweep(args) -> int:
         progress=not args.no_progress,
         arms=arms,
     )
-    report = run_sweep(manifest, options)
+    report = checked_sweep(manifest, options)
     print(report.summary())
     return 1 if report.failed else 0
 
@@ -230,17 +241,18 @@ def _run_results(args) -> int:
 
     if args.parquet == "-":
         raise ConfigError("parquet is binary: give --parquet a file name, or use --csv - / --json")
+    target = args.csv or args.json or args.parquet
+    kind = "csv" if args.csv else "json" if args.json else "parquet"
+    if target and target != "-":
+        _check_output_file(target, f"--{kind}")
     # a manifest: its experiment's rows (from --store when given); --store alone: every row of the store
     frame = results(_experiment(args) if args.manifest or not args.store else args.store)
-    target = args.csv or args.json or args.parquet
-    if args.csv:
-        frame.write_csv(sys.stdout if args.csv == "-" else args.csv)
-    elif args.json == "-":
+    if target == "-" and kind == "csv":
+        frame.write_csv(sys.stdout)
+    elif target == "-":
         print(frame.write_json())  # a flagged block's NaN is written as null: strict JSON
-    elif args.json:
-        frame.write_json(args.json)
-    elif args.parquet:
-        frame.write_parquet(args.parquet)
+    elif target:
+        _export(frame, Path(target), kind)
     else:
         import polars as pl
 
@@ -266,6 +278,26 @@ def _experiment(args):
     from .stored import stored_experiment
 
     return stored_experiment(args.store, getattr(args, "experiment", None))
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """``path`` must name a file (not a folder) in a folder that can be written; nothing is created."""
+    from .atomic import writable_folder
+
+    if Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    writable_folder(Path(path).parent, f"{option} {path}: its folder")
+
+
+def _export(frame, path: Path, kind: str) -> None:
+    """Write ``frame`` to ``path`` as ``kind`` (csv, json, parquet) atomically: a failed write leaves no file."""
+    from .atomic import atomic_write
+
+    write = {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}[kind]
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise TrajectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
@@ -294,6 +326,7 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
 
 
 def _figures(args):
+    from .atomic import writable_folder
     from .plots import context_from, plot_all
     from .report import read_experiment
     from .store import with_discovered_schedule
@@ -301,8 +334,8 @@ def _figures(args):
     manifest = _experiment(args)
     if isinstance(manifest, Manifest):  # a store alone knows its steps already
         manifest = with_discovered_schedule(manifest)
+    out = writable_folder(args.out or Path("figures") / manifest.name, "--out")
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
-    out = Path(args.out or Path("figures") / manifest.name)
     return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
 
 
@@ -360,10 +393,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def one_line_warnings():
+    """Inside, every :class:`TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
+    (each time it occurs); other warnings are shown as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TrajectoryWarning):
+            print(f"trajectory: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TrajectoryWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args._run(args)
+        with one_line_warnings():
+            return args._run(args)
     except TrajectoryError as exc:
         print(f"trajectory: {exc}", file=sys.stderr)
         return 2

@@ -159,6 +159,8 @@ class DataSpec:
     file's ``column``), ``dataset`` (``REPO:PATH``, a parquet file of a Hub dataset repo) or ``embedded``
     (``path`` names a corpus shipped with every machine, ``stdlib`` by default; its evaluation part is
     disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
+    ``allow_long`` lets windows run past a rotary model's ``max_position_embeddings`` (a model with
+    learned absolute positions has no embedding there, so it is refused either way); it changes no number.
     """
 
     kind: str = "embedded"
@@ -166,6 +168,7 @@ class DataSpec:
     column: str = "text"
     tokens: int = DEFAULT_TOKENS
     seq_len: int = DEFAULT_SEQ_LEN
+    allow_long: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
@@ -219,8 +222,9 @@ class TwinSpec:
         _finite(self.lr, "[twin] lr", 0.0, 10.0, open_low=True)
         for name in ("warmup_frac", "min_lr_frac", "beta1", "beta2"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0, 1.0)
-        for name in ("weight_decay", "eps", "clip"):
+        for name in ("weight_decay", "clip"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0)
+        _finite(self.eps, "[twin] eps", 0.0, open_low=True)  # eps = 0 divides 0 by 0 for a never-seen token's row
         seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
         if not seeds:
             raise ConfigError("[twin] seeds must name at least one seed")

@@ -15,6 +15,8 @@ when a sweep plans, :mod:`trajectory.discovery`), ``[data]`` (evaluation text), 
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -181,8 +183,15 @@ def _count(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def _plain(value: Any) -> bool:
+    """A non-empty string without control characters (NUL, newline, …): it becomes a path or a label."""
+    return isinstance(value, str) and bool(value) and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 def _data(r: _Reader, doc: dict) -> DataSpec:
-    tab = r.table(doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len"})
+    tab = r.table(
+        doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long"}
+    )
     kinds = [k for k in ("text_file", "parquet", "dataset", "embedded") if k in tab]
     if len(kinds) > 1:
         raise r.fail("data", kinds[1], f"absent when '{kinds[0]}' is given (one source only)", tab[kinds[1]])
@@ -193,13 +202,13 @@ def _data(r: _Reader, doc: dict) -> DataSpec:
     tokens, seq_len = tab.get("tokens", DataSpec.tokens), tab.get("seq_len", DataSpec.seq_len)
     if _count(tokens, 0) and _count(seq_len, 0) and (seq_len < 2 or tokens < seq_len):
         raise r.fail("data", "tokens", f"an integer ≥ seq_len ({seq_len}) ≥ 2", tokens)
-    spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in ("column", "tokens", "seq_len")}}, "data")
+    own = ("column", "tokens", "seq_len", "allow_long")
+    spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in own}}, "data")
     base = {"text_file": "text"}.get(kind, kind)
     if base in ("text", "parquet") and not Path(path).is_absolute():
         path = str(r.path.parent / path)  # relative to the manifest's own folder
-    return DataSpec(
-        base, path if kind != "embedded" else str(tab.get("embedded") or ""), spec.column, spec.tokens, spec.seq_len
-    )
+    path = path if kind != "embedded" else str(tab.get("embedded") or "")
+    return DataSpec(base, path, spec.column, spec.tokens, spec.seq_len, spec.allow_long)
 
 
 def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
@@ -214,6 +223,9 @@ def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
     config = tab.get("config")
     if config is not None and (not isinstance(config, dict) or not isinstance(config.get("model_type"), str)):
         raise r.fail("model", "config", "a table with a 'model_type' string", config)
+    for key, value in (config or {}).items():
+        if SIZE_FIELD.fullmatch(key) and not _count(value, 1):
+            raise r.fail("model.config", key, "a positive integer (a size or a count)", value)
     if repo is None and config is None:
         raise r.fail("model", "repo", "given (or an inline 'config' table)", None)
     tok = tab.get("tokenizer")
@@ -222,14 +234,19 @@ def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
     return repo, config, tok
 
 
-def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True) -> tuple[int, ...]:
+#: ``[model.config]`` fields that are sizes or counts (``hidden_size``, ``num_hidden_layers``, GPT-2's ``n_layer``,
+#: ``max_position_embeddings``, ``vocab_size``): each must be a positive integer, or a model of no layers is built.
+SIZE_FIELD = re.compile(r"(num_\w+|n_(layer|head|embd|inner|positions|ctx)|\w+_size|max_position_embeddings)")
+
+
+def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True, key: str = "seeds") -> tuple[int, ...]:
     """A list of distinct seeds in [0, 2⁶³ − 1], or (``count_ok``) a count N meaning 0 … N − 1."""
     if count_ok and _count(seeds, 0) and seeds <= 1000:
         seeds = list(range(seeds))
     ok = isinstance(seeds, list) and all(_count(s, 0) and s <= MAX_SEED for s in seeds)
     if not ok or len(set(seeds)) != len(seeds):
         what = "a count or a list" if count_ok else "a list"
-        raise r.fail(section, "seeds", f"{what} of distinct integers in [0, 2⁶³ − 1]", seeds)
+        raise r.fail(section, key, f"{what} of distinct integers in [0, 2⁶³ − 1]", seeds)
     return tuple(seeds)
 
 
@@ -245,10 +262,11 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
     tab = dict(r.table(doc, "twin", {f.name for f in fields(TwinSpec)} | {"seed"}))
     if "seed" in tab and "seeds" in tab:
         raise r.fail("twin", "seed", "absent when 'seeds' is given", tab["seed"])
+    key = "seed" if "seed" in tab else "seeds"
     if "seed" in tab:
         tab["seeds"] = [tab.pop("seed")]
     if "seeds" in tab:
-        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False)
+        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False, key=key)
         if not tab["seeds"]:
             raise r.fail("twin", "seeds", "a non-empty list", [])
     return r.typed(TwinSpec, {"twin": tab}, "twin")
@@ -257,8 +275,8 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
 def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
     tab = r.table(doc, "experiment", {"name", "arms", "description"})
     name = tab.get("name", r.path.stem)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise r.fail("experiment", "name", "a plain name (no '/')", name)
+    if not _plain(name) or "/" in name or name.startswith("."):
+        raise r.fail("experiment", "name", "a plain name (no '/', no control characters)", name)
     arms = tab.get("arms", ["hub", "random-init"])
     if not (isinstance(arms, list) and arms and all(a in ARMS for a in arms)):
         raise r.fail("experiment", "arms", f"a non-empty list drawn from {list(ARMS)}", arms)
@@ -268,8 +286,8 @@ def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
 def _sweep(r: _Reader, doc: dict, name: str) -> tuple[Path, int, int]:
     tab = r.table(doc, "sweep", {"store", "prefetch", "workers"})
     store = tab.get("store", f"store/{name}")
-    if not isinstance(store, str) or not store:
-        raise r.fail("sweep", "store", "a folder path", store)
+    if not _plain(store):
+        raise r.fail("sweep", "store", "a folder path (no control characters)", store)
     nums = []
     for key, default, low in (("prefetch", 1, 0), ("workers", 1, 1)):
         v = tab.get(key, default)
@@ -282,8 +300,9 @@ def _sweep(r: _Reader, doc: dict, name: str) -> tuple[Path, int, int]:
 def _reference(r: _Reader, doc: dict) -> tuple[tuple[float, ...] | None, str]:
     tab = r.table(doc, "reference", {"profile", "label"})
     prof = tab.get("profile")
-    if prof is not None and not (isinstance(prof, list) and all(isinstance(v, int | float) for v in prof)):
-        raise r.fail("reference", "profile", "a list of numbers, one per block", prof)
+    numbers = isinstance(prof, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in prof)
+    if prof is not None and not numbers:
+        raise r.fail("reference", "profile", "a list of finite numbers, one per block", prof)
     return (tuple(float(v) for v in prof) if prof else None), str(tab.get("label", ""))
 
 

@@ -38,7 +38,7 @@ import polars as pl
 from . import names
 from .atomic import atomic_bytes, atomic_write
 from .config import Manifest, Provenance, Schedule, __version__
-from .errors import TrajectoryError
+from .errors import TrajectoryError, TrajectoryWarning
 
 ROW_SCHEMA: dict[str, pl.DataType] = {
     "experiment": pl.Utf8,
@@ -143,7 +143,11 @@ class Store:
                     raise ValueError("not a failure record")
                 out.append(record)
             except (OSError, ValueError):
-                warnings.warn(f"store {self.root}: unreadable failure record {path.name}, skipped", stacklevel=2)
+                warnings.warn(
+                    f"store {self.root}: unreadable failure record {path.name}, skipped",
+                    TrajectoryWarning,
+                    stacklevel=2,
+                )
         return out
 
     def read(self) -> pl.DataFrame:
@@ -164,7 +168,11 @@ class Store:
                     )
                 )
             except Exception as exc:  # a truncated or foreign file must not stop the reader
-                warnings.warn(f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}", stacklevel=2)
+                warnings.warn(
+                    f"store {self.root}: skipped {path.name}: {str(exc).splitlines()[0]}",
+                    TrajectoryWarning,
+                    stacklevel=2,
+                )
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
         return pl.concat(frames, how="vertical")

@@ -30,7 +30,10 @@ norm₂(mlp(h')) instead would fold the RMSNorm's per-token rescaling, a
 nonlinearity of its own, into the map.
 
 ``init`` is the family's real initialisation for random-init baselines and the
-twin (``None``: the Hugging Face default is the family's own).
+twin (``None``: the Hugging Face default is the family's own).  ``rotary``: the
+family encodes positions by rotation (GPT-NeoX, Llama), so a window longer than
+``max_position_embeddings`` runs but reaches positions never trained; the others
+learn one embedding per position and have none beyond it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Adapter:
     ffn_out_path: str
     causal: bool = True
     init: Callable[[nn.Module, int], None] | None = None
+    rotary: bool = False
 
     def trunk(self, model: nn.Module) -> nn.Module:
         """The model without its head (``base_model`` is the trunk itself for a bare trunk)."""
@@ -80,13 +84,13 @@ class Adapter:
 ADAPTERS: dict[str, Adapter] = {
     a.model_type: a
     for a in (
-        Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox),
+        Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox, rotary=True),
         Adapter("gpt2", "h", "mlp", "mlp"),
-        Adapter("llama", "layers", "mlp", "mlp"),
-        Adapter("qwen2", "layers", "mlp", "mlp"),
-        Adapter("mistral", "layers", "mlp", "mlp"),
-        Adapter("olmo", "layers", "mlp", "mlp"),
-        Adapter("olmo2", "layers", "mlp", "mlp"),
+        Adapter("llama", "layers", "mlp", "mlp", rotary=True),
+        Adapter("qwen2", "layers", "mlp", "mlp", rotary=True),
+        Adapter("mistral", "layers", "mlp", "mlp", rotary=True),
+        Adapter("olmo", "layers", "mlp", "mlp", rotary=True),
+        Adapter("olmo2", "layers", "mlp", "mlp", rotary=True),
         Adapter("bert", "encoder.layer", "intermediate", "output.dense", causal=False),
     )
 }
