@@ -163,3 +163,12 @@ def test_a_temporary_file_left_by_a_killed_write_is_no_unit_and_no_warning(tmp_p
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert store.read().height == 3 and [p.name for p in store.unit_files()] == [f"{unit_key(PROV)}.parquet"]
+
+
+def test_a_file_replaced_after_it_was_judged_is_not_moved_aside(tmp_path):
+    store = Store(tmp_path)
+    key, _ = damage(store, "garbage")
+    judged = store.unit_path(key).stat().st_ino
+    store.write_unit(key, rows(PROV))  # another process writes the unit anew (a new inode) meanwhile
+    assert store.move_aside(store.unit_path(key), "garbage", judged) is None
+    assert store.has(key) and list(store.quarantine.iterdir()) == []

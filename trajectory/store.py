@@ -174,11 +174,16 @@ class Store:
         if problem is None:
             self._good[key] = stamp
             return True
-        self.move_aside(path, problem[1])
+        if self.move_aside(path, problem[1], st.st_ino) is None:  # replaced or moved meanwhile: look again
+            return self.has(key)
         return False
 
-    def move_aside(self, path: Path, reason: str) -> Path | None:
-        """Move ``path`` into ``quarantine/`` under a name no other file has (nothing is ever overwritten)."""
+    def move_aside(self, path: Path, reason: str, inode: int | None = None) -> Path | None:
+        """Move ``path`` into ``quarantine/`` under a name no other file has (nothing is ever overwritten).
+
+        ``inode``: the file that was judged; if another process has replaced it since (a fresh unit
+        written over it), that new file stays where it is.
+        """
         self.quarantine.mkdir(parents=True, exist_ok=True)
         for n in range(1000):
             dest = self.quarantine / (path.name if n == 0 else f"{path.stem}.{n}{path.suffix}")
@@ -188,6 +193,9 @@ class Store:
                 continue
             except FileNotFoundError:
                 return None  # another process moved it first
+            if inode is not None and dest.stat().st_ino != inode:
+                dest.unlink()  # a second name of the new file: removing it removes nothing
+                return None
             path.unlink(missing_ok=True)
             self.moved.append((dest, reason))
             return dest

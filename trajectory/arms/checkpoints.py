@@ -152,7 +152,12 @@ class CheckpointArm(BaseArm):
     def _fetched(self, unit: Unit) -> Fetched:
         p = unit.provenance
         future = self._futures.pop(unit.key, None)
-        got = wait(future) if future is not None else self.source.fetch(p.revision, p.commit)
+        try:
+            got = wait(future) if future is not None else self.source.fetch(p.revision, p.commit)
+        except BaseException:  # Ctrl-C while waiting: close() releases the download when it ends
+            if future is not None:
+                self._futures[unit.key] = future
+            raise
         if any(f.is_symlink() and not f.exists() for f in got.path.iterdir()):
             # a blob shared with the previous revision was evicted while this one was prefetched: fetch again
             stale, got = got, self.source.fetch(p.revision, p.commit)
