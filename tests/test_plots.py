@@ -183,7 +183,7 @@ def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
             metric_config="m",
         )
         store.write_unit(
-            key_of(prov),
+            key_of({**prov, "step": step}),  # the key of the rows' own provenance, or the store skips them
             [
                 dict(
                     prov,

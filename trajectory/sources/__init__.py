@@ -16,7 +16,7 @@ architecture and tokenizer.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -29,12 +29,13 @@ TOKENIZER_FILES = (
 
 @dataclass(frozen=True)
 class Fetched:
-    """A revision on local disk, ready for ``from_pretrained``."""
+    """A revision on local disk, ready for ``from_pretrained``; ``lease`` keeps it there until released."""
 
     revision: str
     commit: str
     path: Path
     seconds: float
+    lease: object | None = field(default=None, compare=False, repr=False)
 
 
 class CheckpointSource(Protocol):

@@ -19,6 +19,7 @@ from .. import names
 from ..config import natural_key
 from ..engine.adapters import Adapter, adapter_for
 from ..errors import HubUnreachableError, LoadError, RevisionNotFoundError, TrajectoryError, exception_chain
+from .local import revision_dir
 
 HUB_UNREACHABLE = (
     "the Hugging Face Hub is unreachable; to run from a populated cache set HF_HUB_OFFLINE=1, "
@@ -75,8 +76,8 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
         return name, revision if revision is None else names.relative_name(revision, f"revision of {name}")
     if revision is None:
         return name, None
-    sub = (root / revision).resolve()
-    if sub.parent != root.resolve() or not sub.is_dir():
+    sub = revision_dir(root, revision)  # the sweep's own rule: a symlink may not lead out of the folder
+    if not sub.is_dir():
         have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)[:8]
         raise RevisionNotFoundError(
             f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})"
