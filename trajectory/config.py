@@ -41,6 +41,13 @@ PRECISION_NAMES = ("mixed", "float64", "float32")
 DATA_KINDS = ("text", "parquet", "dataset", "embedded")
 #: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
 MAX_SEED = 2**63 - 1
+#: Where a sweep runs: ``auto`` is CUDA when torch sees a GPU, else the CPU (resolved once per sweep).
+DEVICES = ("auto", "cpu", "cuda")
+#: A twin whose training would take longer than this on a CPU (extrapolated from one timed update) is
+#: skipped unless ``--arms`` names it: a sweep must not start a multi-day CPU run silently.
+TWIN_CPU_LIMIT_S = 3600.0
+#: Tokens in the one update that is timed for that estimate (a short batch: it must itself be quick).
+TWIN_PROBE_TOKENS = 256
 
 
 class Arm(enum.StrEnum):
@@ -222,6 +229,15 @@ class Schedule:
         lookup = dict(zip(self.revisions(), self.tokens, strict=False))
         return lookup.get(revision)
 
+    def with_tokens_per_step(self, per_step: int) -> Schedule:
+        """This schedule with ``tokens = step · per_step`` wherever a point's tokens are not known already
+        (a constant batch: Pythia's 1,024 × 2,048 tokens); tokens a revision name gave are kept."""
+        known = self.tokens + (None,) * (len(self.points) - len(self.tokens))
+        return Schedule(
+            self.points,
+            tuple(t if t is not None else s * per_step for (s, _), t in zip(self.points, known, strict=True)),
+        )
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers by value: step0, step50, step100 (not step0, step100, step50)."""
@@ -237,7 +253,8 @@ class TwinSpec:
     ``lr``, linear warm-up over ``warmup_frac`` of the updates, cosine decay to ``min_lr_frac · lr``,
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
     gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and its own
-    data order.  ``train_data``: ``embedded``, ``text:PATH`` or ``shards:PREFIX`` (:mod:`trajectory.data.traindata`).
+    data order.  ``train_data``: ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
+    (:mod:`trajectory.data.traindata`).
     ``save_checkpoints`` also writes each measured step as a model folder.
     """
 

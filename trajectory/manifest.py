@@ -7,7 +7,7 @@ Unknown fields are errors too (a typo must not silently fall back to a default).
 Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 ``path``, or an inline ``config`` table for models that exist only as an
 architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list or
-the Pythia rule), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
+the Pythia rule; ``tokens_per_step``), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
 (seeds), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
@@ -113,13 +113,13 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
 
 
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format"}
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format", "tokens_per_step"}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
         raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
     if "revisions" in tab:
-        extra = sorted(set(tab) - {"revisions"})
+        extra = sorted(set(tab) - {"revisions", "tokens_per_step"})
         if extra:
             raise r.fail("schedule", extra[0], "absent when 'revisions' lists the revisions", tab[extra[0]])
         return _explicit_revisions(r, tab["revisions"])
@@ -139,6 +139,16 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
         if not _count(v, 1):
             raise r.fail("schedule", k, "a positive integer", v)
     return Schedule.from_steps(pythia_steps(**nums), fmt)
+
+
+def _tokens_per_step(r: _Reader, doc: dict, schedule: Schedule) -> Schedule:
+    """``[schedule] tokens_per_step = N`` (with any schedule form): each checkpoint stores ``step · N`` tokens seen."""
+    per_step = doc.get("schedule", {}).get("tokens_per_step")
+    if per_step is None:
+        return schedule
+    if not _count(per_step, 1):
+        raise r.fail("schedule", "tokens_per_step", "a positive integer (training tokens per optimiser step)", per_step)
+    return schedule.with_tokens_per_step(per_step)
 
 
 def _count(value: Any, low: int) -> bool:
@@ -281,7 +291,7 @@ def load_manifest(path: str | Path) -> Manifest:
         repo=repo,
         model_config=config,
         tokenizer=tok,
-        schedule=_schedule(r, doc),
+        schedule=_tokens_per_step(r, doc, _schedule(r, doc)),
         data=_data(r, doc),
         metric=r.typed(MetricConfig, doc, "metric"),
         random_init_seeds=_seeds(r, doc),
