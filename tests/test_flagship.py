@@ -109,6 +109,7 @@ def flagship(tmp_path_factory, tokenizer):
         mp.setenv("TRAJECTORY_CACHE", str(root / "cache"))
         corpus.cache_dir.cache_clear()
         mp.setattr("trajectory.manifest.load_manifest", lambda _path: manifest)
+        mp.setattr("trajectory.scheduler.cuda_available", lambda: False)  # a CPU-only machine, even on a GPU one
         argv = ("sweep", MANIFEST, "--no-progress")
 
         def step(name, *args, **patches):

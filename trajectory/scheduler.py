@@ -12,7 +12,8 @@ as failed too, since they continue the failed one.  Re-running retries exactly t
 units.  Non-finite activations are not a failure: the unit is stored with the affected blocks flagged in
 ``status``, and the summary lists it.  Ctrl-C stops at once; finished units are kept.
 
-The device is resolved once per sweep (:func:`resolve_device`: ``auto`` is CUDA when torch sees a GPU).
+The device is resolved once, when the :class:`SweepOptions` are made (:func:`resolve_device`: ``auto`` is
+CUDA when torch sees a GPU).
 On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: one timed update,
 extrapolated by tokens); when that exceeds :data:`~trajectory.config.TWIN_CPU_LIMIT_S` and ``--arms`` did
 not name the arms, the twin is skipped with one line on stderr, the other arms run, and the summary says
@@ -23,13 +24,32 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .arms import ArmRunner, Unit, make_arm
 from .config import DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest
 from .errors import ConfigError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return device
+    if cuda_available():
+        return "cuda" if device == "auto" else device
+    if device == "auto":
+        return "cpu"
+    raise TrajectoryError(f"--device {device}, but torch sees no CUDA device; use --device cpu (or auto)")
 
 
 @dataclass(frozen=True)
@@ -51,6 +71,9 @@ class SweepOptions:
     progress: bool = True
     retry: object | None = None
     arms: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", resolve_device(self.device))  # once: every arm sees cpu or cuda
 
 
 @dataclass
@@ -233,25 +256,6 @@ def prune_failures(store: Store, units: list[Unit]) -> None:
             store.forget_failure(record["key"])
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
-    if device.split(":")[0] not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpu":
-        return device
-    if cuda_available():
-        return "cuda" if device == "auto" else device
-    if device == "auto":
-        return "cpu"
-    raise TrajectoryError(f"--device {device}, but torch sees no CUDA device; use --device cpu (or auto)")
-
-
 def twin_skip_reason(manifest: Manifest, options: SweepOptions, arms) -> str:
     """Why the twin is left out of this sweep ("" when it runs).
 
@@ -283,7 +287,6 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
     unknown = [a for a in arms if a not in manifest.arms]
     if unknown:
         raise TrajectoryError(f"arm {unknown[0]!r} is not in {manifest.source.name}'s arms {list(manifest.arms)}")
-    options = replace(options, device=resolve_device(options.device))
     store = Store(manifest.store_dir)
     report = SweepReport(manifest.name, store=str(store.root))
     why = twin_skip_reason(manifest, options, arms)

@@ -14,7 +14,7 @@ tokens (float32 weights, no autocast), and saves the training state, so a run re
 measured step.  With ``save_checkpoints`` each scheduled step is also saved as a model folder that
 :mod:`trajectory.sources.loading` opens with ``revision="step<t>"``.
 
-Cost (:func:`training_cost`): before a CPU sweep the scheduler times one update of a short batch and
+Cost (:func:`training_cost`): before a CPU sweep the scheduler times an update of a short batch and
 extrapolates by tokens, so a multi-day CPU run is never started silently (:mod:`trajectory.scheduler`).
 """
 
@@ -160,7 +160,7 @@ def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list
 
 @dataclass(frozen=True)
 class TwinCost:
-    """What training every seed of a twin would take here, extrapolated by tokens from one timed update.
+    """What training every seed of a twin would take here, extrapolated by tokens from a timed update.
 
     ``seconds = probe_seconds · tokens / (probe_rows · probe_len)``: time is taken as proportional to
     tokens.  An extrapolation, not a measurement: attention's cost per token grows with the window, and the
@@ -185,8 +185,9 @@ class TwinCost:
 
 
 def training_cost(manifest: Manifest, device: str = "cpu", probe_tokens: int = TWIN_PROBE_TOKENS) -> TwinCost:
-    """Time one clipped AdamW update of the twin's model on a batch of ≤ ``probe_tokens`` random ids, after a
-    2-token warm-up update (allocations, optimiser state), and scale it to every seed's training tokens."""
+    """Time clipped AdamW updates of the twin's model on a batch of ≤ ``probe_tokens`` random ids, after a
+    2-token warm-up update (allocations, optimiser state), and scale the faster of two (a momentary load
+    spike must not decide) to every seed's training tokens."""
     spec = manifest.twin
     if spec is None:
         raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
@@ -199,10 +200,14 @@ def training_cost(manifest: Manifest, device: str = "cpu", probe_tokens: int = T
         opt = make_optimizer(model, spec)
         ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
         update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
-        start = time.perf_counter()
-        update(model, opt, ids, spec.lr, spec.clip, device)
-        seconds = time.perf_counter() - start
+        seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
     return TwinCost(rows, length, seconds, spec.steps * spec.per_batch * spec.seq_len * len(spec.seeds))
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
 
 
 def duration(seconds: float) -> str:
