@@ -385,6 +385,10 @@ def point_client_at(monkeypatch, endpoint: str, cache_dir: Path, offline: bool =
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    import transformers.utils.hub as transformers_hub
+
+    # transformers keeps one HfApi, made with the endpoint of its first use (e.g. an earlier test's server)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None, raising=False)
 
 
 def _main() -> None:

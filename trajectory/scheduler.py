@@ -14,7 +14,7 @@ units.  Non-finite activations are not a failure: the unit is stored with the af
 
 The device is resolved once, when the :class:`SweepOptions` are made (:func:`resolve_device`: ``auto`` is
 CUDA when torch sees a GPU).
-On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: one timed update,
+On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: a timed short update,
 extrapolated by tokens); when that exceeds :data:`~trajectory.config.TWIN_CPU_LIMIT_S` and ``--arms`` did
 not name the arms, the twin is skipped with one line on stderr, the other arms run, and the summary says
 what was skipped and why.
