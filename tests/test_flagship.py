@@ -2,10 +2,10 @@
 the local Hub stand-in, the twin on "Pythia's" rows read by HTTP range requests, and twin vs Pythia in one figure.
 
 The stand-in serves, under the manifest's own names: ``EleutherAI/pythia-160m`` as tiny GPT-NeoX revisions
-``step0`` … ``step64``; ``Salesforce/wikitext`` as a parquet of stdlib text (the evaluation data); and
+``step0`` … ``step16``; ``Salesforce/wikitext`` as a parquet of stdlib text (the evaluation data); and
 ``EleutherAI/pile-deduped-pythia-preshuffled`` at the manifest's pinned commit as a Megatron index plus a
 ``.bin`` cut into byte shards that do not fall on row boundaries.  The test overrides only what makes the
-run tiny: the schedule (its first 8 points), the window budget, the random-init seeds, the twin's budget and
+run tiny: the schedule (its first 6 points), the window budget, the random-init seeds, the twin's budget and
 row length, and the store.
 """
 
