@@ -229,6 +229,16 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
     ]
 
 
+def figure_blocks(drawn: list) -> list[Block]:
+    """Each drawn figure, and for each one not drawn a line saying why."""
+    return [
+        Figure(d.name.replace("_", " "), d.paths[0])
+        if d.paths
+        else f"Not drawn: {d.name.replace('_', ' ')}: {d.skipped}."
+        for d in drawn
+    ]
+
+
 def sections(
     frame: pl.DataFrame, manifest, drawn: list, failures: list[dict], ignored: pl.DataFrame, metric: str = "r2_lin"
 ) -> list[tuple[str, list[Block]]]:
@@ -237,7 +247,7 @@ def sections(
     tables = {arm: verdicts.block_table(frame, arm, metric) for arm in arms}
     out = [
         ("Verdict in numbers", [summary(tables[a], a) for a in arms] or ["No trained rows in the store."]),
-        ("Figures", [Figure(d.name.replace("_", " "), d.paths[0]) for d in drawn]),
+        ("Figures", figure_blocks(drawn)),
     ]
     for arm in arms:
         out.append(
