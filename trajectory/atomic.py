@@ -47,6 +47,17 @@ def atomic_bytes(path: str | Path, data: bytes | str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(raw))
 
 
+def atomic_array(path: str | Path, array) -> Path:
+    """Write a numpy array to ``path`` (``.npy`` format) atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: given a name, np.save would append ".npy" to it
+            np.save(fh, array)
+
+    return atomic_write(path, write)
+
+
 def atomic_dir(path: str | Path, build: Callable[[Path], None], replace: bool = False) -> Path:
     """Call ``build(tmp)`` to fill a temporary folder beside ``path``, then rename it to ``path``.
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_bytes, atomic_write
+from ..atomic import atomic_array, atomic_bytes
 from ..errors import DataError, HubUnreachableError, exception_chain
 from .shards import DTYPES, MAGIC
 
@@ -168,7 +168,7 @@ class HubRows:
     def _store(self, rows: np.ndarray, record: dict) -> Path:
         base = self.folder / self.commit / f"rows-0-{self.n_rows}"
         native = rows.astype(rows.dtype.newbyteorder("="))
-        npy = atomic_write(base.with_suffix(".npy"), lambda tmp: np.save(tmp, native))
+        npy = atomic_array(base.with_suffix(".npy"), native)
         record["sha256"] = file_sha256(npy)
         atomic_bytes(base.with_suffix(".json"), json.dumps(record, indent=1) + "\n")
         return npy

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write
+from ..atomic import atomic_array
 from ..errors import ConfigError, DataError
 
 
@@ -108,11 +108,7 @@ def _cached_stream(source: str, tokenizer, n_tokens: int, cache: Path) -> np.nda
     ids = _stream(source, tokenizer, n_tokens)
     compact = ids.astype(np.uint32 if ids.size and ids.max() >= 2**16 else np.uint16)
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as fh:  # a handle: np.save would append ".npy" to a bare name
-            np.save(fh, compact)
-
-    atomic_write(path, write)
+    atomic_array(path, compact)
     return np.load(path)
 
 
