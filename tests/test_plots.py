@@ -147,7 +147,7 @@ def test_cli_plot_on_an_empty_store_is_one_line(tmp_path, capsys):
     assert "\n" not in err and "no rows for experiment 'synth'" in err and "trajectory sweep" in err
 
 
-def test_twin_emergence_marker_stands_on_its_pythia_step(tmp_path):
+def test_twin_persistent_exit_marker_stands_on_its_pythia_step(tmp_path):
     """Without a hub arm the verdict is the twin's; its panels' x axis is the Pythia-equivalent step."""
     from trajectory.plots.band import small_multiples
 
@@ -156,9 +156,28 @@ def test_twin_emergence_marker_stands_on_its_pythia_step(tmp_path):
     manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("random-init", "twin")))
     drawn = small_multiples(frame, context_from(manifest, frame), tmp_path / "figs", arm="twin")
     table = drawn.data["table"]
-    assert table["emergence_pythia_step"].drop_nulls().len() > 0
+    assert table["persistent_exit_pythia_step"].drop_nulls().len() > 0
     for row in table.iter_rows(named=True):
-        assert drawn.data["emergence_x"][row["block"]] == row["emergence_pythia_step"]
+        held = [row["persistent_exit_pythia_step"]] if row["persistent_holds"] else []
+        assert drawn.data["persistent_x"][row["block"]] == held
+
+
+def test_the_persistent_marker_is_drawn_only_where_the_exit_holds_and_seeds_are_separate_lines(tmp_path):
+    from synthetic import series_store
+
+    from trajectory.plots.band import small_multiples
+
+    not_yet = {0: 0.5, 64: 0.5, 1000: 0.5, 100_000: 0.5, 140_000: 0.9}  # out at the last point only
+    store = series_store(tmp_path / "store", {0: not_yet, 1: {**not_yet, 100_000: 0.9}})
+    frame = store.read()
+    manifest = load_manifest(
+        write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init"), blocks=1)
+    )
+    drawn = small_multiples(frame, context_from(manifest, frame), tmp_path / "figs", arm="hub")
+    assert drawn.data["persistent_x"][0] == []  # two points over 29% of training: neither seed's exit holds
+    assert sorted(set(drawn.data["trained"]["seed"].to_list())) == [0, 1]
+    svg = drawn.paths[1].read_text()
+    assert "95% prediction band for one new draw" in svg and "2 seeds, one line each" in svg
 
 
 def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
@@ -189,8 +208,8 @@ def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
                     linearity_score=0.9 - b / 10 + step / 1e4,
                     swap_dloss=0.01 * b,
                     r2_lin_cv=0.5,
-                    r2_lin_ci_low=0.45,
-                    r2_lin_ci_high=0.55,
+                    r2_lin_cv_low=0.45,
+                    r2_lin_cv_high=0.55,
                     effective_rank=b + 1,
                 )
                 for b in range(3)

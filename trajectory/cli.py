@@ -117,17 +117,22 @@ TABLE = (
     ("r2_lin", "r2_lin", 8, ".4f"),
     ("r2_lin_global", "r2_global", 9, ".4f"),
     ("r2_median_dim", "r2_median", 9, ".4f"),
+    ("r2_lin_inf", "r2_inf", 8, ".4f"),
     ("n_train", "n_train", 8, "d"),
     ("n_test", "n_test", 7, "d"),
     ("cond", "cond", 9, ".2e"),
     ("rank", "rank", 5, "d"),
     ("linearity_score", "lin_score", 9, ".4f"),
     ("linearity_score_heldout", "lin_held", 8, ".4f"),
+    ("linearity_score_nores", "lin_nores", 9, ".4f"),
+    ("linearity_score_nores_heldout", "nores_held", 10, ".4f"),
     ("effective_rank", "eff_rank", 8, "d"),
     ("r2_lin_cv", "r2_cv", 7, ".4f"),
-    ("r2_lin_ci_low", "ci_low", 7, ".4f"),
-    ("r2_lin_ci_high", "ci_high", 7, ".4f"),
+    ("r2_lin_cv_low", "cv_low", 7, ".4f"),
+    ("r2_lin_cv_high", "cv_high", 7, ".4f"),
+    ("swap_loss", "swap_loss", 9, ".4f"),
     ("swap_dloss", "swap_dloss", 10, ".4f"),
+    ("swap_dppl", "swap_dppl", 9, ".3f"),
 )
 
 
@@ -145,7 +150,20 @@ def format_blocks(result: dict) -> str:
         + ("" if b.get("status", "ok") == "ok" else f"  {b['status']}")
         for b in result["blocks"]
     ]
-    return "\n".join([head, header, *rows])
+    notes = sorted(
+        {f"— {k.removeprefix('status_')}: {v}" for b in result["blocks"] for k, v in b.items() if _why_not(k, v)}
+    )
+    legend = "r2_inf: R²_lin extrapolated to unlimited train rows (README, r2_lin_inf)" + (
+        "; r2_cv [cv_low, cv_high]: the k-fold mean and its 95% interval"
+        if any("r2_lin_cv" in b for b in result["blocks"])
+        else ""
+    )
+    return "\n".join([head, header, *rows, legend, *notes])
+
+
+def _why_not(key: str, value) -> bool:
+    """A ``status_<companion>`` entry that says why the companion has no number."""
+    return key.startswith("status_") and value != "ok"
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
@@ -250,10 +268,29 @@ def _run_verify(args) -> int:
     return 0 if result.ok else 1
 
 
+#: Metrics the figures and the report can be drawn for (``--metric``).
+FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")
+
+
 def _add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", help="manifests/<name>.toml (reads its store only; nothing is measured)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
+    p.add_argument(
+        "--metric",
+        default="r2_lin",
+        choices=FIGURE_METRICS,
+        help="the metric drawn and judged (default r2_lin; r2_lin_inf: extrapolated to unlimited train rows)",
+    )
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    _add_figures(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict per arm, block and seed as one JSON object (no figures or files are written)",
+    )
 
 
 def _figures(args):
@@ -264,7 +301,8 @@ def _figures(args):
     manifest = load_manifest(args.manifest)
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
     out = Path(args.out or Path("figures") / manifest.name)
-    return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
+    drawn = plot_all(frame, context_from(manifest, frame, args.metric), out)
+    return manifest, frame, ignored, failures, out, drawn
 
 
 def _run_plot(args) -> int:
@@ -275,10 +313,18 @@ def _run_plot(args) -> int:
 
 
 def _run_report(args) -> int:
-    from .report import write_report
+    from .report import verdict_json, write_report
 
+    if args.json:
+        from .manifest import load_manifest
+        from .report import read_experiment
+
+        manifest = load_manifest(args.manifest)
+        frame, _, _ = read_experiment(manifest, args.data_hash)
+        print(json.dumps(verdict_json(frame, manifest, args.metric)))
+        return 0
     manifest, frame, ignored, failures, out, drawn = _figures(args)
-    for path in write_report(frame, manifest, out, drawn, failures, ignored):
+    for path in write_report(frame, manifest, out, drawn, failures, ignored, args.metric):
         print(path)
     return 0
 
@@ -288,7 +334,7 @@ COMMANDS = {
     "sweep": (_add_sweep, _run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
     "results": (_add_results, _run_results, "print or export a manifest's stored results"),
     "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
-    "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
+    "report": (_add_report, _run_report, "figures plus report.md and report.html: the verdict per block"),
     "verify": (
         _add_verify,
         _run_verify,
