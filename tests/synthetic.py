@@ -7,8 +7,9 @@ Design (12 blocks, Pythia's 154-step schedule, 5 random-init seeds):
 * hub: block 0 stays at ``BASE`` (never leaves), block 1 jumps up by 0.2 at step 64
   and stays (persistent exit 64, above), block 2 jumps at 64 and comes back at 10 000
   (first exit 64, no persistent exit), block 3 drops by 0.25 from step 256 on
-  (persistent exit 256, below the band); the other blocks rise smoothly.  Step ``MISSING_STEP`` has no unit at all; block ``BAD[1]`` at
-  step ``BAD[0]`` has a non-ok status; one unit is recorded as failed.
+  (persistent exit 256, below the band); the other blocks rise smoothly.  Step
+  ``MISSING_STEP`` has no unit at all; block ``BAD[1]`` at step ``BAD[0]`` has a non-ok
+  status; one unit is recorded as failed.
 * twin (optional): ``twin_schedule(steps, TWIN_BUDGET)``, each with its Pythia-equivalent step.
 """
 

@@ -76,7 +76,7 @@ def test_verdict_counts_follow_from_the_table_and_the_band_is_stated(report):
 
 def test_an_init_mismatch_heads_the_report_and_json(tmp_path, capsys):
     """Acceptance: an arm whose step 0 lies outside its band is undetermined, and the report says why first."""
-    store = series_store(tmp_path / "store", {0: {0: 0.98, 64: 0.97, 1000: 0.97, 100_000: 0.96, 140_000: 0.96}})
+    series_store(tmp_path / "store", {0: {0: 0.98, 64: 0.97, 1000: 0.97, 100_000: 0.96, 140_000: 0.96}})
     manifest = write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init"), blocks=1)
     assert main(["report", str(manifest), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
@@ -95,8 +95,9 @@ def test_report_json_has_every_field_per_block_and_equals_the_api(report, tmp_pa
     assert main(["report", str(root / "synth.toml"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["band"]["coverage"] == 0.95 and out["metric"] == "r2_lin"
-    keys = {"arm", "block", "seed", "band_low", "band_high", "first_exit_step", "first_exit_direction", "peak_step",
-            "peak", "persistent_exit_step", "persistent_holds", "final", "z", "verdict", "reason", "warnings"}  # fmt: skip
+    keys = {"arm", "block", "seed", "band_low", "band_high", "first_exit_step", "first_exit_direction",
+            "peak_step", "peak", "persistent_exit_step", "persistent_holds", "final", "z", "verdict", "reason",
+            "warnings"}  # fmt: skip
     assert all(keys <= set(b) for b in out["blocks"])
     assert {(b["arm"], b["block"]) for b in out["blocks"]} == {(a, k) for a in ("hub", "twin") for k in range(BLOCKS)}
     frame = tj.verdict(root / "synth.toml")
