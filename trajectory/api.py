@@ -177,6 +177,7 @@ def verdict(
     manifest = _manifest(source) if isinstance(source, Manifest) or str(source).endswith(".toml") else None
     frame = source if isinstance(source, pl.DataFrame) else results(manifest or source)
     frame, _ = rules.one_evaluation(frame, data_hash)
+    frame, _ = rules.one_init(frame, manifest.init_scheme if manifest else None)
     cover = coverage if coverage is not None else (manifest.band_coverage if manifest else DEFAULT_BAND_COVERAGE)
     totals = manifest.total_steps() if manifest else None
     return rules.verdict_table(frame, metric, cover, totals, [arm] if arm else None)

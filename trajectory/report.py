@@ -63,7 +63,18 @@ def read_experiment(manifest, data_hash: str | None = None) -> tuple[pl.DataFram
             f"store {manifest.store_dir} has no rows with data_hash {data_hash}; "
             f"it has {sorted(set(frame['data_hash'].to_list()))}"
         )
-    return kept, ignored, store.failures()
+    matched, other_inits = verdicts.one_init(kept, manifest.init_scheme)
+    inits = pl.DataFrame(
+        {"data_hash": [None] * len(other_inits), "metric_config": [None] * len(other_inits), "init": other_inits},
+        schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "init": pl.Utf8},
+    ).join(  # how many random-init rows of each other init were set aside
+        kept.filter(pl.col("arm") == verdicts.BAND_ARM)
+        .with_columns(init=pl.col("commit").map_elements(verdicts.init_of, return_dtype=pl.Utf8))
+        .group_by("init")
+        .agg(pl.len().alias("rows")),
+        on="init",
+    )
+    return matched, pl.concat([ignored, inits], how="diagonal_relaxed"), store.failures()
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -201,6 +212,12 @@ def missing_blocks(
             )
         )
     for r in ignored.iter_rows(named=True):
+        if r.get("init"):
+            out.append(
+                f"Set aside: {r['rows']} random-init rows drawn with init `{r['init']}`, not the manifest's "
+                "(`[random_init] init`); the band uses only draws of one init."
+            )
+            continue
         out.append(
             f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
             f"metric_config {r['metric_config']})."

@@ -23,7 +23,10 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
 
 ``z = (final − mean) / sd`` of the last measured value is reported beside the verdict but does not decide it.
 
-Modules: :mod:`.frame` (usable rows, one evaluation, trajectories, spread across blocks), :mod:`.band`,
+The band uses the random-init draws of one init scheme only (:func:`one_init`: the manifest's
+``[random_init] init``); draws of another init left in the store are set aside.
+
+Modules: :mod:`.frame` (usable rows, one evaluation, one init, trajectories, spread across blocks), :mod:`.band`,
 :mod:`.exits` (the rules on one series, plain lists), :mod:`.table` (the rules on frames: one arm's per-seed
 trajectories and a band → :func:`arm_verdicts`; a store's frame → :func:`verdict_table`), :mod:`.summary`
 (the sentences and JSON records that follow from a verdict table).
@@ -34,7 +37,9 @@ from .exits import MIN_FRACTION, MIN_POINTS, VERDICTS, Events, agreed, series_ev
 from .frame import (
     BAND_ARM,
     TRAINED_ARMS,
+    init_of,
     one_evaluation,
+    one_init,
     seed_trajectories,
     spread_by_step,
     trained_arms,
@@ -60,8 +65,10 @@ __all__ = [
     "compare_metrics",
     "counts",
     "init_check",
+    "init_of",
     "metric_shift_sentences",
     "one_evaluation",
+    "one_init",
     "prediction_band",
     "prediction_half_width",
     "random_init_band",

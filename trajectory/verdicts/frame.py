@@ -52,6 +52,29 @@ def one_evaluation(frame: pl.DataFrame, data_hash: str | None = None) -> tuple[p
     return frame.filter(mask), combos.slice(1)
 
 
+def init_of(commit: str | None) -> str | None:
+    """The init scheme a random-init row's commit names (``init:<scheme>/config:<hash>``), or None."""
+    if not commit or not commit.startswith("init:"):
+        return None
+    return commit.removeprefix("init:").split("/", 1)[0]
+
+
+def one_init(frame: pl.DataFrame, scheme: str | None = None) -> tuple[pl.DataFrame, list[str]]:
+    """The frame with only the random-init draws of one init scheme, and the schemes set aside.
+
+    A store keeps the draws of an earlier ``[random_init] init`` (they are other units); a band mixing two inits
+    describes neither.  ``scheme`` None is the family's real init: ``gpt-neox`` where such draws exist (only a
+    GPT-NeoX can have them), else ``hf-default``.
+    """
+    init = frame.filter(pl.col("arm") == BAND_ARM)
+    names = sorted({n for n in (init_of(c) for c in init["commit"].to_list()) if n})
+    if len(names) <= 1 and (scheme is None or names == [scheme]):
+        return frame, []
+    keep = scheme or ("gpt-neox" if "gpt-neox" in names else "hf-default")
+    other = pl.col("commit").map_elements(init_of, return_dtype=pl.Utf8).ne_missing(keep)
+    return frame.filter(~((pl.col("arm") == BAND_ARM) & other)), [n for n in names if n != keep]
+
+
 def trained_arms(frame: pl.DataFrame, metric: str = "r2_lin") -> list[str]:
     """The trained arms with usable rows, in the order hub, local, twin."""
     present = set(usable(frame, metric)["arm"].unique().to_list())
