@@ -35,6 +35,7 @@ EXPECTED_PERSISTENT = {0: None, 1: 64, 2: None, 3: 256}
 EXPECTED_VERDICT = {0: "within-band", 1: "learned-above", 2: "within-band", 3: "learned-below"}
 TWIN_BUDGET = 2000  # the twin's updates; its steps are trajectory.twin.twin_schedule(schedule, TWIN_BUDGET)
 MODEL = "EleutherAI/pythia-160m"
+INF_SHIFT = 0.005  # every row's r2_lin_inf is its r2_lin + this: the correction moves no verdict
 DATA_HASH = "d4t4h45h0000"
 METRIC_CONFIG = "m3tr1cc0nf1g"
 
@@ -77,6 +78,7 @@ def write_unit(store: Store, arm: str, seed: int, step: int, values, status=None
             r2_lin=v,
             r2_lin_global=v,
             r2_median_dim=v,
+            r2_lin_inf=v + INF_SHIFT,
             n_train=1000,
             n_test=250,
             cond=10.0,

@@ -140,6 +140,22 @@ def test_cli_plot_reads_only_the_store(tmp_path, capsys):
         assert (tmp_path / "out" / f"{name}.svg").is_file()
 
 
+def test_r2_lin_inf_is_drawn_on_request(tmp_path, capsys):
+    from synthetic import INF_SHIFT
+
+    build_store(tmp_path / "store", steps=[0, 1, 64, 128, 512], blocks=3, twin=False)
+    manifest = write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init"), reference=False)
+    assert main(["plot", str(manifest), "--metric", "r2_lin_inf", "--out", str(tmp_path / "out")]) == 0
+    frame = Store(tmp_path / "store").read()
+    ctx = replace(context_from(load_manifest(manifest), frame), metric="r2_lin_inf")
+    drawn = lines_by_block(frame, ctx, tmp_path / "again", "hub")
+    expected = store_rows(frame, "hub").with_columns(pl.col("value") + INF_SHIFT)
+    assert drawn.data["lines"].select("block", "step", "value").sort("block", "step")["value"].to_list() == (
+        pytest.approx(expected["value"].to_list())
+    )
+    assert "extrapolated to unlimited train rows" in (tmp_path / "out" / "lines_by_block.svg").read_text()
+
+
 def test_cli_plot_on_an_empty_store_is_one_line(tmp_path, capsys):
     manifest = write_manifest(tmp_path / "m.toml", tmp_path / "empty")
     assert main(["plot", str(manifest)]) == 2
