@@ -74,7 +74,7 @@ def test_verdict_counts_follow_from_the_table_and_the_band_is_stated(report):
     assert "mean ± t(0.975, 4) · sd · √(1 + 1/5) = mean ± 3.04 sd" in md
     assert "≥ 3 points and spans ≥ 10% of training" in md
     shift = f"0 of {BLOCKS} block verdicts change; the final value moves by +{INF_SHIFT:.4f} to +{INF_SHIFT:.4f}."
-    assert f"Pythia (hub checkpoints): with `r2_lin_inf` in place of `r2_lin`" in md and shift in md
+    assert "Pythia (hub checkpoints): with `r2_lin_inf` in place of `r2_lin`" in md and shift in md
 
 
 def test_an_init_mismatch_heads_the_report_and_json(tmp_path, capsys):

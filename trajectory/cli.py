@@ -78,13 +78,18 @@ def _add_measure(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published protocol's data and split")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of a table (r2_inf in the table is r2_lin_inf: R²_lin extrapolated "
+        "to unlimited train rows)",
+    )
     p.add_argument(
         "--companions",
         default="",
         metavar="LIST",
         help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
-        "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
+        "score of h_l→h_l+1), effective_rank, ci (k-fold mean and its 95%% interval), swap (Δloss when the "
         "FFN is replaced by its affine fit); or 'all'",
     )
     p.add_argument(
@@ -153,7 +158,9 @@ def format_blocks(result: dict) -> str:
     notes = sorted(
         {f"— {k.removeprefix('status_')}: {v}" for b in result["blocks"] for k, v in b.items() if _why_not(k, v)}
     )
-    legend = "r2_inf: R²_lin extrapolated to unlimited train rows (README, r2_lin_inf)" + (
+    if not any(k.startswith("status_") for b in result["blocks"] for k in b):
+        return "\n".join([head, header, *rows])  # no companions: the table alone
+    legend = "r2_inf: R²_lin extrapolated to unlimited train rows" + (
         "; r2_cv [cv_low, cv_high]: the k-fold mean and its 95% interval"
         if any("r2_lin_cv" in b for b in result["blocks"])
         else ""

@@ -227,8 +227,8 @@ def missing_blocks(
 
 def _inits(frame: pl.DataFrame) -> str:
     """The initialisations the random-init rows name in their commits (``init:<scheme>/config:<hash>``)."""
-    commits = frame.filter(pl.col("arm") == verdicts.BAND_ARM)["commit"].drop_nulls().unique().to_list()
-    names = sorted({c.split("/")[0].removeprefix("init:") for c in commits if c.startswith("init:")})
+    commits = frame.filter(pl.col("arm") == verdicts.BAND_ARM)["commit"].to_list()
+    names = sorted({n for n in map(verdicts.init_of, commits) if n})
     return f"init {', '.join(f'`{n}`' for n in names)}" if names else "none in the store"
 
 
@@ -320,20 +320,9 @@ def sections(
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints: the band's definition, the rule, the warnings, and one object per
-    trained arm, block and seed (:func:`trajectory.verdicts.records`)."""
+    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
     table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
-    return {
-        "experiment": manifest.name,
-        "metric": metric,
-        "band": {
-            "coverage": manifest.band_coverage,
-            "definition": "mean ± t(1 − α/2, S − 1) · sd · √(1 + 1/S) over the S random-init seeds",
-        },
-        "rule": verdicts.RULE,
-        "warnings": sorted({w for w in table["warning"].to_list() if w}),
-        "blocks": verdicts.records(table),
-    }
+    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:

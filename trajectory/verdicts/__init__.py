@@ -46,7 +46,7 @@ from .frame import (
     trajectory,
     usable,
 )
-from .summary import RULE, arm_sentence, band_sentence, counts, metric_shift_sentences, records
+from .summary import RULE, arm_sentence, as_json, band_sentence, counts, metric_shift_sentences, records
 from .table import arm_verdicts, block_table, compare_metrics, verdict_table
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "Events",
     "agreed",
     "arm_sentence",
+    "as_json",
     "arm_verdicts",
     "band_sentence",
     "block_table",

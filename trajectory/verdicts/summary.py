@@ -92,3 +92,18 @@ def records(table: pl.DataFrame) -> list[dict]:
         warning = r.pop("warning", None)
         rows.append({**{k: _clean(v) for k, v in r.items()}, "warnings": [warning] if warning else []})
     return rows
+
+
+def as_json(table: pl.DataFrame, experiment: str, metric: str, coverage: float) -> dict:
+    """The verdict table as one JSON object: the band's definition, the rule, the warnings and :func:`records`."""
+    return {
+        "experiment": experiment,
+        "metric": metric,
+        "band": {
+            "coverage": coverage,
+            "definition": "mean ± t(1 − α/2, S − 1) · sd · √(1 + 1/S) over the S random-init seeds",
+        },
+        "rule": RULE,
+        "warnings": sorted({w for w in table["warning"].to_list() if w}),
+        "blocks": records(table),
+    }
