@@ -60,7 +60,7 @@ def test_block_table_has_the_known_events_verdicts_and_z(report):
     sd = statistics.stdev(OFFSETS)
     half = 2.7764451 * sd * math.sqrt(1.2)  # t(0.975, 4), five seeds
     assert table[1][3] == f"{0.2 / sd:.2f}"
-    assert table[1][2] == f"{hub_value(1, SHORT_STEPS[-1]):.4f} ({SHORT_STEPS[-1]})"
+    assert table[1][2] == f"{hub_value(1, SHORT_STEPS[-1]):.4f} at {SHORT_STEPS[-1]}"
     assert table[0][1] == f"{BASE[0] - half:.4f}–{BASE[0] + half:.4f} ({BASE[0]:.4f} ± {sd:.4f}, {len(OFFSETS)})"
 
 
@@ -157,3 +157,19 @@ def test_report_on_an_empty_store_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no rows for experiment" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_multi_seed_arm_shows_each_seed_and_the_agreed_block_verdict(tmp_path):
+    from trajectory.manifest import load_manifest
+    from trajectory.report import read_experiment, sections, to_markdown
+
+    up = {0: 0.5, 500: 0.9, 1000: 0.9, 2000: 0.9}
+    series_store(tmp_path / "store", {0: up, 1: {**up, 1000: 0.5, 2000: 0.5}}, arm="twin")
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("twin", "random-init"),
+                                            blocks=1))  # fmt: skip
+    frame, ignored, failures = read_experiment(manifest)
+    md = to_markdown("t", sections(frame, manifest, [], failures, ignored))
+    assert "twin (our run): of 1 blocks, 1 undetermined (2 trained seeds, 0, 1)." in md
+    rows = [line for line in md.splitlines() if line.startswith("| 0 | ")]
+    assert "| seed verdict | block verdict | reason (this seed) |" in md
+    assert "| learned-above | undetermined |" in rows[0] and "| within-band | undetermined |" in rows[1]

@@ -138,6 +138,18 @@ def test_an_arm_whose_step_0_is_outside_its_band_is_undetermined_with_a_warning(
     assert checked["outside"].to_list() == [True] and warning == row["warning"]
 
 
+def test_outside_from_step_0_on_is_not_called_learned(tmp_path):
+    """Step 0 just beyond the 95% band in two seeds (the init check, widened to 97.5% for their two step-0 values,
+    t(0.9875, 4) = 3.75 > 1.2 · 2.78, lets it pass) and every later value too: the value was there before
+    training, so the band cannot call it learned."""
+    edge = 0.5 + 1.2 * HALF
+    series = {s: edge for s in (0, 100, 200, 300, 400, 500)}
+    store = series_store(tmp_path, {0: series, 1: dict(series)})
+    row = one(store.read(), total=500)
+    assert row["warning"] is None and row["persistent_exit_step"] == 0 and row["persistent_holds"]
+    assert row["verdict"] == "undetermined" and "from step 0 on" in row["reason"]
+
+
 def test_the_init_check_widens_the_band_for_many_blocks(tmp_path):
     """12 step-0 values are 12 chances of a false alarm: the check holds each to the band widened to coverage
     1 − 0.05/12 (t(0.99792, 4) lies between the printed t(0.9975, 4) = 5.598 and t(0.999, 4) = 7.173)."""

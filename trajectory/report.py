@@ -88,7 +88,7 @@ def _step(step, pythia, twin: bool) -> str:
     """A step, with its Pythia-equivalent step for the twin."""
     if step is None:
         return "—"
-    return f"{step} ({pythia})" if twin and pythia is not None and pythia != step else str(step)
+    return f"{step} (Pythia {pythia})" if twin and pythia is not None and pythia != step else str(step)
 
 
 def _event(r: dict, name: str, twin: bool, direction: str | None = None) -> str:
@@ -119,12 +119,10 @@ def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None)
     header = (
         ("block",)
         + (("seed",) if many else ())
-        + ("band (mean ± sd, seeds)", "final (step)", "z", "first exit", "peak (step)", "persistent exit")
+        + ("band (mean ± sd, seeds)", "final", "z", "first exit", "peak", "persistent exit")
         + (("k-fold mean [95% interval], final step",) if cv else ())
-        + ("verdict", "reason")
+        + (("seed verdict", "block verdict", "reason (this seed)") if many else ("verdict", "reason"))
     )
-    if twin:
-        header = tuple(h + (" (Pythia-eq.)" if h in ("first exit", "persistent exit") else "") for h in header)
     rows = []
     for r in table.iter_rows(named=True):
         persistent = _event(r, "persistent_exit", twin, r["persistent_direction"])
@@ -136,14 +134,14 @@ def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None)
             + ((fmt(r["seed"]),) if many else ())
             + (
                 f"{band} ({fmt(r['init_mean'])} ± {fmt(r['init_sd'])}, {fmt(r['band_seeds'])})",
-                f"{fmt(r['final'])} ({_step(r['final_step'], r['final_pythia_step'], twin)})",
+                f"{fmt(r['final'])} at {_step(r['final_step'], r['final_pythia_step'], twin)}",
                 fmt(r["z"], 2),
                 _event(r, "first_exit", twin, r["first_exit_direction"]),
-                f"{fmt(r['peak'])} ({_step(r['peak_step'], r['peak_pythia_step'], twin)})",
+                f"{fmt(r['peak'])} at {_step(r['peak_step'], r['peak_pythia_step'], twin)}",
                 persistent,
             )
             + ((cv.get((r["block"], r["seed"], r["final_step"]), "—"),) if cv else ())
-            + (r["verdict"], r["seed_reason"] if many else r["reason"])
+            + ((r["seed_verdict"], r["verdict"], r["seed_reason"]) if many else (r["verdict"], r["reason"]))
         )
         rows.append(cells)
     return Table(header, tuple(rows))

@@ -15,9 +15,10 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
    tail of measured points that all lie outside on the side of the last one).  The persistent exit *holds*
    when that tail has ≥ 3 measured points and spans ≥ 10% of the arm's training (its step to the last
    measured step, over the schedule's length, or the twin's update budget); otherwise it is "not yet".
-4. **Verdict of a seed**: ``learned-above`` / ``learned-below`` when the persistent exit holds (its side);
-   ``within-band`` when the last measured value is inside the band; ``undetermined`` when the last value is
-   outside but the exit does not hold yet, when there is no band, or when the init check failed.
+4. **Verdict of a seed**: ``learned-above`` / ``learned-below`` when the persistent exit holds (its side)
+   and starts after step 0; ``within-band`` when the last measured value is inside the band; ``undetermined``
+   when the last value is outside but the exit does not hold yet, when it holds from step 0 on (the value
+   was there at initialisation), when there is no band, or when the init check failed.
 5. **Verdict of a block**: the seeds' verdict when every trained seed of the arm has the same one; else
    ``undetermined`` with the reason "seeds disagree: …".
 

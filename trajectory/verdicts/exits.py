@@ -94,6 +94,11 @@ def series_verdict(ev: Events | None, band: bool, init_warning: str | None = Non
         return "undetermined", "no usable measured value"
     if init_warning:
         return "undetermined", "step 0 lies outside the random-init band: the band may describe another init"
+    if ev.persistent_holds and ev.persistent_exit_step == 0:
+        return "undetermined", (
+            f"{ev.persistent_direction} the band from step 0 on: the value was there at initialisation, so the "
+            "band does not show it was learned"
+        )
     if ev.persistent_holds:
         return f"learned-{ev.persistent_direction}", (
             f"{ev.persistent_direction} the band from step {ev.persistent_exit_step} through the last measured "

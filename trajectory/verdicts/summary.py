@@ -35,9 +35,10 @@ RULE = (
     "Rule: the first exit is the first measured step strictly outside the band; the peak is the largest value; "
     "the persistent exit is the first step of the tail of measured points that all lie outside on the side of the "
     f"last one, and it holds when that tail has ≥ {MIN_POINTS} points and spans ≥ {MIN_FRACTION:.0%} of training. "
-    "A seed is learned-above / learned-below when its persistent exit holds, within-band when its last measured "
-    "value is inside the band, and undetermined otherwise (the exit does not hold yet, no band, or step 0 outside "
-    "its band). A block's verdict is its seeds' when they all agree, else undetermined."
+    "A seed is learned-above / learned-below when its persistent exit holds and starts after step 0, within-band "
+    "when its last measured value is inside the band, and undetermined otherwise (the exit does not hold yet, it "
+    "holds from step 0 on, no band, or step 0 outside its band). A block's verdict is its seeds' when they all "
+    "agree, else undetermined."
 )
 
 
@@ -53,7 +54,7 @@ def arm_sentence(table: pl.DataFrame, arm: str) -> str:
     c = counts(table)
     seeds = sorted({s for s in table["seed"].drop_nulls().to_list()})
     parts = ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v])
-    on = f"{len(seeds)} trained seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else "one trained seed"
+    on = f"{len(seeds)} trained seeds, {', '.join(map(str, seeds))}" if len(seeds) > 1 else "one trained seed"
     return f"{arm_label(arm)}: of {n_blocks} blocks, {parts or 'none measured'} ({on})."
 
 
