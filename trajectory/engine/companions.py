@@ -30,9 +30,10 @@ the map fitted on the other folds; ``r2_lin_cv`` is the mean of the k fold
 scores and ``[r2_lin_cv_low, r2_lin_cv_high] = mean ± t(0.975, k−1) · sd / √k``
 its 95% interval (:func:`trajectory.engine.tdist.t_quantile`).  The interval is
 centred on the k-fold mean and belongs to it, not to the single-split
-``r2_lin``, which it need not contain: the single split is one draw of the
-split, whose spread is about √k times the interval's half-width.  Folds share
-training rows, so this interval is, as usual for CV, somewhat optimistic.
+``r2_lin``, which it need not contain: one split scatters about the k-fold
+mean by about one fold score's sd, while the half-width is t·sd/√k (1.24 sd
+for k = 5).  Folds share training rows, so this interval is, as usual for CV,
+somewhat optimistic.
 """
 
 from __future__ import annotations
