@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 
 TINY = dict(hidden=32, layers=2, heads=4, vocab=320, positions=256)
+#: Families built like Llama (grouped-query attention, gated MLP); OLMo-2 norms the sublayers' outputs.
+LLAMA_LIKE = ("qwen2", "mistral", "olmo", "olmo2")
 
 
 def stdlib_text(n_chars: int = 400_000) -> str:
@@ -68,6 +70,22 @@ def tiny_config(model_type: str, **overrides):
             num_attention_heads=heads,
             num_key_value_heads=2,
             max_position_embeddings=pos,
+        )
+    elif model_type in LLAMA_LIKE:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.for_model(
+            model_type,
+            vocab_size=vocab,
+            hidden_size=h,
+            intermediate_size=2 * h,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=2,
+            max_position_embeddings=pos,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=0,
         )
     elif model_type == "bert":
         cfg = BertConfig(

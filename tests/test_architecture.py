@@ -2,11 +2,12 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-    0 errors, config, names, atomic, progress   leaves: settings, safe names, atomic writes
+    0 errors, config, discovery, names,         leaves: settings, schedules read from branch names,
+      atomic, progress                          safe names, atomic writes
     1 manifest, data/                           TOML → config; evaluation and training tokens
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
     3 sources/                                  where checkpoints, configs and tokenizers come from
-    4 store                                     parquet units keyed by provenance
+    4 store, stored                             parquet units keyed by provenance; what a store alone records
     5 arms/                                     plan() → units, run(unit) → rows
     6 scheduler                                 runs the arms' units, one failure policy
     7 verdicts, verify                          numbers from the store
@@ -24,11 +25,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "names": 0, "atomic": 0, "progress": 0,
+    "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
     "manifest": 1, "data": 1,
     "engine": 2,
     "sources": 3,
-    "store": 4,
+    "store": 4, "stored": 4,
     "arms": 5,
     "scheduler": 6,
     "verdicts": 7, "verify": 7,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import run_arm
+from builders import LLAMA_LIKE, run_arm, tiny_config
 
 from trajectory.arms import random_init as baselines
 from trajectory.engine.initialisation import gpt_neox_stds
@@ -72,10 +72,42 @@ def test_seeds_are_pure_distinct_and_leave_the_global_rng_alone(model_type):
     assert hashes[0] == hashes[2] and hashes[0] != hashes[1]
 
 
-def _manifest(tmp_path, tiny_dir, text_file, seeds=(0, 1, 2)) -> Path:
+@pytest.mark.parametrize("model_type", LLAMA_LIKE)
+def test_llama_like_families_draw_the_hugging_face_default_init(model_type, tmp_path, tiny_dir, text_file):
+    """Their adapters name no real init (``init=None``), so a seed is the model's own ``from_config`` draw
+    under ``torch.manual_seed(seed)``: every projection N(0, initializer_range), and the arm stores it."""
+    cfg = tiny_config(model_type, hidden_size=128, intermediate_size=512)
+    model = fresh_model(cfg, seed=3)
+    projections = [(n, p) for n, p in model.named_parameters() if n.endswith("proj.weight")]
+    assert len(projections) == 7 * cfg.num_hidden_layers  # q, k, v, o, gate, up, down per block
+    for name, p in projections:
+        assert abs(p.double().std().item() / cfg.initializer_range - 1) < 0.05, name
+    small = {k: v for k, v in tiny_config(model_type).to_dict().items() if k in _ARCH_KEYS}
+    manifest = load_manifest(_manifest(tmp_path, tiny_dir, text_file, seeds=(0, 1), config=small))
+    store = Store(manifest.store_dir)
+    assert [o.status for o in run_arm(manifest, "random-init", store)] == ["done"] * 2
+    rows = store.read()
+    assert set(rows["commit"].str.split("/").list.first()) == {"init:hf-default"}
+    from transformers import AutoModel
+
+    for seed in (0, 1):
+        torch.manual_seed(seed)  # the draw, made here independently of trajectory.engine.models
+        expected = weights_hash(AutoModel.from_config(baselines.architecture(manifest)))
+        assert set(rows.filter(rows["seed"] == seed)["weights_hash"]) == {expected}
+    assert rows.filter(rows["status"] == "ok").height == 4  # two seeds × two blocks, each with a number
+
+
+_ARCH_KEYS = (
+    "model_type", "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "max_position_embeddings", "pad_token_id", "bos_token_id", "eos_token_id",
+)  # fmt: skip
+
+
+def _manifest(tmp_path, tiny_dir, text_file, seeds=(0, 1, 2), config=None) -> Path:
     path = tmp_path / "ri.toml"
     config = "\n".join(
-        f"{k} = {v!r}".replace("'", '"') for k, v in {**NEOX, "hidden_size": 32, "intermediate_size": 128}.items()
+        f"{k} = {v!r}".replace("'", '"')
+        for k, v in (config or {**NEOX, "hidden_size": 32, "intermediate_size": 128}).items()
     )
     path.write_text(f"""
 [experiment]

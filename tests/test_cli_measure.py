@@ -3,12 +3,13 @@
 import json
 
 import pytest
+from builders import LLAMA_LIKE, save_tiny
 
 from trajectory.cli import main
 from trajectory.config import DataSpec, MetricConfig
 from trajectory.data.tokens import eval_tokens
 from trajectory.engine.measure import measure_blocks
-from trajectory.sources.loading import load_model
+from trajectory.sources.loading import load_model, load_tokenizer
 
 
 def run(capsys, *argv):
@@ -69,6 +70,25 @@ def test_unsupported_architecture_names_the_supported_ones(capsys, tmp_path, tex
     OPTConfig(hidden_size=16, num_hidden_layers=1, ffn_dim=32, num_attention_heads=2).save_pretrained(tmp_path)
     err = one_line_error(*run(capsys, "measure", tmp_path, "--text-file", text_file))
     assert "'opt'" in err and "gpt_neox" in err and "bert" in err
+
+
+@pytest.mark.parametrize("model_type", LLAMA_LIKE)
+def test_llama_like_families_are_measured(capsys, tmp_path, text_file, tokenizer, model_type):
+    """The issue's user story: `measure` of a Qwen2- (Mistral-, OLMo-, OLMo-2-) built model gives its numbers."""
+    folder = save_tiny(tmp_path / model_type, model_type, 0, tokenizer)
+    argv = ["measure", folder, "--text-file", text_file, "--tokens", 2048, "--seq-len", 64, "--json"]
+    code, out, err = run(capsys, *argv)
+    assert code == 0, err
+    model, _ = load_model(str(folder))
+    assert model.config.model_type == model_type
+    # the folder's tokenizer as transformers loads it (for model_type qwen2, transformers 5 loads Qwen2Tokenizer
+    # whatever class was saved, and its pre-tokenizer cuts the same text differently)
+    tokens = eval_tokens(DataSpec("text", str(text_file), tokens=2048, seq_len=64), load_tokenizer(str(folder)))
+    want = measure_blocks(model, tokens, MetricConfig())
+    result = json.loads(out)
+    got = result["blocks"]
+    assert result["data_hash"] == tokens.data_hash and [b["block"] for b in got] == [0, 1]
+    assert [b["r2_lin"] for b in got] == pytest.approx([b["r2_lin"] for b in want], abs=1e-12)
 
 
 def test_too_few_train_tokens_says_how_many_are_needed(capsys, tiny_dir, text_file):

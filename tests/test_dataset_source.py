@@ -62,3 +62,34 @@ def test_paper_preset_uses_wikitext_128_token_windows_and_the_last_fifth_held_ou
 def test_bad_dataset_spec_is_one_line(capsys, tiny_dir):
     code, out, err = run(capsys, "measure", tiny_dir, "--dataset", "no-colon-here")
     assert code == 2 and "REPO:PATH" in err and len(err.strip().splitlines()) == 1
+
+
+def test_paper_preset_holds_out_exactly_the_last_fifth_of_the_windows(hub, capsys, tiny_dir):
+    """The held-out windows are the last round(0.2 · n) ones: R²_lin equals numpy lstsq fitted on the first
+    windows and scored on the last ones, built here from the served lines, and not the other way round."""
+    import numpy as np
+    from test_engine import stored_activations
+    from test_stats import lstsq_r2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, lines = hub
+    code, out, err = run(capsys, "measure", tiny_dir, "--preset", "paper", "--json")
+    assert code == 0, err
+    blocks = json.loads(out)["blocks"]
+    tok = AutoTokenizer.from_pretrained(tiny_dir)
+    n_seq = 15_000 // 128
+    stream: list[int] = []
+    for line in lines:  # each line a document, followed by EOS, cut into 128-token windows
+        stream += tok(line, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if len(stream) >= n_seq * 128:
+            break
+    ids = np.array(stream[: n_seq * 128]).reshape(n_seq, 128)
+    n_test = round(0.2 * n_seq)
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    for block, (x, y) in zip(blocks, stored_activations(model, "gpt_neox", ids), strict=True):
+        d = x.shape[-1]
+        tail, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:])))
+        head, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[n_test:], y[n_test:], x[:n_test], y[:n_test])))
+        assert block["r2_lin"] == pytest.approx(tail, abs=1e-6)
+        assert abs(head - tail) > 1e-4  # the other split gives another number: the check can tell them apart
+        assert block["n_test"] == n_test * 128

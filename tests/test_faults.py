@@ -261,3 +261,64 @@ def test_every_test_the_readme_fault_table_names_exists():
     for file, name in cited:
         source = (Path(__file__).parent / file).read_text(encoding="utf-8")
         assert re.search(rf"^def {name}\(", source, re.M), f"README cites {file}::{name}, which does not exist"
+
+
+# -- a damaged unit is never counted as done ---------------------------------------------------------------------
+def test_truncated_garbage_and_copied_units_are_moved_aside_and_measured_again(many, text_file, tmp_path, capsys):
+    toml = local_manifest(tmp_path / "dmg.toml", many, text_file, [0, 1, 2, 4], tmp_path / "store", tokens=1024)
+    code, out, err = run(capsys, "sweep", toml, "--no-progress")
+    assert code == 0 and "4 measured" in out, err
+    store = Store(tmp_path / "store")
+    by_rev = {r["revision"]: r["key"] for r in store.read().unique("revision").iter_rows(named=True)}
+    unit = {rev: store.unit_path(key) for rev, key in by_rev.items()}
+    good = {rev: path.read_bytes() for rev, path in unit.items()}
+    damaged = {
+        "step0": good["step0"][: len(good["step0"]) // 2],  # truncated
+        "step1": os.urandom(len(good["step1"])),  # garbage
+        "step2": good["step4"],  # step4's unit copied under step2's key
+    }
+    for rev, data in damaged.items():
+        unit[rev].write_bytes(data)
+    stray = store.units / f"{'0' * 24}.parquet"
+    stray.write_bytes(good["step4"])  # and under a key no unit has
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, "sweep", toml, "--no-progress")
+        assert code == 0 and "3 measured, 1 cached, 0 failed" in out, out + err
+        assert f"3 damaged unit file(s) moved to {tmp_path / 'store' / 'quarantine'}" in out
+        moved = [p.read_bytes() for p in (store.root / "quarantine").iterdir()]
+        assert sorted(moved) == sorted(damaged.values())  # every damaged file kept, byte for byte
+        assert unit["step4"].read_bytes() == good["step4"]
+        rows = Store(tmp_path / "store").read()
+        assert rows.height == 8 and rows.select("revision", "block").n_unique() == 8
+        code, out, err = run(capsys, "results", toml)
+        assert code == 0 and all(out.count(f"step{s} ") == 2 for s in (0, 1, 2, 4)), out  # one row per block
+        code, out, _ = run(capsys, "sweep", toml, "--no-progress")
+        assert "0 measured, 4 cached, 0 failed" in out and "moved" not in out
+    assert f"skipped {stray.name}" in " ".join(str(w.message) for w in caught)  # the stray copy: reported
+
+
+# -- symlinked checkpoint folders: measure and the sweep follow one rule -------------------------------------------
+def test_a_symlinked_revision_inside_the_folder_is_measured_and_one_leading_out_is_refused_alike(
+    ckpts, text_file, tmp_path, capsys
+):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpts / "step0", run_dir / "saved" / "step0")
+    shutil.copytree(ckpts / "step4", tmp_path / "elsewhere" / "step4")
+    (run_dir / "step0").symlink_to(run_dir / "saved" / "step0")  # stays inside the checkpoint folder
+    (run_dir / "step4").symlink_to(tmp_path / "elsewhere" / "step4")  # leads out of it
+    args = ["--text-file", text_file, "--tokens", 1024, "--seq-len", 64]
+    code, out, err = run(capsys, "measure", run_dir, "--revision", "step0", *args, "--json")
+    assert code == 0, err
+    _, direct, _ = run(capsys, "measure", ckpts, "--revision", "step0", *args, "--json")
+    assert json.loads(out)["blocks"] == json.loads(direct)["blocks"]
+    code, out, err = run(capsys, "sweep", "--repo", run_dir, "--revisions", "step0", *args, "--store", tmp_path / "a")
+    assert code == 0 and "1 measured" in out, err
+    refused = one_line(*run(capsys, "measure", run_dir, "--revision", "step4", *args))
+    assert "'step4' resolves outside" in refused
+    swept = one_line(
+        *run(capsys, "sweep", "--repo", run_dir, "--revisions", "step0,step4", *args, "--store", tmp_path / "b")
+    )
+    assert swept == refused and not (tmp_path / "b").exists()

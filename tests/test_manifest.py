@@ -23,7 +23,7 @@ def test_pythia_schedule_has_the_154_public_revisions():
 @pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
 def test_every_shipped_manifest_parses(path):
     m = load_manifest(path)
-    assert m.name and m.arms and m.schedule.steps
+    assert m.name and m.arms and (m.schedule.steps if m.schedule.rule is None else m.schedule.rule.pattern)
     assert m.data.tokens >= m.data.seq_len
 
 
@@ -116,3 +116,64 @@ def test_arbitrary_bytes_never_raise_anything_but_a_clear_error(tmp_path, blob):
         load_manifest(path)
     except TrajectoryError as exc:
         assert "\n" not in str(exc)
+
+
+# -- [schedule] revisions = [...] (issue 15, item 4) -----------------------------------------------------------
+def test_explicit_revisions_are_the_schedule_in_step_order(tmp_path):
+    m = load_manifest(write(tmp_path, BASE + "[schedule]\nrevisions = ['step143000', 'step0', 'step1000']\n"))
+    assert m.schedule.revisions() == ["step0", "step1000", "step143000"]
+    assert m.schedule.steps == (0, 1000, 143_000)  # not Pythia's 154 steps
+
+
+@pytest.mark.parametrize(
+    "schedule, needle",
+    [
+        ("revisons = ['step0']", "[schedule] 'revisons' must be one of"),
+        ("revisions = ['step0']\nstpes = [1]", "[schedule] 'stpes' must be one of"),
+        ("revisions = ['step0']\nsteps = [0, 1]", "[schedule] 'steps' must be absent when 'revisions' is given"),
+        ("revisions = ['step0']\nrule = 'pythia'", "[schedule] 'rule' must be absent when 'revisions' is given"),
+        ("revisions = ['step0']\nlast = 1000", "[schedule] 'last' must be absent when 'revisions' lists"),
+        ("revisions = ['step0']\nrevision_format = 's{step}'", "[schedule] 'revision_format' must be absent"),
+        ("revisions = []", "[schedule] 'revisions' must be a non-empty list of revision names"),
+        ("revisions = ['main']", "[schedule] 'revisions' must be names that carry a step number"),
+        ("revisions = ['step1', 'ckpt1']", "[schedule] 'revisions' must be names of distinct steps"),
+    ],
+)
+def test_schedule_keys_that_are_unknown_or_mixed_with_revisions_are_refused(tmp_path, schedule, needle):
+    with pytest.raises(TrajectoryError) as err:
+        load_manifest(write(tmp_path, BASE + f"[schedule]\n{schedule}\n"))
+    assert needle in str(err.value) and "exp.toml" in str(err.value)
+
+
+def test_a_sweep_measures_exactly_the_listed_revisions(tmp_path, tiny_dir, text_file):
+    """Four revisions on disk, two listed: the two are measured, nothing else is planned or stored."""
+    import shutil
+
+    import polars as pl
+    from builders import run_arm
+
+    from trajectory.store import Store
+
+    for step in (0, 1, 2, 3):
+        shutil.copytree(tiny_dir, tmp_path / "ckpts" / f"step{step}")
+    path = write(
+        tmp_path,
+        f"""
+[experiment]
+arms = ["local"]
+[model]
+path = "{tmp_path / "ckpts"}"
+[schedule]
+revisions = ["step2", "step0"]
+[data]
+text_file = "{text_file}"
+tokens = 1024
+seq_len = 64
+[sweep]
+store = "{tmp_path / "store"}"
+""",
+    )
+    outcomes = run_arm(load_manifest(path), "local")
+    assert sorted(o.label for o in outcomes) == ["local:step0", "local:step2"]
+    stored = Store(tmp_path / "store").read()
+    assert sorted(set(stored["revision"])) == ["step0", "step2"] and stored.filter(pl.col("status") != "ok").is_empty()

@@ -5,19 +5,24 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
+import numpy as np
 import polars as pl
 import pytest
 from builders import key_of
 from synthetic import (
+    BAD,
     BASE,
+    EXPECTED_EMERGENCE,
     FAILED_STEP,
     MISSING_STEP,
     MODEL,
     N_BLOCKS,
+    OFFSETS,
     SHORT_STEPS,
     TWIN_BUDGET,
     build_store,
     hub_value,
+    twin_value,
     write_manifest,
 )
 
@@ -213,7 +218,7 @@ def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
             metric_config="m",
         )
         store.write_unit(
-            key_of(prov),
+            key_of({**prov, "step": step}),  # the key of the rows' own provenance, or the store skips them
             [
                 dict(
                     prov,
@@ -248,3 +253,111 @@ def test_companion_metrics_figure_draws_the_stored_values(tmp_path):
         )
         is None
     )
+
+
+# -- what reached matplotlib: the artists' own data, against the synthetic design's closed form -------------
+@pytest.fixture(scope="module")
+def artists(setup, tmp_path_factory):
+    """Every figure of ``plot_all`` as it was saved, artists intact (``plt.close`` is intercepted)."""
+    import matplotlib.pyplot as plt
+
+    manifest, frame, ctx, _ = setup
+    kept, real = {}, plt.close
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(plt, "close", lambda fig=None: kept.setdefault(len(kept), fig))
+        names = [d.name for d in plot_all(frame, ctx, tmp_path_factory.mktemp("artists"))]
+    yield dict(zip(names, kept.values()))
+    for fig in kept.values():
+        real(fig)
+
+
+def hub_expected(block: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hub line of ``block`` from the design: every scheduled step, NaN where no usable row exists."""
+    steps = np.array(SHORT_STEPS, dtype=float)
+    gap = {MISSING_STEP, FAILED_STEP} | ({BAD[0]} if block == BAD[1] else set())
+    return steps, np.array([np.nan if s in gap else hub_value(block, s) for s in SHORT_STEPS])
+
+
+def band_expected(block: int) -> tuple[float, float]:
+    """mean ± 2 sd (sample sd, ddof 1) of BASE[block] + OFFSETS over the seeds."""
+    mean, sd = BASE[block] + np.mean(OFFSETS), np.std(OFFSETS, ddof=1)
+    return mean - 2 * sd, mean + 2 * sd
+
+
+def test_lines_by_block_draws_each_block_s_values_with_gaps_as_breaks(artists):
+    ax = artists["lines_by_block"].axes[0]
+    lines = [ln for ln in ax.lines if ln.get_marker() == "."]
+    assert len(lines) == N_BLOCKS
+    for block, line in enumerate(lines):
+        x, y = hub_expected(block)
+        np.testing.assert_array_equal(line.get_xdata(), x)
+        np.testing.assert_allclose(np.asarray(line.get_ydata(), float), y, rtol=0, atol=1e-12)  # NaN == NaN
+    (marks,) = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    assert list(marks.get_xdata()) == [MISSING_STEP, FAILED_STEP]
+
+
+def test_heatmap_image_holds_the_store_values_and_masks_the_gaps(artists):
+    image = artists["heatmap"].axes[0].images[0].get_array()
+    assert image.shape == (N_BLOCKS, len(SHORT_STEPS))
+    for block in range(N_BLOCKS):
+        _, y = hub_expected(block)
+        np.testing.assert_array_equal(np.ma.getmaskarray(image[block]), np.isnan(y))
+        np.testing.assert_allclose(image[block].compressed(), y[~np.isnan(y)], rtol=0, atol=1e-12)
+
+
+def test_small_multiples_draw_the_band_span_both_arms_and_the_emergence_line(artists):
+    from trajectory.config import twin_schedule
+
+    fig = artists["small_multiples"]
+    panels = [ax for ax in fig.axes if ax.get_visible() and ax.get_title().startswith("block ")]
+    assert [int(ax.get_title().split()[1]) for ax in panels] == list(range(N_BLOCKS))
+    twin_points = twin_schedule(SHORT_STEPS, TWIN_BUDGET)
+    for block, ax in enumerate(panels):
+        (span,) = ax.patches
+        ys = span.get_path().transformed(span.get_patch_transform()).vertices[:, 1]
+        low, high = band_expected(block)
+        assert (ys.min(), ys.max()) == pytest.approx((low, high), abs=1e-12)
+        hub, twin = [ln for ln in ax.lines if ln.get_marker() == "."]
+        x, y = hub_expected(block)
+        np.testing.assert_array_equal(hub.get_xdata(), x)
+        np.testing.assert_allclose(np.asarray(hub.get_ydata(), float), y, rtol=0, atol=1e-12)
+        assert list(twin.get_xdata()) == [p for _, p in twin_points]  # the twin on its Pythia-equivalent step
+        assert list(twin.get_ydata()) == pytest.approx([twin_value(block, t) for t, _ in twin_points], abs=1e-12)
+        if block in EXPECTED_EMERGENCE:  # the design fixes emergence for blocks 0-3 (None: no marker)
+            vertical = [ln.get_xdata()[0] for ln in ax.lines if ln.get_linestyle() == "-."]
+            assert vertical == [e for e in [EXPECTED_EMERGENCE[block]] if e is not None]
+
+
+def test_final_profile_draws_finals_band_and_reference(artists, setup):
+    from trajectory.config import twin_schedule
+
+    manifest = setup[0]
+    ax = artists["final_profile"].axes[0]
+    by_style = {(ln.get_marker(), ln.get_linestyle()): ln for ln in ax.lines}
+    hub, twin, ref = by_style[("o", "-")], by_style[("s", "--")], by_style[("^", ":")]
+    assert list(hub.get_xdata()) == list(range(N_BLOCKS))
+    assert list(hub.get_ydata()) == pytest.approx([hub_value(b, SHORT_STEPS[-1]) for b in range(N_BLOCKS)], abs=1e-12)
+    last_twin = twin_schedule(SHORT_STEPS, TWIN_BUDGET)[-1][0]
+    assert list(twin.get_ydata()) == pytest.approx([twin_value(b, last_twin) for b in range(N_BLOCKS)], abs=1e-12)
+    assert list(ref.get_ydata()) == pytest.approx(list(manifest.reference_profile))
+    (band,) = ax.collections
+    ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+    for block in range(N_BLOCKS):
+        low, high = band_expected(block)
+        assert np.isclose(ys, low, atol=1e-12).any() and np.isclose(ys, high, atol=1e-12).any()
+
+
+def test_twin_vs_pythia_draws_each_arm_over_its_own_fraction_of_training(artists):
+    from trajectory.config import twin_schedule
+
+    ax = artists["twin_vs_pythia"].axes[0]
+    hub = [ln for ln in ax.lines if ln.get_linestyle() == "-"]
+    twin = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(hub) == len(twin) == N_BLOCKS
+    steps = [t for t, _ in twin_schedule(SHORT_STEPS, TWIN_BUDGET)]
+    for block in range(N_BLOCKS):
+        x, y = hub_expected(block)
+        np.testing.assert_allclose(hub[block].get_xdata(), x / SHORT_STEPS[-1], rtol=0, atol=1e-15)
+        np.testing.assert_allclose(np.asarray(hub[block].get_ydata(), float), y, rtol=0, atol=1e-12)
+        assert list(twin[block].get_xdata()) == pytest.approx([t / TWIN_BUDGET for t in steps], abs=1e-15)
+        assert list(twin[block].get_ydata()) == pytest.approx([twin_value(block, t) for t in steps], abs=1e-12)

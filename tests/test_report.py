@@ -46,7 +46,7 @@ def report(tmp_path_factory):
 
 def first_block_table(md: str) -> dict[int, list[str]]:
     """The hub's per-block table: block -> cells."""
-    section = md.split("## Per block: Pythia")[1].split("| block |")[1].split("\n\n")[0]
+    section = md.split("## Per block: hub checkpoints")[1].split("| block |")[1].split("\n\n")[0]
     rows = [line.strip("|").split(" | ") for line in section.splitlines() if re.match(r"\| \d+ \|", line)]
     return {int(r[0].strip()): [c.strip() for c in r] for r in rows}
 
@@ -69,12 +69,12 @@ def test_verdict_counts_follow_from_the_table_and_the_band_is_stated(report):
     verdicts = [row[7] for row in first_block_table(md).values()]
     kinds = ("learned-above", "learned-below", "within-band", "undetermined")
     listed = ", ".join(f"{verdicts.count(k)} {k}" for k in kinds if verdicts.count(k))
-    assert f"Pythia (hub checkpoints): of {BLOCKS} blocks, {listed} (one trained seed)." in md
+    assert f"hub checkpoints: of {BLOCKS} blocks, {listed} (one trained seed)." in md
     assert "95% prediction interval of `r2_lin` for one new random-init draw" in md
     assert "mean ± t(0.975, 4) · sd · √(1 + 1/5) = mean ± 3.04 sd" in md
     assert "≥ 3 points and spans ≥ 10% of training" in md
     shift = f"0 of {BLOCKS} block verdicts change; the final value moves by +{INF_SHIFT:.4f} to +{INF_SHIFT:.4f}."
-    assert "Pythia (hub checkpoints): with `r2_lin_inf` in place of `r2_lin`" in md and shift in md
+    assert "hub checkpoints: with `r2_lin_inf` in place of `r2_lin`" in md and shift in md
 
 
 def test_an_init_mismatch_heads_the_report_and_json(tmp_path, capsys):
@@ -122,7 +122,7 @@ def test_missing_steps_bad_rows_failures_and_other_evaluations_are_listed(report
 
 def test_spread_table_per_step(report):
     _, md, _ = report
-    section = md.split("## Per block: Pythia")[1].split("## ")[0]
+    section = md.split("## Per block: hub checkpoints")[1].split("## ")[0]
     row0 = next(line for line in section.splitlines() if line.startswith("| 0 | 5 |"))
     assert f"| {statistics.stdev(BASE[:BLOCKS]):.4f} |" in row0
     assert f"| {BAD[0]} | {BLOCKS - 1} |" in section

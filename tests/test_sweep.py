@@ -42,7 +42,7 @@ def sweep(manifest, **kw):
 
 
 def mtimes(store_dir: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in (store_dir / "units").glob("*.parquet")}
+    return {p.name: p.stat().st_mtime_ns for p in Store(store_dir).unit_files()}
 
 
 def cli(capsys, *argv):
@@ -323,3 +323,48 @@ def test_kill_9_mid_sweep_then_rerun_loses_nothing_and_recomputes_nothing(hub, c
     rows = Store(store).read()
     assert rows.height == 2 * len(REVS) and rows.select("revision", "block").n_unique() == rows.height
     assert {k: v for k, v in mtimes(store).items() if k in before} == before
+
+
+def test_ctrl_c_during_a_download_exits_at_once_without_waiting_for_it_or_the_queued_prefetch(
+    hub, ckpts, text_file, tmp_path
+):
+    hub.state.bandwidth = 10_000  # bytes/s: one revision's weights (~190 kB) take ~19 s to arrive
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "0"}
+    argv = [sys.executable, "-m", "trajectory", "sweep", "--repo", REPO, "--revisions", ",".join(REVS[3:]),
+            "--text-file", str(text_file), "--tokens", "1024", "--seq-len", "64", "--prefetch", "1",
+            "--store", str(tmp_path / "store"), "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not any(r.filename == "model.safetensors" and r.method == "GET" for r in hub.state.requests):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.05)
+    time.sleep(0.5)  # the download is under way, the next revision queued behind it
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    waited = time.perf_counter() - sent
+    assert proc.returncode == 130 and "interrupted" in err.decode(), err.decode()[-2000:]
+    assert waited < 5, f"Ctrl-C took {waited:.1f} s: it waited for a download"
+    weights = [r for r in hub.state.requests if r.filename == "model.safetensors" and r.method == "GET"]
+    assert len(weights) == 1  # the queued revision never started
+
+
+def test_faults_on_every_download_give_exactly_the_rows_of_a_fault_free_run(
+    hub, ckpts, text_file, tmp_path, monkeypatch
+):
+    revs = ["step4", "step8", "step16"]  # step8 is a pytorch_model.bin revision
+    clean = sweep(manifest_for(tmp_path, text_file, revs, store="clean"))
+    point_client_at(monkeypatch, hub.endpoint, tmp_path / "cache-faulty")  # a cold cache: every file fetched again
+    hub.state.faults += [
+        Fault("429", revision="step4", filename="config.json", method="GET"),
+        Fault("500", revision="step4", filename="model.safetensors", method="GET"),
+        Fault("truncate", revision="step8", filename="pytorch_model.bin"),
+        Fault("reset", revision="step16", filename="model.safetensors", method="GET"),
+        Fault("500", revision="step16", filename="model.safetensors", method="HEAD"),
+    ]
+    faulty = sweep(manifest_for(tmp_path, text_file, revs, store="faulty"))
+    assert all(f.times == 0 for f in hub.state.faults)  # every fault was met
+    assert clean.count("done") == faulty.count("done") == 3 and not faulty.failed
+    cols = [c for c in Store(tmp_path / "clean").read().columns if not c.startswith("seconds_")]
+    a, b = (Store(tmp_path / s).read().select(cols).sort("revision", "block") for s in ("clean", "faulty"))
+    assert a.height == 6 and a.equals(b)  # every column, the keys included, bit for bit

@@ -16,10 +16,11 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_malicious_bin_is_refused_in_one_line_and_never_executed(tmp_path, capsys, text_file):
+def test_malicious_bin_is_refused_in_one_line_and_never_executed(tmp_path, capsys, text_file, tokenizer):
     model_dir, marker = tmp_path / "evil", tmp_path / "PWNED"
     model = tiny_model("gpt_neox")
     model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)  # without it the folder is refused earlier, for its empty tokenizer
     (model_dir / "model.safetensors").unlink()
     torch.save({**model.state_dict(), "payload": Payload(marker)}, model_dir / "pytorch_model.bin")
     capsys.readouterr()

@@ -91,6 +91,8 @@ def measure(
         return blocks_frame(result)
     from .engine.measure import check_budget, measure_blocks, split_by_sequence
 
+    if device is not None:
+        check_device(device)
     windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
     check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
     blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
@@ -103,12 +105,15 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     from .arms.checkpoints import measure_checkpoint
     from .data.tokens import eval_tokens
     from .engine.adapters import adapter_for
-    from .engine.measure import check_budget, split_by_sequence
+    from .engine.measure import check_budget, check_positions, check_vocab, split_by_sequence
     from .sources.loading import load_config, load_tokenizer
 
+    check_device(device)
     config = load_config(name, revision)
     adapter_for(config.model_type)  # fail on the architecture before any weights move
+    check_positions(config, data.seq_len, data.allow_long)
     tokens = eval_tokens(data, load_tokenizer(name, revision))
+    check_vocab(tokens, config.vocab_size)
     check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
     blocks, wh = measure_checkpoint(name, tokens, cfg, device, revision)
     return {
@@ -119,6 +124,15 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
         "weights_hash": wh,
         "blocks": blocks,
     }
+
+
+def check_device(device: str) -> None:
+    """A CUDA device must exist before anything is loaded or any unit runs (checked once, here)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: no CUDA device is available (torch.cuda.is_available() is False)")
 
 
 def finite_or_null(blocks: list[dict]) -> list[dict]:
@@ -141,7 +155,20 @@ def _manifest(manifest: Manifest | str | Path) -> Manifest:
 
 def sweep(manifest: Manifest | str | Path, **options) -> SweepReport:
     """Measure every unit of ``manifest`` that its store lacks; ``options`` as :class:`SweepOptions`."""
-    return run_sweep(_manifest(manifest), SweepOptions(**options))
+    return checked_sweep(_manifest(manifest), SweepOptions(**options))
+
+
+def checked_sweep(manifest: Manifest, options: SweepOptions) -> SweepReport:
+    """:func:`~trajectory.scheduler.run_sweep` after the checks that need no unit: the device exists, the
+    store is a folder that can be written, and prefetch and workers are in range."""
+    from .atomic import writable_folder
+
+    check_device(options.device)
+    writable_folder(manifest.store_dir, "store")
+    for name, value, low in (("prefetch", options.prefetch, 0), ("workers", options.workers, 1)):
+        if value is not None and not (isinstance(value, int) and value >= low):
+            raise ConfigError(f"--{name} must be an integer ≥ {low}, got {value!r}")
+    return run_sweep(manifest, options)
 
 
 def results(source: Manifest | str | Path) -> pl.DataFrame:
@@ -149,6 +176,11 @@ def results(source: Manifest | str | Path) -> pl.DataFrame:
     sorted by arm, seed, step and block."""
     if isinstance(source, Manifest) or str(source).endswith(".toml"):
         manifest = _manifest(source)
+        if not Path(manifest.store_dir).is_dir():
+            raise TrajectoryError(
+                f"store folder not found: {manifest.store_dir} (experiment {manifest.name!r} has no results; "
+                "run trajectory sweep first)"
+            )
         frame = Store(manifest.store_dir).read().filter(pl.col("experiment") == manifest.name)
     else:
         if not Path(source).is_dir():

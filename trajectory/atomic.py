@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def _umask_mode(base: int) -> int:
     mask = os.umask(0)
@@ -26,7 +28,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` to fill a temporary file beside ``path``, then rename it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
+    # ".tmp-<random>.tmp": a leftover never matches a glob for results (``*.parquet``, ``*.json``)
+    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
@@ -65,3 +68,34 @@ def atomic_dir(path: str | Path, build: Callable[[Path], None], replace: bool = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def writable_folder(path: str | Path, what: str) -> Path:
+    """``path`` if a folder can be written there, else a one-line :class:`ConfigError`; creates nothing.
+
+    A folder that exists must be writable; one that does not must have a nearest existing ancestor that is a
+    writable folder.  Writable means :func:`os.access` allows it *and* a temporary folder can be made and
+    removed there (root passes ``os.access`` on a read-only filesystem).  ``what`` names the option.
+    """
+    text = os.fspath(path)
+    if not text or any(ord(c) < 32 for c in text):
+        raise ConfigError(f"{what} {text!r} is not a usable folder path (empty, or it holds NUL or control characters)")
+    target = Path(text).absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{what} {text} is a file, not a folder; give a folder path")
+    base = next(p for p in (target, *target.parents) if p.exists())
+    if not base.is_dir():
+        raise ConfigError(f"{what} {text} cannot be created: {base} is a file, not a folder")
+    if not _can_write(base):
+        raise ConfigError(f"{what} {text} is not writable (no permission to write in {base})")
+    return Path(text)
+
+
+def _can_write(folder: Path) -> bool:
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".tmp-probe-", dir=folder))
+    except OSError:
+        return False
+    return True

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, MetricConfig, __version__
-from .errors import ConfigError, TrajectoryError
+from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig, __version__
+from .errors import ConfigError, TrajectoryError, TrajectoryWarning
 
 PRESETS = {
     # The paper's protocol (arXiv 2606.19379): WikiText-2 raw train, 128-token
@@ -44,6 +47,11 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--heldout-frac", type=float, default=None, help=f"share of windows held out (default {DEFAULT_HELDOUT_FRAC})"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out split (default 0)")
+    p.add_argument(
+        "--allow-long",
+        action="store_true",
+        help="allow windows longer than a rotary model's max_position_embeddings (positions it never trained on)",
+    )
 
 
 def data_from_args(args) -> DataSpec:
@@ -52,7 +60,7 @@ def data_from_args(args) -> DataSpec:
     seq_len = DEFAULT_SEQ_LEN if args.seq_len is None else args.seq_len
     for kind, path in (("text", args.text_file), ("parquet", args.parquet), ("dataset", args.dataset)):
         if path:
-            return DataSpec(kind, path, args.column, tokens, seq_len)
+            return DataSpec(kind, path, args.column, tokens, seq_len, args.allow_long)
     raise ConfigError("give evaluation text: --text-file F, --parquet F --column C or --dataset REPO:PATH")
 
 
@@ -196,13 +204,16 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sweep(args) -> int:
+    from .api import checked_sweep
     from .manifest import load_manifest, quick_manifest
-    from .scheduler import SweepOptions, run_sweep
+    from .scheduler import SweepOptions
 
     if args.manifest and (args.repo or args.revisions):
         raise ConfigError("give a MANIFEST or --repo with --revisions, not both")
     if args.manifest:
         manifest = load_manifest(args.manifest)
+        if args.allow_long:
+            manifest = replace(manifest, data=replace(manifest.data, allow_long=True))
     elif args.repo and args.revisions:
         manifest = quick_manifest(
             args.repo,
@@ -224,37 +235,94 @@ def _run_sweep(args) -> int:
         progress=not args.no_progress,
         arms=arms,
     )
-    report = run_sweep(manifest, options)
+    report = checked_sweep(manifest, options)
     print(report.summary())
     return 1 if report.failed else 0
 
 
+def add_store_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """``MANIFEST`` and/or ``--store DIR``: what ``results``, ``plot`` and ``report`` read."""
+    p.add_argument("manifest", nargs="?", help=f"manifests/<name>.toml ({what}; or give --store DIR)")
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="the store folder (default: the manifest's [sweep] store); alone, the store is read without a "
+        "manifest, e.g. after a quick-form `sweep --repo … --store DIR`",
+    )
+
+
 def _add_results(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="manifests/<name>.toml")
+    add_store_arguments(p, "its experiment's rows")
     out = p.add_mutually_exclusive_group()
-    out.add_argument("--csv", metavar="F", help="write every stored row of the experiment as CSV")
-    out.add_argument("--parquet", metavar="F", help="write every stored row of the experiment as parquet")
+    out.add_argument("--csv", metavar="F", help="write every stored row as CSV ('-': standard output)")
+    out.add_argument(
+        "--json", metavar="F", nargs="?", const="-", help="write every stored row as a JSON array (default: stdout)"
+    )
+    out.add_argument("--parquet", metavar="F", help="write every stored row as parquet")
 
 
 def _run_results(args) -> int:
     from .api import results
 
-    frame = results(args.manifest)
-    if args.csv:
-        frame.write_csv(args.csv)
-    elif args.parquet:
-        frame.write_parquet(args.parquet)
+    if args.parquet == "-":
+        raise ConfigError("parquet is binary: give --parquet a file name, or use --csv - / --json")
+    target = args.csv or args.json or args.parquet
+    kind = "csv" if args.csv else "json" if args.json else "parquet"
+    if target and target != "-":
+        _check_output_file(target, f"--{kind}")
+    # a manifest: its experiment's rows (from --store when given); --store alone: every row of the store
+    frame = results(_experiment(args) if args.manifest or not args.store else args.store)
+    if target == "-" and kind == "csv":
+        frame.write_csv(sys.stdout)
+    elif target == "-":
+        print(frame.write_json())  # a flagged block's NaN is written as null: strict JSON
+    elif target:
+        _export(frame, Path(target), kind)
     else:
         import polars as pl
 
         cols = ["arm", "seed", "revision", "step", "block", "r2_lin", "r2_lin_global", "n_train", "n_test"]
         with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=4):
             print(frame.select(cols))
-    print(
-        f"{frame.height} rows" + (f" written to {args.csv or args.parquet}" if args.csv or args.parquet else ""),
-        file=sys.stderr,
-    )
+    where = "standard output" if target == "-" else target
+    print(f"{frame.height} rows" + (f" written to {where}" if target else ""), file=sys.stderr)
     return 0
+
+
+def _experiment(args):
+    """The manifest (its store replaced by ``--store``), or with ``--store`` alone what the store records."""
+    import dataclasses
+
+    from .manifest import load_manifest
+
+    if args.manifest:
+        manifest = load_manifest(args.manifest)
+        return dataclasses.replace(manifest, store_dir=Path(args.store)) if args.store else manifest
+    if not args.store:
+        raise ConfigError(f"give a MANIFEST or --store DIR to {args.command}")
+    from .stored import stored_experiment
+
+    return stored_experiment(args.store, getattr(args, "experiment", None))
+
+
+def _check_output_file(path: str, option: str) -> None:
+    """``path`` must name a file (not a folder) in a folder that can be written; nothing is created."""
+    from .atomic import writable_folder
+
+    if Path(path).is_dir():
+        raise ConfigError(f"{option} {path} is a folder; give a file name")
+    writable_folder(Path(path).parent, f"{option} {path}: its folder")
+
+
+def _export(frame, path: Path, kind: str) -> None:
+    """Write ``frame`` to ``path`` as ``kind`` (csv, json, parquet) atomically: a failed write leaves no file."""
+    from .atomic import atomic_write
+
+    write = {"csv": frame.write_csv, "json": frame.write_json, "parquet": frame.write_parquet}[kind]
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise TrajectoryError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _add_verify(p: argparse.ArgumentParser) -> None:
@@ -280,7 +348,8 @@ FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")
 
 
 def _add_figures(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", help="manifests/<name>.toml (reads its store only; nothing is measured)")
+    add_store_arguments(p, "reads its store only; nothing is measured")
+    p.add_argument("--experiment", metavar="NAME", help="with --store alone: which experiment, when it holds several")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
     p.add_argument(
@@ -301,13 +370,16 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 
 def _figures(args):
-    from .manifest import load_manifest
+    from .atomic import writable_folder
     from .plots import context_from, plot_all
     from .report import read_experiment
+    from .store import with_discovered_schedule
 
-    manifest = load_manifest(args.manifest)
+    manifest = _experiment(args)
+    if isinstance(manifest, Manifest):  # a store alone knows its steps already
+        manifest = with_discovered_schedule(manifest)
+    out = writable_folder(args.out or Path("figures") / manifest.name, "--out")
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
-    out = Path(args.out or Path("figures") / manifest.name)
     drawn = plot_all(frame, context_from(manifest, frame, args.metric), out)
     return manifest, frame, ignored, failures, out, drawn
 
@@ -323,10 +395,12 @@ def _run_report(args) -> int:
     from .report import verdict_json, write_report
 
     if args.json:
-        from .manifest import load_manifest
         from .report import read_experiment
+        from .store import with_discovered_schedule
 
-        manifest = load_manifest(args.manifest)
+        manifest = _experiment(args)
+        if isinstance(manifest, Manifest):  # as for the figures: a store alone knows its steps already
+            manifest = with_discovered_schedule(manifest)
         frame, _, _ = read_experiment(manifest, args.data_hash)
         print(json.dumps(verdict_json(frame, manifest, args.metric)))
         return 0
@@ -339,8 +413,16 @@ def _run_report(args) -> int:
 COMMANDS = {
     "measure": (_add_measure, _run_measure, "R²_lin of every FFN block of one model revision, in one forward pass"),
     "sweep": (_add_sweep, _run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
-    "results": (_add_results, _run_results, "print or export a manifest's stored results"),
-    "plot": (_add_figures, _run_plot, "figures of a manifest's stored results into figures/<experiment>/"),
+    "results": (
+        _add_results,
+        _run_results,
+        "print or export stored results: a manifest's experiment, or a whole --store",
+    ),
+    "plot": (
+        _add_figures,
+        _run_plot,
+        "figures of stored results (a manifest's or a --store's) into figures/<experiment>/",
+    ),
     "report": (_add_report, _run_report, "figures plus report.md and report.html: the verdict per block"),
     "verify": (
         _add_verify,
@@ -366,10 +448,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextmanager
+def one_line_warnings():
+    """Inside, every :class:`TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
+    (each time it occurs); other warnings are shown as Python shows them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TrajectoryWarning):
+            print(f"trajectory: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TrajectoryWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args._run(args)
+        with one_line_warnings():
+            return args._run(args)
     except TrajectoryError as exc:
         print(f"trajectory: {exc}", file=sys.stderr)
         return 2

@@ -12,12 +12,19 @@ import enum
 import hashlib
 import json
 import math
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError
+from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the settings)
+    Schedule,
+    dense_steps,
+    natural_key,
+    pythia_steps,
+    step_of,
+    twin_schedule,
+)
 
 #: The package version, stored with every row as ``code_version``.
 __version__ = "0.2.0"
@@ -68,7 +75,7 @@ class Arm(enum.StrEnum):
 
 
 ARM_LABELS = {
-    Arm.HUB: "Pythia (hub checkpoints)",
+    Arm.HUB: "hub checkpoints",
     Arm.LOCAL: "local checkpoints",
     Arm.TWIN: "twin (our run)",
     Arm.RANDOM_INIT: "random init",
@@ -158,6 +165,8 @@ class DataSpec:
     file's ``column``), ``dataset`` (``REPO:PATH``, a parquet file of a Hub dataset repo) or ``embedded``
     (``path`` names a corpus shipped with every machine, ``stdlib`` by default; its evaluation part is
     disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
+    ``allow_long`` lets windows run past a rotary model's ``max_position_embeddings`` (a model with
+    learned absolute positions has no embedding there, so it is refused either way); it changes no number.
     """
 
     kind: str = "embedded"
@@ -165,6 +174,7 @@ class DataSpec:
     column: str = "text"
     tokens: int = DEFAULT_TOKENS
     seq_len: int = DEFAULT_SEQ_LEN
+    allow_long: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
@@ -180,58 +190,6 @@ class DataSpec:
 
     def describe(self) -> str:
         return f"{self.kind}:{self.path}" + (f"[{self.column}]" if self.kind in ("parquet", "dataset") else "")
-
-
-# -- which steps ---------------------------------------------------------------------------------------------
-def pythia_steps(log_until: int = 512, every: int = 1000, last: int = 143_000) -> list[int]:
-    """Pythia's 154 checkpoints: 0, the powers of two up to ``log_until``, then every ``every`` to ``last``."""
-    steps, p = [0], 1
-    while p <= log_until:
-        steps.append(p)
-        p *= 2
-    return steps + list(range(every, last + 1, every))
-
-
-_STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
-
-
-def step_of(revision: str) -> int | None:
-    """The step number a revision name carries (``step1000`` → 1000), or None when it carries none."""
-    match = _STEP_NAME.fullmatch(revision.strip())
-    return int(match[2]) if match else None
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The training steps to measure and the revision name of each, in step order.
-
-    ``points`` pairs each step with its revision (``step1000``); ``tokens`` (optional, same length) is the
-    number of training tokens seen at each point when the name or the manifest says so.
-    """
-
-    points: tuple[tuple[int, str], ...]
-    tokens: tuple[int | None, ...] = ()
-
-    @classmethod
-    def from_steps(cls, steps, revision_format: str = "step{step}") -> Schedule:
-        steps = sorted(set(int(s) for s in steps))
-        return cls(tuple((s, revision_format.format(step=s)) for s in steps))
-
-    @property
-    def steps(self) -> tuple[int, ...]:
-        return tuple(s for s, _ in self.points)
-
-    def revisions(self) -> list[str]:
-        return [r for _, r in self.points]
-
-    def tokens_at(self, revision: str) -> int | None:
-        lookup = dict(zip(self.revisions(), self.tokens, strict=False))
-        return lookup.get(revision)
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key that orders embedded numbers by value: step0, step50, step100 (not step0, step100, step50)."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name)))
 
 
 # -- how the twin trains -------------------------------------------------------------------------------------
@@ -270,8 +228,9 @@ class TwinSpec:
         _finite(self.lr, "[twin] lr", 0.0, 10.0, open_low=True)
         for name in ("warmup_frac", "min_lr_frac", "beta1", "beta2"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0, 1.0)
-        for name in ("weight_decay", "eps", "clip"):
+        for name in ("weight_decay", "clip"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0)
+        _finite(self.eps, "[twin] eps", 0.0, open_low=True)  # eps = 0 divides 0 by 0 for a never-seen token's row
         seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
         if not seeds:
             raise ConfigError("[twin] seeds must name at least one seed")
@@ -285,25 +244,6 @@ class TwinSpec:
     def training_fields(self) -> dict:
         """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
-
-
-def twin_schedule(steps, budget: int) -> list[tuple[int, int]]:
-    """(twin step, Pythia-equivalent step) pairs, sorted.
-
-    A manifest step ``s`` of a schedule ending at ``L`` maps to twin step ``round(s · budget / L)`` (the
-    same fraction of training); the schedule's early power-of-two steps below ``budget`` are kept as twin
-    steps too, because the first updates change a model most.  Each twin step ``t`` is paired with the
-    manifest step at the same fraction, ``round(t · L / budget)``.
-    """
-    last = max(steps)
-    if budget < 1 or last < 1:
-        raise ConfigError(
-            f"[twin] steps must be ≥ 1 and the schedule must reach past step 0, "
-            f"got steps={budget}, last scheduled step={last}"
-        )
-    twin = {round(s * budget / last) for s in steps}
-    twin |= {s for s in steps if 0 < s < budget and s & (s - 1) == 0}
-    return [(t, round(t * last / budget)) for t in sorted(twin)]
 
 
 # -- provenance ----------------------------------------------------------------------------------------------

@@ -38,3 +38,11 @@ def exception_chain(exc: BaseException | None):
     while exc is not None:
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+class TrajectoryWarning(UserWarning):
+    """Something the user should know that does not stop the run (a skipped store file, a restarted twin run).
+
+    The CLI prints each as one ``trajectory: <message>`` line on stderr; the Python API leaves them to
+    :mod:`warnings`, so a notebook can filter or raise them.
+    """

@@ -6,14 +6,17 @@ Unknown fields are errors too (a typo must not silently fall back to a default).
 
 Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 ``path``, or an inline ``config`` table for models that exist only as an
-architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list or
-the Pythia rule), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
+architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
+Pythia rule, or ``rule = "branches"``: revisions found among the repo's branches
+when a sweep plans, :mod:`trajectory.discovery`), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
 (seeds, init, band coverage), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -29,10 +32,12 @@ from .config import (
     MetricConfig,
     Schedule,
     TwinSpec,
+    dense_steps,
     natural_key,
     pythia_steps,
     step_of,
 )
+from .discovery import BranchRule
 from .errors import ConfigError, ManifestError
 
 ARMS = tuple(str(a) for a in Arm)
@@ -114,12 +119,30 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
     return Schedule(tuple(sorted(zip(steps, revisions, strict=True), key=lambda p: (p[0], natural_key(p[1])))))
 
 
+def _branches(r: _Reader, tab: dict) -> Schedule:
+    """``rule = "branches"``: the revisions are found among the repo's branches when a sweep plans
+    (:mod:`trajectory.discovery`); until then the schedule has a rule and no points."""
+    extra = sorted(set(tab) - {"rule", *BRANCH_KEYS})
+    if extra:
+        raise r.fail("schedule", extra[0], "absent when rule = 'branches' (give pattern, thin or log_points)", extra[0])
+    rule = r.typed(BranchRule, {"schedule": {k: v for k, v in tab.items() if k in BRANCH_KEYS}}, "schedule")
+    return Schedule((), rule=rule)
+
+
+BRANCH_KEYS = ("pattern", "thin", "log_points")
+
+
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "revision_format"}
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", *BRANCH_KEYS}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
         raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
+    if tab.get("rule") == "branches":
+        return _branches(r, tab)
+    for key in BRANCH_KEYS:
+        if key in tab:
+            raise r.fail("schedule", key, "absent unless rule = 'branches'", tab[key])
     if "revisions" in tab:
         extra = sorted(set(tab) - {"revisions"})
         if extra:
@@ -134,21 +157,43 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
             raise r.fail("schedule", "steps", "a non-empty list of non-negative integers", steps)
         return Schedule.from_steps(steps, fmt)
     rule = tab.get("rule", "pythia")
-    if rule != "pythia":
-        raise r.fail("schedule", "rule", "'pythia' (or give 'steps' or 'revisions')", rule)
-    nums = {k: tab.get(k, d) for k, d in (("log_until", 512), ("every", 1000), ("last", 143_000))}
+    if rule not in RULES:
+        rules = ", ".join(repr(k) for k in [*RULES, "branches"])
+        raise r.fail("schedule", "rule", f"one of {rules} (or give 'steps' or 'revisions')", rule)
+    make, defaults = RULES[rule]
+    extra = sorted(set(tab) - {"rule", "revision_format", *defaults})
+    if extra:
+        raise r.fail("schedule", extra[0], f"absent under rule = {rule!r}", tab[extra[0]])
+    nums = {k: tab.get(k, d) for k, d in defaults.items()}
     for k, v in nums.items():
         if not _count(v, 1):
             raise r.fail("schedule", k, "a positive integer", v)
-    return Schedule.from_steps(pythia_steps(**nums), fmt)
+    try:
+        return Schedule.from_steps(make(**nums), fmt)
+    except ConfigError as exc:
+        raise ManifestError(f"manifest {r.path.name}: [schedule] {exc}") from None
+
+
+#: Schedule rules: the step builder and its parameters with their defaults.
+RULES = {
+    "pythia": (pythia_steps, {"log_until": 512, "every": 1000, "last": 143_000}),
+    "dense": (dense_steps, {"log_until": 64, "points": 40, "last": 1000}),
+}
 
 
 def _count(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
+def _plain(value: Any) -> bool:
+    """A non-empty string without control characters (NUL, newline, …): it becomes a path or a label."""
+    return isinstance(value, str) and bool(value) and not any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
 def _data(r: _Reader, doc: dict) -> DataSpec:
-    tab = r.table(doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len"})
+    tab = r.table(
+        doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long"}
+    )
     kinds = [k for k in ("text_file", "parquet", "dataset", "embedded") if k in tab]
     if len(kinds) > 1:
         raise r.fail("data", kinds[1], f"absent when '{kinds[0]}' is given (one source only)", tab[kinds[1]])
@@ -159,13 +204,13 @@ def _data(r: _Reader, doc: dict) -> DataSpec:
     tokens, seq_len = tab.get("tokens", DataSpec.tokens), tab.get("seq_len", DataSpec.seq_len)
     if _count(tokens, 0) and _count(seq_len, 0) and (seq_len < 2 or tokens < seq_len):
         raise r.fail("data", "tokens", f"an integer ≥ seq_len ({seq_len}) ≥ 2", tokens)
-    spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in ("column", "tokens", "seq_len")}}, "data")
+    own = ("column", "tokens", "seq_len", "allow_long")
+    spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in own}}, "data")
     base = {"text_file": "text"}.get(kind, kind)
     if base in ("text", "parquet") and not Path(path).is_absolute():
         path = str(r.path.parent / path)  # relative to the manifest's own folder
-    return DataSpec(
-        base, path if kind != "embedded" else str(tab.get("embedded") or ""), spec.column, spec.tokens, spec.seq_len
-    )
+    path = path if kind != "embedded" else str(tab.get("embedded") or "")
+    return DataSpec(base, path, spec.column, spec.tokens, spec.seq_len, spec.allow_long)
 
 
 def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
@@ -180,6 +225,9 @@ def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
     config = tab.get("config")
     if config is not None and (not isinstance(config, dict) or not isinstance(config.get("model_type"), str)):
         raise r.fail("model", "config", "a table with a 'model_type' string", config)
+    for key, value in (config or {}).items():
+        if SIZE_FIELD.fullmatch(key) and not _count(value, 1):
+            raise r.fail("model.config", key, "a positive integer (a size or a count)", value)
     if repo is None and config is None:
         raise r.fail("model", "repo", "given (or an inline 'config' table)", None)
     tok = tab.get("tokenizer")
@@ -188,14 +236,19 @@ def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
     return repo, config, tok
 
 
-def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True) -> tuple[int, ...]:
+#: ``[model.config]`` fields that are sizes or counts (``hidden_size``, ``num_hidden_layers``, GPT-2's ``n_layer``,
+#: ``max_position_embeddings``, ``vocab_size``): each must be a positive integer, or a model of no layers is built.
+SIZE_FIELD = re.compile(r"(num_\w+|n_(layer|head|embd|inner|positions|ctx)|\w+_size|max_position_embeddings)")
+
+
+def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True, key: str = "seeds") -> tuple[int, ...]:
     """A list of distinct seeds in [0, 2⁶³ − 1], or (``count_ok``) a count N meaning 0 … N − 1."""
     if count_ok and _count(seeds, 0) and seeds <= 1000:
         seeds = list(range(seeds))
     ok = isinstance(seeds, list) and all(_count(s, 0) and s <= MAX_SEED for s in seeds)
     if not ok or len(set(seeds)) != len(seeds):
         what = "a count or a list" if count_ok else "a list"
-        raise r.fail(section, "seeds", f"{what} of distinct integers in [0, 2⁶³ − 1]", seeds)
+        raise r.fail(section, key, f"{what} of distinct integers in [0, 2⁶³ − 1]", seeds)
     return tuple(seeds)
 
 
@@ -219,10 +272,11 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
     tab = dict(r.table(doc, "twin", {f.name for f in fields(TwinSpec)} | {"seed"}))
     if "seed" in tab and "seeds" in tab:
         raise r.fail("twin", "seed", "absent when 'seeds' is given", tab["seed"])
+    key = "seed" if "seed" in tab else "seeds"
     if "seed" in tab:
         tab["seeds"] = [tab.pop("seed")]
     if "seeds" in tab:
-        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False)
+        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False, key=key)
         if not tab["seeds"]:
             raise r.fail("twin", "seeds", "a non-empty list", [])
     return r.typed(TwinSpec, {"twin": tab}, "twin")
@@ -231,8 +285,8 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
 def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
     tab = r.table(doc, "experiment", {"name", "arms", "description"})
     name = tab.get("name", r.path.stem)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
-        raise r.fail("experiment", "name", "a plain name (no '/')", name)
+    if not _plain(name) or "/" in name or name.startswith("."):
+        raise r.fail("experiment", "name", "a plain name (no '/', no control characters)", name)
     arms = tab.get("arms", ["hub", "random-init"])
     if not (isinstance(arms, list) and arms and all(a in ARMS for a in arms)):
         raise r.fail("experiment", "arms", f"a non-empty list drawn from {list(ARMS)}", arms)
@@ -242,8 +296,8 @@ def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
 def _sweep(r: _Reader, doc: dict, name: str) -> tuple[Path, int, int]:
     tab = r.table(doc, "sweep", {"store", "prefetch", "workers"})
     store = tab.get("store", f"store/{name}")
-    if not isinstance(store, str) or not store:
-        raise r.fail("sweep", "store", "a folder path", store)
+    if not _plain(store):
+        raise r.fail("sweep", "store", "a folder path (no control characters)", store)
     nums = []
     for key, default, low in (("prefetch", 1, 0), ("workers", 1, 1)):
         v = tab.get(key, default)
@@ -256,8 +310,9 @@ def _sweep(r: _Reader, doc: dict, name: str) -> tuple[Path, int, int]:
 def _reference(r: _Reader, doc: dict) -> tuple[tuple[float, ...] | None, str]:
     tab = r.table(doc, "reference", {"profile", "label"})
     prof = tab.get("profile")
-    if prof is not None and not (isinstance(prof, list) and all(isinstance(v, int | float) for v in prof)):
-        raise r.fail("reference", "profile", "a list of numbers, one per block", prof)
+    numbers = isinstance(prof, list) and all(isinstance(v, int | float) and math.isfinite(v) for v in prof)
+    if prof is not None and not numbers:
+        raise r.fail("reference", "profile", "a list of finite numbers, one per block", prof)
     return (tuple(float(v) for v in prof) if prof else None), str(tab.get("label", ""))
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
-from .config import __version__, arm_label
+from .config import __version__, arm_label, natural_key
 from .errors import TrajectoryError
 from .store import Store
 
@@ -205,7 +205,7 @@ def missing_blocks(
                         ", ".join(f"{k}={v}" for k, v in f.items() if k not in ("key", "reason")),
                         str(f.get("reason", "")),
                     )
-                    for f in failures
+                    for f in sorted(failures, key=_failure_order)
                 ),
             )
         )
@@ -220,7 +220,15 @@ def missing_blocks(
             f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
             f"metric_config {r['metric_config']})."
         )
-    return out or ["Nothing is missing."]
+    out = out or ["Nothing is missing."]
+    if manifest.data is None:  # a store read alone: its "schedule" is what it stored or saw fail
+        out.insert(0, "No manifest: the steps and seeds are those the store holds or recorded as failed.")
+    return out
+
+
+def _failure_order(record: dict) -> tuple:
+    """Failure records by arm, then revision in natural order (step2 before step10), then seed."""
+    return (str(record.get("arm")), natural_key(str(record.get("revision"))), str(record.get("seed")))
 
 
 def _inits(frame: pl.DataFrame) -> str:
@@ -237,12 +245,23 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         .sort("arm", "seed", "step")
     )
     configs = ", ".join(sorted({str(c) for c in frame["metric_config"].unique().to_list()}))
+    hashes = ", ".join(sorted({str(h) for h in frame["data_hash"].unique().to_list()}))
+    if manifest.data is None:  # a store read without its manifest: the rows name data and metric by hash only
+        described = [
+            f"Experiment `{manifest.name}`, read from the store {manifest.store_dir} without its manifest; "
+            f"model `{manifest.repo}`.",
+            f"Data hash: {hashes}; the evaluation text is not recorded in the store.",
+            f"Metric config: {configs} (its settings are not recorded in the store).",
+        ]
+    else:
+        described = [
+            f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
+            f"Data hash: {hashes}; evaluation: {manifest.data.kind} `{manifest.data.path}` column "
+            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
+            f"Metric config: {configs} ({manifest.metric}).",
+        ]
     return [
-        f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
-        f"Data hash: {', '.join(sorted({str(h) for h in frame['data_hash'].unique().to_list()}))}; "
-        f"evaluation: {manifest.data.kind} `{manifest.data.path}` column `{manifest.data.column}`, "
-        f"{manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
-        f"Metric config: {configs} ({manifest.metric}).",
+        *described,
         f"Random-init draws: {_inits(frame)}; band coverage {manifest.band_coverage:g} (`[random_init]`).",
         f"Code version of the rows: {', '.join(sorted({str(v) for v in frame['code_version'].unique().to_list()}))};"
         f" report written by trajectory {__version__}.",

@@ -9,20 +9,23 @@ through joblib's dask backend.  A group is a unit alone, or the steps of one twi
 The failure policy is the same for every arm: a unit that raises is recorded in the store with a
 one-line reason and the sweep goes on; in a chained arm (the twin) the group's later units are recorded
 as failed too, since they continue the failed one.  Re-running retries exactly the failed and missing
-units.  Non-finite activations are not a failure: the unit is stored with the affected blocks flagged in
-``status``, and the summary lists it.  Ctrl-C stops at once; finished units are kept.
+units.  A unit counts as stored only when its file reads back as the unit its key names; a damaged file
+is moved to the store's ``quarantine/``, listed in the summary, and its unit measured again.  Non-finite
+activations are not a failure: the unit is stored with the affected blocks flagged in ``status``, and the
+summary lists it.  Ctrl-C stops at once; finished units are kept.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .arms import ArmRunner, Unit, make_arm
-from .config import Arm, Manifest
+from .config import Arm, Manifest, natural_key
 from .errors import TrajectoryError
 from .progress import progress_bar
-from .store import Store, UnitOutcome
+from .store import Store, UnitOutcome, with_discovered_schedule
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,15 @@ class SweepOptions:
 
 @dataclass
 class SweepReport:
-    """Outcomes of every unit, schedule gaps and units with identical weights."""
+    """Outcomes of every unit, schedule gaps, units with identical weights, and damaged unit files moved
+    aside (``(file name in quarantine/, why)``; their units were measured again)."""
 
     name: str
     store: str = ""
     outcomes: list[UnitOutcome] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -80,6 +85,10 @@ class SweepReport:
             line += "; identical weights: " + ", ".join("=".join(g) for g in self.duplicates)
         if self.gaps:
             line += "; missing: " + ", ".join(self.gaps)
+        if self.moved:
+            shown = ", ".join(f"{name} ({why})" for name, why in self.moved[:3])
+            line += f"; {len(self.moved)} damaged unit file(s) moved to {Path(self.store) / 'quarantine'}: {shown}"
+            line += ", …" if len(self.moved) > 3 else ""
         return line + (f"; rows in {self.store}" if self.store else "")
 
 
@@ -143,7 +152,8 @@ def _run_parallel(
     jobs = (delayed(run_group)(arm, g, store_root, threads) for g in groups)
     done: list[UnitOutcome] = []
     if options.dask is None:
-        with parallel_config(backend="loky", n_jobs=min(workers, len(groups))):
+        lifeline = {"initializer": die_with_parent, "initargs": (os.getpid(),)}
+        with parallel_config(backend="loky", n_jobs=min(workers, len(groups)), **lifeline):
             for part in Parallel(return_as="generator_unordered")(jobs):
                 bar.update(len(part))
                 done += part
@@ -157,6 +167,25 @@ def _run_parallel(
     finally:
         client.close()
     return done
+
+
+def die_with_parent(parent: int, every: float = 0.25) -> None:
+    """Loky worker initializer: the worker exits within ``every`` seconds of its sweep process's death.
+
+    A worker orphaned by ``kill -9`` of the sweep would otherwise go on measuring and writing units for
+    minutes, and keep loky's resource tracker alive.  A daemon thread compares ``os.getppid()`` with the
+    sweep's pid (loky starts workers as direct children; an orphan is re-parented) and ends the process
+    with ``os._exit``: a unit being written is left as a temporary file, never as a partial unit.
+    """
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 def _dask_client(address: str):
@@ -208,7 +237,8 @@ def duplicate_groups(store: Store, units: list[Unit]) -> list[list[str]]:
         if key in order and weights:
             seen.setdefault(weights, []).append(order[key])
     return sorted(
-        ([label.split(":", 1)[-1] for _, label in sorted(g)] for g in seen.values() if len(g) > 1), key=lambda g: g[0]
+        ([label.split(":", 1)[-1] for _, label in sorted(g)] for g in seen.values() if len(g) > 1),
+        key=lambda g: natural_key(g[0]),
     )
 
 
@@ -233,8 +263,10 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
     report = SweepReport(manifest.name, store=str(store.root))
     workers = options.workers or manifest.workers
     for name in arms:
-        part = run_arm(make_arm(manifest, Arm(name), options), store, options, workers)
+        # a schedule the hub or local arm discovered is what the arms after it (a twin) follow
+        part = run_arm(make_arm(with_discovered_schedule(manifest), Arm(name), options), store, options, workers)
         report.outcomes += part.outcomes
         report.gaps += part.gaps
         report.duplicates += part.duplicates
+    report.moved = [(path.name, why) for path, why in store.moved]
     return report

@@ -36,11 +36,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
-
-from .config import Arm, Provenance
+from .config import Arm, natural_key
 from .errors import TrajectoryError
-from .store import KEY_FIELDS, Store
+from .store import KEY_FIELDS, Store, read_unit, with_discovered_schedule
 
 IDENTITY = ("experiment", "arm", "model", "seed", "revision")
 KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
@@ -91,43 +89,17 @@ def _first_line(exc: BaseException) -> str:
 
 
 # -- reading, file by file -----------------------------------------------------------------------------------
-def _recomputed_key(row: dict) -> str:
-    """The key a unit must have: the hash of the provenance its own rows carry."""
-    return Provenance.from_row(row).key()
-
-
-def _inconsistency(path: Path, frame: pl.DataFrame) -> str | None:
-    keys = set(frame["key"].to_list()) if "key" in frame.columns else {None}
-    if keys != {path.stem}:
-        return f"its rows name key(s) {sorted(map(str, keys))}, not its file name"
-    if frame.select(KEY_FIELDS).unique().height != 1:
-        return "it holds rows of several provenances"
-    if "block" in frame.columns and frame["block"].n_unique() != frame.height:
-        return "a block appears twice"
-    want = _recomputed_key(frame.row(0, named=True))
-    if want != path.stem:
-        return f"its key is not the hash of its rows' provenance ({want}); edited or renamed?"
-    return None
-
-
 def read_units(store: Store) -> tuple[list[dict], list[Finding], int]:
-    """(one provenance dict per consistent unit file, findings, total rows)."""
+    """(one provenance dict per consistent unit file, findings, total rows); the checks are the store's
+    own (:func:`~trajectory.store.unit_problem`), so a file verify names is one the sweep re-measures."""
     units, findings, rows = [], [], 0
-    for path in sorted(store.units.glob("*.parquet")) if store.units.is_dir() else []:
+    for path in store.unit_files():
         where = f"units/{path.name}"
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as exc:  # any parquet error: the file is reported, never fatal
-            findings.append(Finding("unreadable", where, _first_line(exc)))
-            continue
-        missing = sorted(set(KEY_FIELDS) - set(frame.columns))
-        if missing or frame.is_empty():
-            findings.append(Finding("unreadable", where, f"not a unit file (no rows, or lacks {missing})"))
-            continue
-        rows += frame.height
-        problem = _inconsistency(path, frame)
-        if problem:
-            findings.append(Finding("inconsistent", where, problem))
+        frame, problem = read_unit(path)
+        if problem is None or problem[0] == "inconsistent":
+            rows += frame.height
+        if problem is not None:
+            findings.append(Finding(problem[0], where, problem[1]))
             continue
         units.append({**{k: frame[k][0] for k in KEY_FIELDS}, "key": path.stem, "file": where})
     with warnings.catch_warnings(record=True) as caught:
@@ -308,9 +280,11 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
     )
     result.findings += duplicates(units)
     if manifest is not None:
+        manifest = with_discovered_schedule(manifest)  # a schedule found among branches: as the sweep found it
         arms, notes = expected_arms(manifest)
         result.findings += against_manifest(units, manifest, store, arms)
         result.notes += notes
     else:
         result.notes.append("no manifest: staleness and missing units were not checked")
+    result.findings.sort(key=lambda f: (KINDS.index(f.kind), natural_key(f.where)))  # step2 before step10
     return result

@@ -1,6 +1,7 @@
 """The ``hub`` and ``local`` arms: a model's saved checkpoints, one unit per scheduled revision.
 
-:meth:`CheckpointArm.plan` pins every scheduled revision to a commit once (a Hub SHA, or a local
+:meth:`CheckpointArm.plan` first resolves a schedule discovered among the repo's branches
+(``[schedule] rule = "branches"``), then pins every scheduled revision to a commit once (a Hub SHA, or a local
 folder's content hash), tokenizes the evaluation text once and checks the token budget before any
 weights move.  A revision that does not exist is a unit that is not ready (a schedule gap).
 :meth:`~CheckpointArm.run` fetches one revision (the next ``prefetch`` download in a background thread
@@ -10,18 +11,22 @@ releases its weights.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from dataclasses import replace
 
-from ..config import Arm, Manifest, MetricConfig, Provenance
+from ..config import Arm, Manifest, MetricConfig, Provenance, Schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..engine.adapters import adapter_for
-from ..engine.measure import check_budget, measure_blocks, needs_head, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, needs_head, split_by_sequence
 from ..engine.models import weights_hash
 from ..errors import TrajectoryError
 from ..sources import Fetched
 from ..sources.loading import load_config, load_model, load_tokenizer
 from ..sources.resolve import make_source
+from ..store import Store
 from .base import BaseArm, Unit, unit_rows
 
 
@@ -35,6 +40,48 @@ def measure_checkpoint(
     return measure_blocks(model, tokens, cfg, device=device), weights_hash(model)
 
 
+def wait(future: Future, poll: float = 0.2):
+    """``future.result()``, waking every ``poll`` seconds so that Ctrl-C is handled at once: a wait
+    without a timeout was seen to sleep through SIGINT until the download it waited on ended (CPython
+    3.11, Linux; ``tests/test_sweep.py``'s Ctrl-C test took 22 s before this, under 5 s after)."""
+    while True:
+        try:
+            return future.result(timeout=poll)
+        except TimeoutError:
+            continue
+
+
+class Prefetcher:
+    """Downloads in one daemon thread, in the order submitted; each :meth:`submit` returns a ``Future``.
+
+    Not a ``ThreadPoolExecutor``: the interpreter joins those threads at exit, so Ctrl-C would wait for
+    the download in progress.  A daemon thread is abandoned at exit (its partial file stays an
+    ``.incomplete`` blob that ``huggingface_hub`` resumes), and :meth:`close` cancels what is queued.
+    """
+
+    def __init__(self, fetch) -> None:
+        self._fetch, self._queue = fetch, queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="prefetch", daemon=True).start()
+
+    def submit(self, *args) -> Future:
+        future: Future = Future()
+        self._queue.put((future, args))
+        return future
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            future, args = item
+            if not future.set_running_or_notify_cancel():
+                continue  # cancelled while queued
+            try:
+                future.set_result(self._fetch(*args))
+            except BaseException as exc:  # handed to whoever waits on the future
+                future.set_exception(exc)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+
 class CheckpointArm(BaseArm):
     """Hub or local checkpoints of ``manifest.repo`` at the manifest's schedule."""
 
@@ -45,7 +92,7 @@ class CheckpointArm(BaseArm):
         self.tokens: EvalTokens | None = None
         self._order: list[Unit] = []
         self._futures: dict[str, Future] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Prefetcher | None = None
 
     @property
     def where(self) -> str:
@@ -55,6 +102,7 @@ class CheckpointArm(BaseArm):
         return "in the local cache (HF_HUB_OFFLINE=1)" if self.source.offline else "on the Hub"
 
     def plan(self) -> list[Unit]:
+        self.manifest = replace(self.manifest, schedule=self._schedule())
         revisions = self.manifest.schedule.revisions()
         pins = self.source.pin(revisions)
         if not any(pins.values()):
@@ -63,6 +111,19 @@ class CheckpointArm(BaseArm):
         self.tokens = self._tokens(first, pins[first])
         return [self._unit(step, rev, pins[rev]) for step, rev in self.manifest.schedule.points]
 
+    def _schedule(self) -> Schedule:
+        """The manifest's schedule.  A branch rule is resolved now, on the source's one listing of its
+        revision names (:mod:`trajectory.discovery`), and recorded in the store for figures, report and
+        verify (:meth:`~trajectory.store.Store.write_schedule`)."""
+        rule = self.manifest.schedule.rule
+        if rule is None:
+            return self.manifest.schedule
+        names = self.source.revision_names(lambda name: rule.parse(name) is not None)
+        found = rule.select(names, self.source.model)
+        schedule = Schedule(tuple((s, n) for s, n, _ in found), tuple(t for *_, t in found), rule)
+        Store(self.manifest.store_dir).write_schedule(self.manifest, schedule)
+        return schedule
+
     def _tokens(self, revision: str, commit: str) -> EvalTokens:
         """The manifest's windows, tokenized once; the budget is checked before any weights move."""
         tokens = eval_tokens(
@@ -70,6 +131,8 @@ class CheckpointArm(BaseArm):
         )
         config = load_config(str(self.source.config_dir(revision, commit)))
         adapter_for(config.model_type)
+        check_positions(config, self.manifest.data.seq_len, self.manifest.data.allow_long)
+        check_vocab(tokens, config.vocab_size)
         check_budget(tokens, split_by_sequence(tokens.ids.shape[0], self.manifest.metric), config.hidden_size)
         return tokens
 
@@ -93,7 +156,7 @@ class CheckpointArm(BaseArm):
     def start(self, pending: list[Unit]) -> None:
         self._order = list(pending)
         if self.prefetch > 0 and len(pending) > 1:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+            self._pool = Prefetcher(self.source.fetch)
 
     def _fetch_ahead(self, unit: Unit) -> None:
         """Submit the downloads of ``unit`` and the next ``prefetch`` units after it."""
@@ -103,15 +166,21 @@ class CheckpointArm(BaseArm):
         for nxt in self._order[i : i + self.prefetch + 1]:
             if nxt.key not in self._futures:
                 p = nxt.provenance
-                self._futures[nxt.key] = self._pool.submit(self.source.fetch, p.revision, p.commit)
+                self._futures[nxt.key] = self._pool.submit(p.revision, p.commit)
 
     def _fetched(self, unit: Unit) -> Fetched:
         p = unit.provenance
         future = self._futures.pop(unit.key, None)
-        got = future.result() if future is not None else self.source.fetch(p.revision, p.commit)
+        try:
+            got = wait(future) if future is not None else self.source.fetch(p.revision, p.commit)
+        except BaseException:  # Ctrl-C while waiting: close() releases the download when it ends
+            if future is not None:
+                self._futures[unit.key] = future
+            raise
         if any(f.is_symlink() and not f.exists() for f in got.path.iterdir()):
             # a blob shared with the previous revision was evicted while this one was prefetched: fetch again
-            got = self.source.fetch(p.revision, p.commit)
+            stale, got = got, self.source.fetch(p.revision, p.commit)
+            self.source.release(stale)  # after the new lease is taken, so it evicts nothing still in use
         return got
 
     def run(self, unit: Unit) -> list[dict]:
@@ -126,14 +195,19 @@ class CheckpointArm(BaseArm):
         return unit_rows(unit.provenance, blocks, weights_hash=wh, seconds_fetch=got.seconds, seconds_measure=seconds)
 
     def close(self) -> None:
-        """Cancel queued downloads; release what was fetched ahead but never measured."""
+        """Cancel queued downloads, never wait for the one in progress; release what was fetched ahead
+        but never measured (the download in progress, when it ends)."""
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
             self._pool = None
         for future in self._futures.values():
-            if future.done() and not future.cancelled() and future.exception() is None:
-                self.source.release(future.result())
+            future.cancel()  # only a queued one can be; the running one releases itself when done
+            future.add_done_callback(self._release_unused)
         self._futures.clear()
+
+    def _release_unused(self, future: Future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.source.release(future.result())
 
     def __getstate__(self) -> dict:
         """Sent to worker processes without its thread pool."""

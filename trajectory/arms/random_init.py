@@ -16,7 +16,7 @@ import time
 from ..config import Arm, Manifest, Provenance
 from ..data.tokens import EvalTokens, eval_tokens
 from ..engine.adapters import adapter_for
-from ..engine.measure import measure_blocks, needs_head
+from ..engine.measure import check_positions, check_vocab, measure_blocks, needs_head
 from ..engine.models import config_hash, fresh_model, init_name, weights_hash
 from ..sources.resolve import architecture, manifest_tokenizer
 from .base import BaseArm, Unit, unit_rows
@@ -50,7 +50,9 @@ class RandomInitArm(BaseArm):
         self.config = architecture(manifest)
         adapter_for(self.config.model_type)  # an unsupported family fails before anything is built
         init_name(self.config, manifest.init_scheme)  # so does an init the family does not have
+        check_positions(self.config, manifest.data.seq_len, manifest.data.allow_long)
         self.tokens = eval_tokens(manifest.data, manifest_tokenizer(manifest))
+        check_vocab(self.tokens, self.config.vocab_size)
 
     def plan(self) -> list[Unit]:
         commit = init_commit(self.config, self.manifest.init_scheme)

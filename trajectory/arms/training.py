@@ -23,7 +23,7 @@ import torch
 
 from ..atomic import atomic_bytes, atomic_dir, atomic_write
 from ..config import TwinSpec
-from ..errors import TrajectoryError
+from ..errors import LoadError, TrajectoryError
 
 
 def lr_at(t: int, spec: TwinSpec) -> float:
@@ -106,12 +106,23 @@ def save_state(folder: Path, step: int, model, opt, losses: list, device: str) -
     atomic_bytes(folder / "losses.tsv", "\n".join(lines) + "\n")
 
 
+STATE_KEYS = ("step", "model", "optimizer", "losses")
+
+
 def load_state(folder: Path, device: str) -> dict | None:
-    """The saved training state, or None when there is none."""
+    """The saved training state, or None when there is none; a :class:`LoadError` when it cannot be read
+    (truncated, or not a state this module wrote)."""
     path = folder / "state.pt"
     if not path.is_file():
         return None
-    return torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch's zip reader and unpickler raise several types for a damaged file
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise LoadError(f"{path} is unreadable ({first})") from None
+    if not (isinstance(state, dict) and all(k in state for k in STATE_KEYS)):
+        raise LoadError(f"{path} is not a training state (it lacks {', '.join(STATE_KEYS)})")
+    return state
 
 
 def save_checkpoint(folder: Path, step: int, model, tokenizer) -> Path:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,9 +29,9 @@ import torch
 from ..config import Arm, Manifest, Provenance, TwinSpec, twin_schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..data.traindata import TrainTokens, train_tokens
-from ..engine.measure import measure_blocks
+from ..engine.measure import check_positions, measure_blocks
 from ..engine.models import config_hash, fresh_model, weights_hash
-from ..errors import ConfigError
+from ..errors import ConfigError, LoadError, TrajectoryWarning
 from ..progress import progress_bar
 from ..sources.resolve import architecture, manifest_tokenizer
 from .base import BaseArm, Unit, unit_rows
@@ -126,6 +127,8 @@ def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list
         raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
     _check_disjoint(manifest, spec)
     config = architecture(manifest)
+    check_positions(config, manifest.data.seq_len, manifest.data.allow_long)
+    check_positions(config, spec.seq_len, True, "[twin] seq_len")  # rotary: the twin trains at that length
     tokenizer = manifest_tokenizer(manifest)
     if len(tokenizer) > config.vocab_size:
         raise ConfigError(
@@ -164,7 +167,7 @@ class _Training:
         self.opt = make_optimizer(self.model, run.spec)
         self.t, self.losses = 0, []
         torch.manual_seed(dropout_seed(run.seed))
-        state = load_state(run.folder, device)
+        state = _saved_state(run, first_pending, device)
         if state is not None and state["step"] <= first_pending:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
@@ -192,6 +195,21 @@ class _Training:
         save_state(self.run.folder, self.t, self.model, self.opt, self.losses, self.device)
         if self.run.spec.save_checkpoints:
             save_checkpoint(self.run.folder, self.t, self.model, self.run.tokenizer)
+
+
+def _saved_state(run: TwinRun, first_pending: int, device: str) -> dict | None:
+    """The run's saved state; a damaged one is reported in one line and the run trains again from its init
+    (deterministic, dropout included, so the steps it passes reproduce the stored units, which stay cached)."""
+    try:
+        return load_state(run.folder, device)
+    except LoadError as exc:
+        warnings.warn(
+            f"twin seed {run.seed}: {exc}; training this run again from step 0 up to step {first_pending} "
+            "(its stored units are kept)",
+            TrajectoryWarning,
+            stacklevel=2,
+        )
+        return None
 
 
 def train_step(run: TwinRun, model, opt, t: int, device: str) -> float:

@@ -5,6 +5,9 @@ token, and the stream is cut into ``n_tokens // seq_len`` consecutive windows of
 ``seq_len`` tokens.  The windows are content-hashed (sha256 of the int64 ids
 and the window length) and that hash travels with every result, so a changed
 text, tokenizer or window length can never reuse a cached number.
+
+A tokenizer that maps the text to almost nothing is refused (:func:`check_tokenizer_output`): a model
+folder without tokenizer files gives transformers an empty tokenizer, and every window would be EOS.
 """
 
 from __future__ import annotations
@@ -16,8 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import names
 from ..config import DataSpec
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, HubUnreachableError, TrajectoryError
+
+#: The least a working tokenizer gives: one token per this many characters of text (measured here: the embedded
+#: corpus's 4,096-id BPE gives one per 3.2 characters of its eval part, the tests' 320-id BPE one per 1.6 of
+#: stdlib code; an empty tokenizer none) …
+MAX_CHARS_PER_TOKEN = 50
+#: … and, over at least :data:`MIN_TOKENS_TO_JUDGE` text tokens, this many distinct ids (a tokenizer that maps
+#: every word to one unknown id gives 1; the tests' 320-id BPE gives 39 in the first 64 tokens of stdlib code).
+MIN_DISTINCT_IDS = 16
+MIN_TOKENS_TO_JUDGE = 64
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,27 @@ class EvalTokens:
 
 
 def _dataset_file(spec: str) -> Path:
+    """The local copy of ``REPO:PATH`` (downloaded into the HF cache, or found there offline)."""
+    from huggingface_hub import errors as hf
     from huggingface_hub import hf_hub_download
 
     repo, sep, path = spec.partition(":")
     if not sep or not repo or not path:
         raise ConfigError(f"--dataset must be REPO:PATH (a parquet file in a Hub dataset), got {spec!r}")
-    return Path(hf_hub_download(repo, path, repo_type="dataset"))
+    names.repo_id(repo, "--dataset repo")
+    names.relative_name(path, "--dataset file")
+    try:
+        return Path(hf_hub_download(repo, path, repo_type="dataset"))
+    except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
+        raise HubUnreachableError(
+            f"dataset file {spec} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE=1 or no "
+            "network); run once online to cache it, or give the text as --parquet/--text-file"
+        ) from None
+    except (hf.RepositoryNotFoundError, hf.EntryNotFoundError, hf.RevisionNotFoundError) as exc:
+        raise DataError(f"dataset file {spec} does not exist on the Hub ({type(exc).__name__})") from None
+    except (OSError, ValueError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise TrajectoryError(f"cannot fetch dataset file {spec}: {first}") from None
 
 
 def iter_documents(source: DataSpec) -> Iterator[str]:
@@ -61,7 +89,10 @@ def iter_documents(source: DataSpec) -> Iterator[str]:
         frame = pl.read_parquet(path, columns=[source.column])
     except Exception as exc:  # polars raises several types for a bad file or column
         raise DataError(f"cannot read column {source.column!r} of {path}: {exc}".splitlines()[0]) from None
-    yield from (doc for doc in frame.get_column(source.column).drop_nulls() if doc.strip())
+    column = frame.get_column(source.column)
+    if column.dtype not in (pl.String, pl.Categorical):
+        raise DataError(f"column {source.column!r} of {path} holds {column.dtype}, not text; give a text column")
+    yield from (doc for doc in column.cast(pl.String).drop_nulls() if doc.strip())
 
 
 def window_hash(ids: np.ndarray) -> str:
@@ -84,18 +115,42 @@ def windows(documents, tokenizer, n_tokens: int, seq_len: int, describe: str = "
     need = n_seq * seq_len
     eos = tokenizer.eos_token_id
     stream: list[int] = []
+    n_chars = n_text = 0
     for doc in documents:
-        stream.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+        stream.extend(ids)
+        n_chars, n_text = n_chars + len(doc), n_text + len(ids)
         if eos is not None:
             stream.append(eos)
         if len(stream) >= need:
             break
+    check_tokenizer_output(n_chars, n_text, stream, eos, describe)
     if len(stream) < need:
         raise DataError(
             f"evaluation text {describe} has {len(stream)} tokens, fewer than the "
             f"{need} asked for; lower --tokens or give more text"
         )
     return from_ids(np.asarray(stream[:need], dtype=np.int64), seq_len, describe)
+
+
+def check_tokenizer_output(n_chars: int, n_text: int, stream: list[int], eos: int | None, describe: str) -> None:
+    """Refuse a tokenizer that maps the text to almost nothing: fewer than one token per
+    :data:`MAX_CHARS_PER_TOKEN` characters, or — over at least :data:`MIN_TOKENS_TO_JUDGE` text tokens — fewer
+    than :data:`MIN_DISTINCT_IDS` distinct ids.  (``n_text`` counts the text's own tokens, not the EOS put
+    between documents; an empty tokenizer gives none, and every window would be EOS.)"""
+    hint = "the tokenizer does not fit this text; does the model folder have its tokenizer files (tokenizer.json …)?"
+    if n_chars and n_text * MAX_CHARS_PER_TOKEN < n_chars:
+        raise DataError(
+            f"the tokenizer maps {n_chars} characters of {describe} to {n_text} tokens (fewer than 1 per "
+            f"{MAX_CHARS_PER_TOKEN}): {hint}"
+        )
+    if n_text >= MIN_TOKENS_TO_JUDGE:
+        distinct = len(set(stream) - {eos})
+        if distinct < MIN_DISTINCT_IDS:
+            raise DataError(
+                f"the tokenizer maps {n_text} tokens of {describe} to only {distinct} distinct ids (fewer than "
+                f"{MIN_DISTINCT_IDS}): {hint}"
+            )
 
 
 def from_ids(ids, seq_len: int, describe: str = "token ids") -> EvalTokens:

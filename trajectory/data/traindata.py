@@ -104,7 +104,12 @@ def _cached_stream(source: str, tokenizer, n_tokens: int, cache: Path) -> np.nda
         return np.load(path)
     ids = _stream(source, tokenizer, n_tokens)
     compact = ids.astype(np.uint32 if ids.size and ids.max() >= 2**16 else np.uint16)
-    atomic_write(path, lambda tmp: np.save(tmp, compact))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a handle: np.save would append ".npy" to a bare name
+            np.save(fh, compact)
+
+    atomic_write(path, write)
     return np.load(path)
 
 

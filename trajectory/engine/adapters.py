@@ -11,11 +11,29 @@ family     blocks                 x = input of        y = output of
 gpt_neox   ``layers``             ``mlp``             ``mlp``
 gpt2       ``h``                  ``mlp``             ``mlp``
 llama      ``layers``             ``mlp``             ``mlp``
+qwen2      ``layers``             ``mlp``             ``mlp``
+mistral    ``layers``             ``mlp``             ``mlp``
+olmo       ``layers``             ``mlp``             ``mlp``
+olmo2      ``layers``             ``mlp``             ``mlp``
 bert       ``encoder.layer``      ``intermediate``    ``output.dense``
 =========  =====================  ==================  =====================
 
+Qwen2, Mistral and OLMo are Llama's pre-norm block (OLMo with a LayerNorm that has
+no weight or bias): ``h' = h + attn(norm₁(h))``, ``h'' = h' + mlp(norm₂(h'))``, so
+x = norm₂(h') and y = mlp(x), as for Llama.  OLMo-2 norms the sublayers' *outputs*
+instead: ``h' = h + norm₁(attn(h))``, ``h'' = h' + norm₂(mlp(h'))``.  Its MLP
+receives the residual stream h' itself (no norm precedes it), and its output is
+RMS-normed before the add.  x = h' and y = mlp(h'), the MLP module's own input and
+output, as for every other family: R²_lin measures how linear the FFN map is, and
+norm₂ is not part of it (BERT's post-LN is left out the same way).  Fitting
+norm₂(mlp(h')) instead would fold the RMSNorm's per-token rescaling, a
+nonlinearity of its own, into the map.
+
 ``init`` is the family's real initialisation for random-init baselines and the
-twin (``None``: the Hugging Face default is the family's own).
+twin (``None``: the Hugging Face default is the family's own).  ``rotary``: the
+family encodes positions by rotation (GPT-NeoX, Llama), so a window longer than
+``max_position_embeddings`` runs but reaches positions never trained; the others
+learn one embedding per position and have none beyond it.
 """
 
 from __future__ import annotations
@@ -45,6 +63,7 @@ class Adapter:
     ffn_out_path: str
     causal: bool = True
     init: Callable[[nn.Module, int], None] | None = None
+    rotary: bool = False
 
     def trunk(self, model: nn.Module) -> nn.Module:
         """The model without its head (``base_model`` is the trunk itself for a bare trunk)."""
@@ -65,9 +84,13 @@ class Adapter:
 ADAPTERS: dict[str, Adapter] = {
     a.model_type: a
     for a in (
-        Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox),
+        Adapter("gpt_neox", "layers", "mlp", "mlp", init=init_gpt_neox, rotary=True),
         Adapter("gpt2", "h", "mlp", "mlp"),
-        Adapter("llama", "layers", "mlp", "mlp"),
+        Adapter("llama", "layers", "mlp", "mlp", rotary=True),
+        Adapter("qwen2", "layers", "mlp", "mlp", rotary=True),
+        Adapter("mistral", "layers", "mlp", "mlp", rotary=True),
+        Adapter("olmo", "layers", "mlp", "mlp", rotary=True),
+        Adapter("olmo2", "layers", "mlp", "mlp", rotary=True),
         Adapter("bert", "encoder.layer", "intermediate", "output.dense", causal=False),
     )
 }

@@ -69,6 +69,38 @@ def check_budget(tokens: EvalTokens, is_test: np.ndarray, d_model: int) -> None:
         )
 
 
+def check_positions(config, seq_len: int, allow_long: bool = False, what: str = "seq-len") -> None:
+    """Windows must fit the positions the model was built for (``max_position_embeddings``; GPT-2's
+    ``n_positions``).  Beyond them a model with learned absolute positions has no embedding (GPT-2 and BERT
+    would crash), so that is refused; a rotary model runs, on positions it never trained on, so that is refused
+    unless ``allow_long``."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or seq_len <= limit:
+        return
+    if not adapter_for(config.model_type).rotary:
+        raise ConfigError(
+            f"{what} {seq_len} is longer than the {limit} positions a {config.model_type} model has "
+            f"embeddings for (max_position_embeddings); use {what} ≤ {limit}"
+        )
+    if not allow_long:
+        raise ConfigError(
+            f"{what} {seq_len} is longer than the model's {limit} positions (max_position_embeddings): its "
+            f"rotary positions beyond {limit} were never trained; use {what} ≤ {limit}, or allow it with "
+            "--allow-long (manifests: [data] allow_long = true)"
+        )
+
+
+def check_vocab(tokens: EvalTokens, vocab_size: int) -> None:
+    """Every token id must name one of the model's ``vocab_size`` embeddings."""
+    low, high = int(tokens.ids.min()), int(tokens.ids.max())
+    if low < 0 or high >= vocab_size:
+        bad = low if low < 0 else high
+        raise DataError(
+            f"token id {bad} of {tokens.source} is outside the model's {vocab_size} embeddings (vocab_size): "
+            "the tokenizer does not belong to this model"
+        )
+
+
 def _finalize(block: int, stats: BlockResult, rcond: float, inf_gain: float | None = None) -> dict:
     """The block's row; ``inf_gain`` is what ``r2_lin_inf`` adds to ``r2_lin`` when ``stats`` are moments
     (:meth:`MomentsThenScore.inf_gain`; a one-pass :class:`FitThenScore` gives ``r2_lin_inf`` itself)."""
@@ -89,7 +121,10 @@ def _finalize(block: int, stats: BlockResult, rcond: float, inf_gain: float | No
     out = stats.finalize(rcond)
     if inf_gain is not None:
         out["r2_lin_inf"] = out["r2_lin"] + inf_gain
-    return {"block": block, **out, "status": "ok"}
+    row = {"block": block, **out, "status": "ok"}
+    if not math.isfinite(row["r2_lin"]):  # 1 − SSE/SST with SST = 0: no number, and the status says why
+        row["status"] = "undefined R²: the held-out FFN outputs are constant"
+    return row
 
 
 def needs_head(cfg: MetricConfig, model_type: str) -> bool:
@@ -201,6 +236,8 @@ def measure_blocks(model, tokens: EvalTokens, cfg: MetricConfig, device: str = "
 
 def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress) -> list[dict]:
     adapter = adapter_for(model.config.model_type)
+    check_vocab(tokens, model.get_input_embeddings().num_embeddings)
+    check_positions(model.config, tokens.ids.shape[1], allow_long=True)  # the caller decides about rotary ones
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
     groups = groups_of(is_test, cfg)

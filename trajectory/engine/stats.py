@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 #: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
-ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (measured fastest of 96–384)
+ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (timings: benches/README.md)
 #: Rows of one CPU batch multiplied at a time: caps the shifted copies at ROW_CHUNK × (d_in + d_out) numbers.
 #: An accelerator's batch goes in whole (each product's result crosses to host memory once per batch).
 ROW_CHUNK = 1024
@@ -87,11 +87,9 @@ class MomentAccumulator:
     the ``rcond`` cutoff.  An error in ``Gxy`` enters only through ``Sxx⁺ Sxy``
     and is amplified by √cond at most (the projection of ``Sxy`` on an
     eigenvector shrinks with the square root of its eigenvalue).  So ``mixed``
-    (the default) forms ``Gxx`` in float64 and ``Gxy`` in float32.  Measured on
-    rotated, rescaled LayerNorm rows of cond 1e8 (``tests/test_perf_paths.py``):
-    R² from mixed moments within 5e-7 of float64 lstsq, from all-float32 moments
-    off by 1e-3; on pythia-160m-shaped activations brought to cond 6e9 the same
-    way, 6e-8 against 0.6.
+    (the default) forms ``Gxx`` in float64 and ``Gxy`` in float32.
+    ``tests/test_perf_paths.py`` holds mixed moments to float64 lstsq on rotated,
+    rescaled LayerNorm rows of cond 1e8, where all-float32 moments miss.
     """
 
     def __init__(self, d_in: int, d_out: int) -> None:
@@ -223,16 +221,16 @@ def row_chunks(n: int, device: torch.device) -> list[slice]:
 
 
 def column_sums(t: torch.Tensor) -> np.ndarray:
-    """Σ over the rows of ``t`` (m, k): one matrix-vector product in ``t``'s dtype (on a 1024×768 float32
-    chunk a strided ``sum(0)`` with a cast to float64 measured ≈ 4× slower).  Used for sums about the shift,
-    which are small and only correct the second moments by ``n r rᵀ``; in float32 they round like the
-    chunk's cross product."""
+    """Σ over the rows of ``t`` (m, k): one matrix-vector product in ``t``'s dtype (faster on the CPU than a
+    strided ``sum(0)`` with a cast to float64; benches/README.md).  Used for sums about the shift, which are
+    small and only correct the second moments by ``n r rᵀ``; in float32 they round like the chunk's cross
+    product."""
     return (t.T @ torch.ones(t.shape[0], dtype=t.dtype, device=t.device)).double().cpu().numpy()
 
 
 def column_sums_of_squares(t: torch.Tensor) -> np.ndarray:
-    """Σ over the rows of ``t²`` (m, k), squared and summed in float64: these are SST and SSE themselves
-    (float32 accumulation here cost ≈ 10× in R² error on the ill-conditioned test inputs)."""
+    """Σ over the rows of ``t²`` (m, k), squared and summed in float64: these are SST and SSE themselves, and
+    a float32 sum of many squares loses the digits that ``1 - SSE/SST`` needs when R² is close to 1."""
     return column_sums(t.to(torch.float64).square())  # a new tensor: t itself is still needed
 
 

@@ -91,6 +91,13 @@ def data_label(manifest) -> str:
     return f"{where}, {d.tokens} tokens in {d.seq_len}-token windows"
 
 
+def stored_data_label(frame: pl.DataFrame) -> str:
+    """The evaluation data of a store read without its manifest: only its hash and size are recorded."""
+    sizes = sorted({a + b for a, b in frame.select("n_train", "n_test").drop_nulls().unique().iter_rows()})
+    size = f"{sizes[0]} tokens, " if len(sizes) == 1 else ""
+    return f"{size}text not recorded (store read without its manifest)"
+
+
 def model_label(manifest) -> str:
     """The Hub id or folder, or for an inline config its family and shape."""
     if manifest.repo:
@@ -103,12 +110,15 @@ def model_label(manifest) -> str:
 
 
 def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> FigureContext:
-    """The context of ``manifest``'s experiment, with the data hash(es) found in ``frame``."""
+    """The context of ``manifest``'s experiment, with the data hash(es) found in ``frame``.
+
+    ``manifest`` is a :class:`~trajectory.config.Manifest`, or for a store read without one a
+    :class:`~trajectory.stored.StoredExperiment`, whose data is described by the rows alone."""
     hashes = sorted(h for h in frame["data_hash"].unique().to_list() if h)
     return FigureContext(
         experiment=manifest.name,
         model=model_label(manifest),
-        data_label=data_label(manifest),
+        data_label=data_label(manifest) if manifest.data is not None else stored_data_label(frame),
         data_hash=", ".join(hashes) or "unknown",
         expected=manifest.expected_steps(),
         totals=manifest.total_steps(),

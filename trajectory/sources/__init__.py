@@ -1,6 +1,7 @@
 """Checkpoint sources: where a revision's weights come from, behind one interface.
 
-A source ``pin``s each scheduled revision to a commit id once (``None``: the revision does not exist, a
+A source lists the revision names it has (``revision_names``, for a schedule discovered among them),
+``pin``s each scheduled revision to a commit id once (``None``: the revision does not exist, a
 schedule gap), gives a folder with the tokenizer, ``fetch``es one pinned revision into a folder that
 ``from_pretrained`` loads, and ``release``s it when measured.
 
@@ -14,8 +15,8 @@ architecture and tokenizer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,12 +29,13 @@ TOKENIZER_FILES = (
 
 @dataclass(frozen=True)
 class Fetched:
-    """A revision on local disk, ready for ``from_pretrained``."""
+    """A revision on local disk, ready for ``from_pretrained``; ``lease`` keeps it there until released."""
 
     revision: str
     commit: str
     path: Path
     seconds: float
+    lease: object | None = field(default=None, compare=False, repr=False)
 
 
 class CheckpointSource(Protocol):
@@ -43,6 +45,7 @@ class CheckpointSource(Protocol):
     model: str
 
     def pin(self, revisions: Sequence[str]) -> dict[str, str | None]: ...
+    def revision_names(self, keep: Callable[[str], bool]) -> list[str]: ...
     def tokenizer_path(self) -> str: ...
     def config_dir(self, revision: str, commit: str) -> Path: ...
     def fetch(self, revision: str, commit: str) -> Fetched: ...

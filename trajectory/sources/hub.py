@@ -2,11 +2,13 @@
 
 The branches are listed once (``list_repo_refs``) and each revision is pinned to its commit SHA, written
 to the HF cache's ``refs/`` as ``hf_hub_download`` itself does, so that a later offline run
-(``HF_HUB_OFFLINE=1``) pins from the cache.  Only ``config.json`` and the weights are downloaded
-(safetensors when the revision has them, else ``pytorch_model.bin``, which transformers loads with
-``torch.load(weights_only=True)``), by commit SHA, so a moved branch can never mix files of two commits.
-``release`` evicts the revision's weight blobs from the cache (unless ``keep_weights``): a sweep holds at
-most (prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.
+(``HF_HUB_OFFLINE=1``) pins from the cache.  The same listing gives the names a ``[schedule] rule =
+"branches"`` discovers its revisions among (:meth:`HubSource.revision_names`).  Only ``config.json`` and
+the weights are downloaded (safetensors when the revision has them, else ``pytorch_model.bin``, which
+transformers loads with ``torch.load(weights_only=True)``), by commit SHA, so a moved branch can never mix
+files of two commits.  ``release`` evicts the revision's weight blobs from the cache: a sweep holds at most
+(prefetch + 1) revisions on disk instead of ~58 GB for Pythia-160m's 154.  Only what a sweep downloaded is
+evicted, never offline or with ``keep_weights``, and never while another process uses it (:mod:`.cache`).
 
 Transient failures (HTTP 429/5xx, reset or truncated connections) are retried with exponential backoff on
 top of the client's own retries; a missing revision or file fails at once.
@@ -25,6 +27,7 @@ from ..atomic import atomic_bytes
 from ..errors import HubUnreachableError, TrajectoryError, exception_chain
 from ..names import commit_id, inside, relative_name, repo_id
 from . import CONFIG, TOKENIZER_FILES, Fetched
+from .cache import Lease
 from .loading import HUB_UNREACHABLE
 
 T = TypeVar("T")
@@ -136,6 +139,26 @@ class HubSource:
         """Each revision's commit SHA (``None``: not on the Hub, or offline and not in the cache)."""
         for rev in revisions:
             relative_name(rev, f"revision of {self.repo}")
+        self._list_refs()
+        pins = {rev: self.refs.get(rev) for rev in revisions}
+        if not self.offline:
+            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
+        return pins
+
+    def revision_names(self, keep: Callable[[str], bool]) -> list[str]:
+        """The repo's branch (and tag) names that ``keep`` accepts, from the same one listing that pins.
+
+        Online, every kept name is recorded in the cache's ``refs/`` too, so that an offline run
+        (which lists the cached refs) finds the same names and thins them the same way.
+        """
+        self._list_refs()
+        kept = sorted(name for name in self.refs if keep(name))
+        if not self.offline:
+            self._write_refs({name: self.refs[name] for name in kept})
+        return kept
+
+    def _list_refs(self) -> None:
+        """List the branches and tags once: from the Hub, or offline from the cache's ``refs/``."""
         if not self.refs:
             refs = self._cached_refs() if self.offline else self._hub_refs()
             origin = self.cache_dir if self.offline else self.endpoint
@@ -145,10 +168,6 @@ class HubSource:
                 f"{self.repo} has no pinned revisions in the cache {self.cache_dir} and "
                 "HF_HUB_OFFLINE=1; run once with network, or unset HF_HUB_OFFLINE"
             )
-        pins = {rev: self.refs.get(rev) for rev in revisions}
-        if not self.offline:
-            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
-        return pins
 
     def _hub_refs(self) -> dict[str, str]:
         from huggingface_hub import errors as hf_errors
@@ -252,25 +271,41 @@ class HubSource:
         return self._download(CONFIG, commit, revision).parent
 
     def fetch(self, revision: str, commit: str) -> Fetched:
-        """Download ``config.json`` and the weights of ``commit`` (nothing when already cached)."""
+        """Download ``config.json`` and the weights of ``commit`` (nothing when already cached).
+
+        The snapshot is leased until :meth:`release`; a weight file this call downloaded is marked as a
+        sweep's (it may be evicted), one that was already there is the user's (:mod:`.cache`).
+        """
         start = time.perf_counter()
-        names = self._listing(commit, revision)
-        if not names:
-            raise TrajectoryError(
-                f"{self.repo}@{revision} ({commit[:10]}) is not in the local cache and {HUB_UNREACHABLE}"
-            )
-        path = self._download(CONFIG, commit, revision).parent
-        for name in self._weight_files(names, commit, revision):
-            self._download(name, commit, revision)
-        return Fetched(revision, commit, path, time.perf_counter() - start)
+        lease = Lease(self.storage, commit)
+        try:
+            names = self._listing(commit, revision)
+            if not names:
+                raise TrajectoryError(
+                    f"{self.repo}@{revision} ({commit[:10]}) is not in the local cache and {HUB_UNREACHABLE}"
+                )
+            path = self._download(CONFIG, commit, revision).parent
+            for name in self._weight_files(names, commit, revision):
+                had = (self.storage / "snapshots" / commit / name).exists()
+                self._download(name, commit, revision)
+                if not had and not self.offline and not self.keep_weights:
+                    lease.mark(name)
+        except BaseException:
+            lease.close()
+            raise
+        return Fetched(revision, commit, path, time.perf_counter() - start, lease)
 
     def release(self, fetched: Fetched) -> None:
-        """Evict the revision's weight blobs from the HF cache, unless kept or shared with another snapshot."""
-        if self.keep_weights:
-            return
-        for link in sorted(fetched.path.iterdir()):
-            if link.name.endswith(WEIGHT_SUFFIXES):
-                evict(self.storage, link)
+        """Evict the weights a sweep downloaded for this revision, when no other process is using them;
+        nothing offline; with ``keep_weights``, clear their marks instead (see :mod:`.cache`)."""
+        lease = fetched.lease if isinstance(fetched.lease, Lease) else Lease(self.storage, fetched.commit)
+        try:
+            if self.keep_weights:
+                lease.keep()
+            elif not self.offline:
+                lease.evict_if_last()
+        finally:
+            lease.close()
 
     def weights_on_disk(self) -> int:
         """How many snapshots in the cache hold weights (what the disk bound counts)."""
@@ -280,25 +315,3 @@ class HubSource:
             if snaps.is_dir()
             else 0
         )
-
-
-def evict(storage: Path, link: Path) -> None:
-    """Remove one snapshot file and, when no other snapshot links to it, its blob.
-
-    Taken under the same per-blob lock that ``hf_hub_download`` holds while it
-    links a snapshot to an existing blob, so a concurrent worker either sees
-    the blob gone (and downloads it) or has linked it first (and keeps it).
-    """
-    from huggingface_hub.utils import WeakFileLock
-
-    blob = link.resolve() if link.is_symlink() else None
-    if blob is None or blob.parent != (storage / "blobs").resolve():
-        link.unlink(missing_ok=True)
-        return
-    lock = Path(str(storage.parent / ".locks" / storage.name / f"{blob.name}.lock"))
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with WeakFileLock(str(lock)):
-        link.unlink(missing_ok=True)
-        others = (p for p in (storage / "snapshots").rglob("*") if p.is_symlink() and p.resolve() == blob)
-        if next(others, None) is None:
-            blob.unlink(missing_ok=True)

@@ -10,13 +10,16 @@ are fetched.  Hub failures become one-line :class:`TrajectoryError` messages.
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import torch
 
 from .. import names
+from ..config import natural_key
 from ..engine.adapters import Adapter, adapter_for
 from ..errors import HubUnreachableError, LoadError, RevisionNotFoundError, TrajectoryError, exception_chain
+from .local import revision_dir
 
 HUB_UNREACHABLE = (
     "the Hugging Face Hub is unreachable; to run from a populated cache set HF_HUB_OFFLINE=1, "
@@ -37,6 +40,13 @@ def explain_load_error(exc: BaseException, name: str, revision: str | None) -> T
     from huggingface_hub import errors as hf_errors
 
     where = f"{name}@{revision}" if revision else name
+    parent = Path(name).parent
+    if parent != Path(".") and parent.is_dir() and not Path(name).exists():  # a local folder's sub-folder, surely
+        have = sorted((p.name for p in parent.iterdir() if p.is_dir()), key=natural_key)[:8]
+        return LoadError(
+            f"no local directory {name} ({parent} has: {', '.join(have) or 'no sub-folders'}), and {where} "
+            "could not be loaded as a Hub id either"
+        )
     for e in exception_chain(exc):
         if isinstance(e, hf_errors.RevisionNotFoundError):
             return RevisionNotFoundError(f"revision {revision!r} does not exist in {name}")
@@ -66,9 +76,9 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
         return name, revision if revision is None else names.relative_name(revision, f"revision of {name}")
     if revision is None:
         return name, None
-    sub = (root / revision).resolve()
-    if sub.parent != root.resolve() or not sub.is_dir():
-        have = sorted(p.name for p in root.iterdir() if p.is_dir())[:8]
+    sub = revision_dir(root, revision)  # the sweep's own rule: a symlink may not lead out of the folder
+    if not sub.is_dir():
+        have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)[:8]
         raise RevisionNotFoundError(
             f"revision {revision!r} does not exist in {name} (has: {', '.join(have) or 'none'})"
         )
@@ -96,7 +106,14 @@ def load_model(
     cls = AutoModelForCausalLM if with_head else AutoModel
     path, rev = resolve(name, revision)
     try:
-        model = cls.from_pretrained(path, revision=rev, trust_remote_code=False, dtype=dtype)
+        model, info = cls.from_pretrained(
+            path,
+            revision=rev,
+            trust_remote_code=False,
+            dtype=dtype,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+        )
     except pickle.UnpicklingError as exc:
         where = f"{name}@{revision}" if revision else name
         lines = [ln for ln in str(exc).splitlines() if "GLOBAL" in ln] or ["unsupported content"]
@@ -106,7 +123,44 @@ def load_model(
         ) from None
     except (OSError, ValueError) as exc:
         raise explain_load_error(exc, name, revision) from None
+    except Exception as exc:  # safetensors' SafetensorError, torch's zip reader: the weights file itself is damaged
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise LoadError(
+            f"cannot read the weights of {_where(name, revision)} (truncated or damaged?): {first}"
+        ) from None
+    check_weights_match(info, adapter, _where(name, revision))
     return model.to(device).eval(), adapter
+
+
+def _where(name: str, revision: str | None) -> str:
+    return f"{name}@{revision}" if revision else name
+
+
+def check_weights_match(info: dict, adapter: Adapter, where: str) -> None:
+    """Refuse weights that do not fill the model the config describes (transformers would draw the rest at
+    random, or stop with a multi-line report): a tensor of another shape, a tensor the model needs that the
+    file lacks, or blocks in the file beyond the config's ``num_hidden_layers``.  Unexpected tensors outside
+    the blocks are fine: a causal LM's head when only its trunk is loaded."""
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched:
+        key, saved, wanted = mismatched[0]
+        raise LoadError(
+            f"the config of {where} does not match its weights: {key} is {tuple(saved)} in the weights but "
+            f"{tuple(wanted)} in the config ({len(mismatched)} tensors differ)"
+        )
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise LoadError(
+            f"the weights of {where} lack {len(missing)} tensors its config needs (e.g. {missing[0]}); "
+            "does config.json describe more layers, or another architecture, than the weights?"
+        )
+    block = re.compile(rf"(^|\.){re.escape(adapter.blocks_path)}\.\d+\.")
+    extra = sorted(k for k in info.get("unexpected_keys") or [] if block.search(k))
+    if extra:
+        raise LoadError(
+            f"the weights of {where} hold blocks its config does not have (e.g. {extra[0]}); "
+            "does config.json describe fewer layers than the weights?"
+        )
 
 
 def load_tokenizer(name: str, revision: str | None = None):

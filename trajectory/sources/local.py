@@ -1,17 +1,20 @@
 """A folder of checkpoints as a source: ``root/<revision>/`` sub-folders, one per revision (a user's own
 run, or a twin's saved checkpoints).  A revision's "commit" is the sha256 of its files, so an edited
 checkpoint is a new unit and never a stale number.
+
+A revision folder may be a symlink that stays inside ``root`` (``step0 -> runs/a/step0``); one that leads
+out of it is refused, by ``measure`` and the sweep alike (:func:`revision_dir`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TrajectoryError
-from ..names import relative_name
+from ..names import inside
 from . import CONFIG, TOKENIZER_FILES, Fetched
 
 
@@ -24,6 +27,11 @@ def content_hash(folder: Path) -> str:
             for chunk in iter(lambda: fh.read(1 << 22), b""):
                 h.update(chunk)
     return h.hexdigest()[:40]
+
+
+def revision_dir(root: Path, revision: str) -> Path:
+    """``root/revision``: a plain name whose path, symlinks resolved, stays inside ``root``; else one line."""
+    return inside(Path(root), revision, f"revision of {root}")
 
 
 @dataclass
@@ -40,11 +48,14 @@ class LocalDirSource:
     def pin(self, revisions: Sequence[str]) -> dict[str, str | None]:
         if not Path(self.root).is_dir():
             raise TrajectoryError(f"checkpoint folder not found: {self.root}")
-        for rev in revisions:
-            relative_name(rev, f"revision of {self.root}")
-        return {
-            rev: content_hash(self.root / rev) if (self.root / rev / CONFIG).is_file() else None for rev in revisions
-        }
+        folders = {rev: revision_dir(self.root, rev) for rev in revisions}
+        return {rev: content_hash(path) if (path / CONFIG).is_file() else None for rev, path in folders.items()}
+
+    def revision_names(self, keep: Callable[[str], bool]) -> list[str]:
+        """The names of the checkpoint sub-folders (those with a ``config.json``) that ``keep`` accepts."""
+        if not Path(self.root).is_dir():
+            raise TrajectoryError(f"checkpoint folder not found: {self.root}")
+        return sorted(p.name for p in Path(self.root).iterdir() if (p / CONFIG).is_file() and keep(p.name))
 
     def tokenizer_path(self) -> str:
         for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:

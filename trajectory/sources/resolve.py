@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Arm, Manifest
+from ..config import Arm, Manifest, natural_key
 from ..errors import ConfigError, ManifestError
 from .local import LocalDirSource
 
@@ -34,7 +34,10 @@ def reference_revision(manifest: Manifest) -> tuple[str, str | None]:
     root = Path(manifest.repo)
     if not root.is_dir() or (root / "config.json").is_file():
         return manifest.repo, None
-    for rev in manifest.schedule.revisions():
+    schedule = manifest.schedule
+    # a schedule still to be discovered among the folder's sub-folders: any of them has the architecture
+    revisions = schedule.revisions() if schedule.resolved else sorted((p.name for p in root.iterdir()), key=natural_key)
+    for rev in revisions:
         if (root / rev / "config.json").is_file():
             return manifest.repo, rev
     raise ManifestError(f"manifest {manifest.source.name}: no scheduled revision of {manifest.repo} is on disk")

@@ -1,0 +1,114 @@
+"""Which steps an experiment measures: the schedule rules, the revision names, and the twin's mapping.
+
+Schedules are data (a manifest names a rule and its numbers): Pythia's 154 checkpoints
+(:func:`pythia_steps`), a dense rule for runs we train ourselves (:func:`dense_steps`), an explicit list,
+or branches discovered on the Hub (:mod:`trajectory.discovery`).  A leaf module, like :mod:`trajectory.config`,
+which re-exports its names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .discovery import NOT_DISCOVERED, BranchRule
+from .errors import ConfigError
+
+
+def pythia_steps(log_until: int = 512, every: int = 1000, last: int = 143_000) -> list[int]:
+    """Pythia's 154 checkpoints: 0, the powers of two up to ``log_until``, then every ``every`` to ``last``."""
+    steps, p = [0], 1
+    while p <= log_until:
+        steps.append(p)
+        p *= 2
+    return steps + list(range(every, last + 1, every))
+
+
+def dense_steps(log_until: int, points: int, last: int) -> list[int]:
+    """0, the powers of two up to ``log_until``, then ``points`` steps evenly spaced after it up to ``last``.
+
+    The doubling phase resolves the first updates, which change a model most; the even phase puts
+    ``points`` measurements over the rest of training, so a curve's peak, its return through the band and
+    its final exit each fall on measured points (a schedule that only doubles would put them at 2^k).
+    """
+    if not (1 <= log_until < last and points >= 1):
+        raise ConfigError(
+            f"a dense schedule needs 1 ≤ log_until < last and points ≥ 1, got {log_until}, {last}, {points}"
+        )
+    head = pythia_steps(log_until, every=last + 1, last=last)  # 0 and the doubling steps only
+    start = head[-1]
+    tail = {start + round(k * (last - start) / points) for k in range(1, points + 1)}
+    return sorted(set(head) | tail)
+
+
+_STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
+
+
+def step_of(revision: str) -> int | None:
+    """The step number a revision name carries (``step1000`` → 1000), or None when it carries none."""
+    match = _STEP_NAME.fullmatch(revision.strip())
+    return int(match[2]) if match else None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The training steps to measure and the revision name of each, in step order.
+
+    ``points`` pairs each step with its revision (``step1000``); ``tokens`` (optional, same length) is the
+    number of training tokens seen at each point when the name or the manifest says so.  A ``rule`` finds
+    the points among the repo's branches when a sweep plans (:mod:`trajectory.discovery`); until then there
+    are none, and asking for steps or revisions is an error that says so.
+    """
+
+    points: tuple[tuple[int, str], ...]
+    tokens: tuple[int | None, ...] = ()
+    rule: BranchRule | None = None
+
+    @property
+    def resolved(self) -> bool:
+        return bool(self.points) or self.rule is None
+
+    @classmethod
+    def from_steps(cls, steps, revision_format: str = "step{step}") -> Schedule:
+        steps = sorted(set(int(s) for s in steps))
+        return cls(tuple((s, revision_format.format(step=s)) for s in steps))
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(s for s, _ in self._points())
+
+    def revisions(self) -> list[str]:
+        return [r for _, r in self._points()]
+
+    def _points(self) -> tuple[tuple[int, str], ...]:
+        if not self.resolved:
+            raise ConfigError(NOT_DISCOVERED)
+        return self.points
+
+    def tokens_at(self, revision: str) -> int | None:
+        lookup = dict(zip(self.revisions(), self.tokens, strict=False))
+        return lookup.get(revision)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders embedded numbers by value: step0, step50, step100 (not step0, step100, step50)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(name)))
+
+
+def twin_schedule(steps, budget: int) -> list[tuple[int, int]]:
+    """(twin step, Pythia-equivalent step) pairs, sorted.
+
+    A manifest step ``s`` of a schedule ending at ``L`` maps to twin step ``round(s · budget / L)`` (the
+    same fraction of training); the schedule's early power-of-two steps below ``budget`` are kept as twin
+    steps too, because the first updates change a model most.  Each twin step ``t`` is paired with the
+    manifest step at the same fraction, ``round(t · L / budget)``.
+    """
+    last = max(steps)
+    if budget < 1 or last < 1:
+        raise ConfigError(
+            f"[twin] steps must be ≥ 1 and the schedule must reach past step 0, "
+            f"got steps={budget}, last scheduled step={last}"
+        )
+    twin = {round(s * budget / last) for s in steps}
+    twin |= {s for s in steps if 0 < s < budget and s & (s - 1) == 0}
+    return [(t, round(t * last / budget)) for t in sorted(twin)]
