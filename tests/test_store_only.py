@@ -129,8 +129,8 @@ def test_a_manifest_with_store_reads_that_store_instead_of_its_own(tmp_path, cap
     toml = write_manifest(tmp_path / "synth.toml", tmp_path / "empty", arms=("hub", "random-init"), blocks=2)
     code, out, _ = cli(capsys, "results", toml, "--store", tmp_path / "elsewhere", "--json")
     assert code == 0 and len(json.loads(out)) == Store(tmp_path / "elsewhere").read().height > 0
-    code, out, _ = cli(capsys, "results", toml, "--json")
-    assert code == 0 and json.loads(out) == []  # its own [sweep] store is empty
+    code, out, err = cli(capsys, "results", toml, "--json")
+    assert code == 2 and out == "" and "store folder not found" in err  # its own [sweep] store does not exist
 
 
 def test_stored_experiment_is_what_the_rows_and_failure_records_say(tmp_path):

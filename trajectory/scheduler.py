@@ -17,7 +17,10 @@ summary lists it.  Ctrl-C stops at once; finished units are kept.
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,24 +152,46 @@ def _run_parallel(
     from joblib import Parallel, delayed, parallel_config
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    if getattr(arm, "progress", False):  # workers share one terminal: only this process draws a bar
+        arm = copy.copy(arm)
+        arm.progress = False
     jobs = (delayed(run_group)(arm, g, store_root, threads) for g in groups)
     done: list[UnitOutcome] = []
-    if options.dask is None:
-        lifeline = {"initializer": die_with_parent, "initargs": (os.getpid(),)}
-        with parallel_config(backend="loky", n_jobs=min(workers, len(groups)), **lifeline):
-            for part in Parallel(return_as="generator_unordered")(jobs):
-                bar.update(len(part))
-                done += part
-        return done
-    client = _dask_client(options.dask)
-    try:
-        with parallel_config(backend="dask", n_jobs=-1):
-            for part in Parallel(return_as="generator")(jobs):
-                bar.update(len(part))
-                done += part
-    finally:
-        client.close()
+    with _watching(Store(store_root), [u for g in groups for u in g], bar):
+        if options.dask is None:
+            lifeline = {"initializer": die_with_parent, "initargs": (os.getpid(),)}
+            with parallel_config(backend="loky", n_jobs=min(workers, len(groups)), **lifeline):
+                done = [o for part in Parallel(return_as="generator_unordered")(jobs) for o in part]
+            return done
+        client = _dask_client(options.dask)
+        try:
+            with parallel_config(backend="dask", n_jobs=-1):
+                done = [o for part in Parallel(return_as="generator")(jobs) for o in part]
+        finally:
+            client.close()
     return done
+
+
+@contextmanager
+def _watching(store: Store, units: list[Unit], bar, every: float = 1.0):
+    """Advance ``bar`` as workers store units: joblib returns a group's outcomes only when the whole group
+    (a twin seed's whole run) is done.  Polls for the units' files; at the end the bar shows every unit."""
+    stop, counted = threading.Event(), [0]
+
+    def poll() -> None:
+        while not stop.wait(every):
+            n = sum(store.unit_path(u.key).is_file() for u in units)
+            bar.update(max(0, n - counted[0]))
+            counted[0] = max(counted[0], n)
+
+    watcher = threading.Thread(target=poll, name="progress", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+        bar.update(max(0, len(units) - counted[0]))
 
 
 def die_with_parent(parent: int, every: float = 0.25) -> None:
