@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig, __version__
 from .errors import ConfigError, TrajectoryError, TrajectoryWarning
+from .tables import format_blocks
 
 PRESETS = {
     # The paper's protocol (arXiv 2606.19379): WikiText-2 raw train, 128-token
@@ -122,63 +123,6 @@ def _run_measure(args) -> int:
     if bad:  # the rows are printed, flagged; the exit status says not every block has a number
         print(f"trajectory: blocks {bad} have no R²_lin: {result['blocks'][bad[0]]['status']}", file=sys.stderr)
     return 1 if bad else 0
-
-
-#: Columns of the readable table: (key, header, width, format); companion columns appear when computed.
-TABLE = (
-    ("block", "block", 5, "d"),
-    ("r2_lin", "r2_lin", 8, ".4f"),
-    ("r2_lin_global", "r2_global", 9, ".4f"),
-    ("r2_median_dim", "r2_median", 9, ".4f"),
-    ("r2_lin_inf", "r2_inf", 8, ".4f"),
-    ("n_train", "n_train", 8, "d"),
-    ("n_test", "n_test", 7, "d"),
-    ("cond", "cond", 9, ".2e"),
-    ("rank", "rank", 5, "d"),
-    ("linearity_score", "lin_score", 9, ".4f"),
-    ("linearity_score_heldout", "lin_held", 8, ".4f"),
-    ("linearity_score_nores", "lin_nores", 9, ".4f"),
-    ("linearity_score_nores_heldout", "nores_held", 10, ".4f"),
-    ("effective_rank", "eff_rank", 8, "d"),
-    ("r2_lin_cv", "r2_cv", 7, ".4f"),
-    ("r2_lin_cv_low", "cv_low", 7, ".4f"),
-    ("r2_lin_cv_high", "cv_high", 7, ".4f"),
-    ("swap_loss", "swap_loss", 9, ".4f"),
-    ("swap_dloss", "swap_dloss", 10, ".4f"),
-    ("swap_dppl", "swap_dppl", 9, ".3f"),
-)
-
-
-def _cell(value, width: int, spec: str) -> str:
-    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def format_blocks(result: dict) -> str:
-    """A readable per-block table: the core columns and every companion column that was computed."""
-    head = f"{result['model']} @ {result['revision']}  data={result['data_hash']}"
-    cols = [c for c in TABLE if any(c[0] in b for b in result["blocks"])]
-    header = " ".join(f"{name:>{width}}" for _, name, width, _ in cols)
-    rows = [
-        " ".join(_cell(b.get(key), width, spec) for key, _, width, spec in cols)
-        + ("" if b.get("status", "ok") == "ok" else f"  {b['status']}")
-        for b in result["blocks"]
-    ]
-    notes = sorted(
-        {f"— {k.removeprefix('status_')}: {v}" for b in result["blocks"] for k, v in b.items() if _why_not(k, v)}
-    )
-    if not any(k.startswith("status_") for b in result["blocks"] for k in b):
-        return "\n".join([head, header, *rows])  # no companions: the table alone
-    legend = "r2_inf: R²_lin extrapolated to unlimited train rows" + (
-        "; r2_cv [cv_low, cv_high]: the k-fold mean and its 95% interval"
-        if any("r2_lin_cv" in b for b in result["blocks"])
-        else ""
-    )
-    return "\n".join([head, header, *rows, legend, *notes])
-
-
-def _why_not(key: str, value) -> bool:
-    """A ``status_<companion>`` entry that says why the companion has no number."""
-    return key.startswith("status_") and value != "ok"
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
@@ -343,8 +287,7 @@ def _run_verify(args) -> int:
     return 0 if result.ok else 1
 
 
-#: Metrics the figures and the report can be drawn for (``--metric``).
-FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")
+FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")  # what --metric may name
 
 
 def _add_figures(p: argparse.ArgumentParser) -> None:
@@ -352,32 +295,28 @@ def _add_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("--experiment", metavar="NAME", help="with --store alone: which experiment, when it holds several")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
-    p.add_argument(
-        "--metric",
-        default="r2_lin",
-        choices=FIGURE_METRICS,
-        help="the metric drawn and judged (default r2_lin; r2_lin_inf: extrapolated to unlimited train rows)",
-    )
+    p.add_argument("--metric", default="r2_lin", choices=FIGURE_METRICS, help="the metric drawn and judged")
 
 
 def _add_report(p: argparse.ArgumentParser) -> None:
     _add_figures(p)
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print the verdict per arm, block and seed as one JSON object (no figures or files are written)",
-    )
+    p.add_argument("--json", action="store_true", help="print the verdict per arm, block and seed as JSON, no files")
+
+
+def _figured(args):
+    """The manifest (or what a store alone records, its steps discovered) of ``plot`` and ``report``."""
+    from .store import with_discovered_schedule
+
+    manifest = _experiment(args)
+    return with_discovered_schedule(manifest) if isinstance(manifest, Manifest) else manifest
 
 
 def _figures(args):
     from .atomic import writable_folder
     from .plots import context_from, plot_all
     from .report import read_experiment
-    from .store import with_discovered_schedule
 
-    manifest = _experiment(args)
-    if isinstance(manifest, Manifest):  # a store alone knows its steps already
-        manifest = with_discovered_schedule(manifest)
+    manifest = _figured(args)
     out = writable_folder(args.out or Path("figures") / manifest.name, "--out")
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
     drawn = plot_all(frame, context_from(manifest, frame, args.metric), out)
@@ -392,17 +331,11 @@ def _run_plot(args) -> int:
 
 
 def _run_report(args) -> int:
-    from .report import verdict_json, write_report
+    from .report import read_experiment, verdict_json, write_report
 
-    if args.json:
-        from .report import read_experiment
-        from .store import with_discovered_schedule
-
-        manifest = _experiment(args)
-        if isinstance(manifest, Manifest):  # as for the figures: a store alone knows its steps already
-            manifest = with_discovered_schedule(manifest)
-        frame, _, _ = read_experiment(manifest, args.data_hash)
-        print(json.dumps(verdict_json(frame, manifest, args.metric)))
+    if args.json:  # the verdict table only: no figures, no files
+        manifest = _figured(args)
+        print(json.dumps(verdict_json(read_experiment(manifest, args.data_hash)[0], manifest, args.metric)))
         return 0
     manifest, frame, ignored, failures, out, drawn = _figures(args)
     for path in write_report(frame, manifest, out, drawn, failures, ignored, args.metric):
