@@ -47,3 +47,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def cpu_sweeps(request, monkeypatch):
+    """The default suite is the CPU suite: a sweep's ``--device auto`` resolves to the CPU even on a GPU
+    machine (its numbers are compared with CPU measurements); tests marked ``gpu`` see the real device."""
+    if "gpu" not in request.keywords:
+        monkeypatch.setattr("trajectory.scheduler.cuda_available", lambda: False)

@@ -4,9 +4,13 @@ Served on 127.0.0.1 (port chosen by the OS), from memory:
 
 - ``GET  /api/models/{repo}/refs``  branches (one per revision) and tags, as ``list_repo_refs`` reads them
 - ``GET  /api/models/{repo}`` and ``…/revision/{rev}``  model info: ``id``, ``sha``, ``siblings`` (``model_info``)
+- ``GET  /api/models/{repo}/tree/{rev}/{path}``  the files under a folder (``list_repo_tree``)
+- ``GET  /api/datasets/{repo}…``  the same for a dataset repo, served as ``datasets/{repo}`` (``dataset_info``)
 - ``HEAD/GET /{repo}/resolve/{rev}/{file}``        the file, with the headers ``hf_hub_download`` expects:
   ``X-Repo-Commit``, ``ETag`` (git sha1) or, for weights (LFS on the Hub), ``X-Linked-Etag`` (sha256) and
-  ``X-Linked-Size``; ``Content-Length``; ``Range`` requests answered 206 (the client resumes with them)
+  ``X-Linked-Size``; ``Content-Length``; ``Range: bytes=A-B`` (or ``A-``) answered 206 with exactly those bytes
+  (the client resumes downloads with them; the twin's ``hub-shards`` reads rows with them); a dataset file is
+  ``/datasets/{repo}/resolve/…``
 - errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) as the Hub's do
 
 Fault injection (:class:`Fault`, first ``times`` matching requests): ``429`` with ``Retry-After``, ``500``,
@@ -102,8 +106,10 @@ class HubState:
     bytes_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_revision(self, repo: str, name: str, files: dict[str, bytes]) -> Revision:
-        rev = Revision(name, commit_of(repo, name, files), dict(files))
+    def add_revision(self, repo: str, name: str, files: dict[str, bytes], commit: str | None = None) -> Revision:
+        """Serve ``files`` as branch ``name`` of ``repo`` (``datasets/ORG/NAME`` for a dataset), at ``commit``
+        (40 hex digits; by default one derived from the content)."""
+        rev = Revision(name, commit or commit_of(repo, name, files), dict(files))
         self.repos.setdefault(repo, {})[name] = rev
         return rev
 
@@ -155,6 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/api/models/"):
                 self._api(path[len("/api/models/") :])
+            elif path.startswith("/api/datasets/"):
+                self._api(path[len("/api/datasets/") :], prefix="datasets/")
             elif "/resolve/" in path:
                 self._resolve(path, body)
             else:
@@ -162,9 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def _api(self, rest: str) -> None:
+    def _api(self, rest: str, prefix: str = "") -> None:
         parts = rest.split("/")
-        repo = "/".join(parts[:2])
+        repo = prefix + "/".join(parts[:2])
         if repo not in self.state.repos:
             return self._json(401, {"error": "Repository not found"}, "GET", code="RepoNotFound")
         tail = parts[2:]
@@ -172,14 +180,32 @@ class _Handler(BaseHTTPRequestHandler):
             revs = self.state.repos[repo].values()
             branches = [{"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit} for r in revs]
             return self._json(200, {"branches": branches, "converts": [], "tags": []}, "GET")
+        if tail[:1] == ["tree"] and len(tail) >= 2:
+            return self._tree(repo, tail[1], "/".join(tail[2:]))
         name = "/".join(tail[1:]) if tail[:1] == ["revision"] else "main"
         rev = self.state.find(repo, name)
         if rev is None:
             return self._json(404, {"error": f"Invalid rev id: {name}"}, "GET", code="RevisionNotFound")
         siblings = [{"rfilename": f, "size": len(b)} for f, b in sorted(rev.files.items())]
+        name = repo.removeprefix(prefix)
         self._json(
-            200, {"id": repo, "modelId": repo, "sha": rev.commit, "siblings": siblings}, "GET", revision=rev.name
+            200, {"id": name, "modelId": name, "sha": rev.commit, "siblings": siblings}, "GET", revision=rev.name
         )
+
+    def _tree(self, repo: str, rev_id: str, folder: str) -> None:
+        """``list_repo_tree``: the files under ``folder`` (404 ``EntryNotFound`` when there are none)."""
+        rev = self.state.find(repo, rev_id)
+        if rev is None:
+            return self._json(404, {"error": "Revision not found"}, "GET", code="RevisionNotFound")
+        prefix = folder.rstrip("/") + "/" if folder else ""
+        entries = [
+            {"type": "file", "path": f, "size": len(b), "oid": git_sha1(b)}
+            for f, b in sorted(rev.files.items())
+            if f.startswith(prefix)
+        ]
+        if folder and not entries:
+            return self._json(404, {"error": "Entry not found"}, "GET", code="EntryNotFound")
+        self._json(200, entries, "GET", revision=rev.name)
 
     def _resolve(self, path: str, body: bool) -> None:
         repo, _, rest = path.lstrip("/").partition("/resolve/")
@@ -212,11 +238,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses ---------------------------------------------------------------------------------------
     def _file(self, rev: Revision, filename: str, data: bytes, body: bool, truncate: bool) -> None:
-        start, status = 0, 200
+        start, end, status = 0, len(data), 200
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and body:
-            start = int(rng[len("bytes=") :].split("-")[0] or 0)
-            status = 206
+            first, _, last = rng[len("bytes=") :].partition("-")
+            start, end, status = int(first or 0), min(len(data), int(last) + 1 if last else len(data)), 206
         self.send_response(status)
         self.send_header("X-Repo-Commit", rev.commit)
         self.send_header("Accept-Ranges", "bytes")
@@ -227,13 +253,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("ETag", f'"{git_sha1(data)}"')
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+        self.send_header("Content-Length", str(end - start))
         self.end_headers()
         self._log(status, rev.name, filename)
         if not body:
             return
-        payload = data[start:]
+        payload = data[start:end]
         if truncate:
             self._write(payload[: len(payload) // 2])
             self.wfile.flush()
@@ -262,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(
         self,
         status: int,
-        payload: dict,
+        payload: dict | list,
         method: str,
         code: str | None = None,
         extra: dict | None = None,
@@ -359,6 +385,10 @@ def point_client_at(monkeypatch, endpoint: str, cache_dir: Path, offline: bool =
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache_dir))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    import transformers.utils.hub as transformers_hub
+
+    # transformers keeps one HfApi, made with the endpoint of its first use (e.g. an earlier test's server)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None, raising=False)
 
 
 def _main() -> None:

@@ -7,7 +7,7 @@ from hubserver import build_checkpoints
 from trajectory.cli import main
 from trajectory.store import Store
 
-FIGURES = ["lines_by_block", "heatmap", "small_multiples", "final_profile", "twin_vs_pythia", "companions"]
+FIGURES = ["lines_by_block", "heatmap", "small_multiples", "final_profile", "companions"]
 
 
 def test_sweep_then_plot_and_report_from_a_real_tiny_store(tmp_path, tokenizer, text_file, capsys):
@@ -30,6 +30,8 @@ def test_sweep_then_plot_and_report_from_a_real_tiny_store(tmp_path, tokenizer, 
     rows = Store(tmp_path / "store").read()
     assert set(rows["arm"]) == {"local", "random-init"} and rows.height == 4 * 2 + 3 * 2
     report = (out / "report.md").read_text()
+    assert not (out / "twin_vs_pythia.png").exists()  # no twin arm: not drawn, and the report says why
+    assert "Not drawn: twin vs pythia: it needs usable rows of the twin and of a checkpoint arm" in report
     final = rows.filter((pl.col("arm") == "local") & (pl.col("step") == 32)).sort("block")["r2_lin"]
     for value in final:
         assert f"{value:.4f}" in report  # the report's final values are the store's

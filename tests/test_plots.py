@@ -128,12 +128,26 @@ def test_metric_is_a_parameter(setup, tmp_path):
     assert drawn.data["lines"].select("block", "step", "value").sort("block", "step").equals(expected)
 
 
-def test_without_twin_the_comparison_still_draws_pythia(tmp_path):
-    frame = build_store(tmp_path / "store", twin=False, steps=[0, 1, 2, 64, 512], blocks=3).read()
-    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init")))
+@pytest.mark.parametrize("missing", ["twin", "hub"])
+def test_twin_vs_pythia_is_not_drawn_without_both_arms_and_says_why(tmp_path, missing):
+    frame = build_store(tmp_path / "store", steps=[0, 1, 2, 64, 512], blocks=3).read()
+    frame = frame.filter(pl.col("arm") != missing)
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store"))
     drawn = twin_vs_pythia(frame, context_from(manifest, frame), tmp_path / "figs")
-    assert set(drawn.data["lines"]["arm"].to_list()) == {"hub"}
-    assert all(p.stat().st_size > 10_000 for p in drawn.paths)
+    assert drawn.paths == () and not (tmp_path / "figs").exists()
+    lacking = "the twin" if missing == "twin" else "a checkpoint arm (hub or local)"
+    assert (
+        f"none of {lacking} (trained arms with usable rows: {'hub' if missing == 'twin' else 'twin'})" in drawn.skipped
+    )
+
+
+def test_twin_vs_pythia_puts_both_arms_on_a_tokens_axis_too(setup):
+    _, frame, _, drawn = setup
+    lines = drawn["twin_vs_pythia"].data["lines"]
+    twin = lines.filter(pl.col("arm") == "twin").sort("block", "step")
+    stored = frame.filter(pl.col("arm") == "twin").sort("block", "step")
+    assert twin["tokens_seen"].to_list() == stored["tokens_seen"].to_list()  # the rows' own counts, not recomputed
+    assert lines.filter(pl.col("arm") == "hub")["tokens_seen"].is_null().all()  # this synthetic hub stores none
 
 
 def test_cli_plot_reads_only_the_store(tmp_path, capsys):

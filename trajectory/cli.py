@@ -15,7 +15,17 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig, __version__
+from .config import (
+    DEFAULT_HELDOUT_FRAC,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_TOKENS,
+    DEVICES,
+    TWIN_CPU_LIMIT_S,
+    DataSpec,
+    Manifest,
+    MetricConfig,
+    __version__,
+)
 from .errors import ConfigError, TrajectoryError, TrajectoryWarning
 from .tables import format_blocks
 
@@ -135,8 +145,18 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parallel local processes across revisions (default: manifest)")
     p.add_argument("--prefetch", type=int, help="revisions downloaded ahead of the one measured (default: manifest)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the units on this Dask scheduler")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
-    p.add_argument("--arms", metavar="LIST", help="run only these of the manifest's arms, e.g. hub,random-init")
+    p.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help="where models run and the twin trains; auto (default): CUDA when torch sees a GPU, else the CPU",
+    )
+    p.add_argument(
+        "--arms",
+        metavar="LIST",
+        help="run only these of the manifest's arms, e.g. hub,random-init; a twin named here runs even on a CPU "
+        f"where its training would take over {TWIN_CPU_LIMIT_S / 3600:g} h (otherwise it is skipped, with its cost)",
+    )
     p.add_argument(
         "--random-init",
         type=int,
@@ -326,7 +346,10 @@ def _figures(args):
 def _run_plot(args) -> int:
     *_, drawn = _figures(args)
     for d in drawn:
-        print(" ".join(str(p) for p in d.paths))
+        if d.paths:
+            print(" ".join(str(p) for p in d.paths))
+        else:
+            print(f"trajectory: {d.name} not drawn: {d.skipped}", file=sys.stderr)
     return 0
 
 

@@ -54,6 +54,17 @@ INIT_SCHEMES = ("gpt-neox", "hf-default")
 DEFAULT_BAND_COVERAGE = 0.95
 #: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
 MAX_SEED = 2**63 - 1
+#: Where a sweep runs: ``auto`` is CUDA when torch sees a GPU, else the CPU (resolved once per sweep).
+DEVICES = ("auto", "cpu", "cuda")
+#: A twin whose training would not finish overnight on a CPU (12 h, extrapolated from a timed update) is
+#: skipped unless ``--arms`` names it: a sweep must not start a multi-day CPU run silently.  Generous on
+#: purpose: the estimate is rough, and the demo's twin (minutes) must run even on a loaded machine.
+TWIN_CPU_LIMIT_S = 12 * 3600.0
+#: Tokens in the one update that is timed for that estimate (a short batch: it must itself be quick).
+TWIN_PROBE_TOKENS = 256
+#: A CPU rate no CPU this runs on is slower than (FLOP/s of training): a twin whose 6 · parameters · tokens
+#: fits the limit even at this rate needs no timed probe (the demo's measured ≈ 7e10 FLOP/s on one core here).
+CPU_FLOPS_FLOOR = 5e9
 
 
 class Arm(enum.StrEnum):
@@ -201,7 +212,8 @@ class TwinSpec:
     ``lr``, linear warm-up over ``warmup_frac`` of the updates, cosine decay to ``min_lr_frac · lr``,
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
     gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and its own
-    data order.  ``train_data``: ``embedded``, ``text:PATH`` or ``shards:PREFIX`` (:mod:`trajectory.data.traindata`).
+    data order.  ``train_data``: ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
+    (:mod:`trajectory.data.traindata`).
     ``save_checkpoints`` also writes each measured step as a model folder.
     """
 

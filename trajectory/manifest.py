@@ -7,8 +7,8 @@ Unknown fields are errors too (a typo must not silently fall back to a default).
 Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 ``path``, or an inline ``config`` table for models that exist only as an
 architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
-Pythia rule, or ``rule = "branches"``: revisions found among the repo's branches
-when a sweep plans, :mod:`trajectory.discovery`), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
+Pythia or dense rule, or ``rule = "branches"``: revisions found among the repo's branches when a sweep
+plans, :mod:`trajectory.discovery`; ``tokens_per_step``), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
 (seeds, init, band coverage), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
@@ -133,7 +133,8 @@ BRANCH_KEYS = ("pattern", "thin", "log_points")
 
 
 def _schedule(r: _Reader, doc: dict) -> Schedule:
-    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", *BRANCH_KEYS}
+    keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", "tokens_per_step"}
+    keys |= set(BRANCH_KEYS)
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
@@ -144,7 +145,7 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
         if key in tab:
             raise r.fail("schedule", key, "absent unless rule = 'branches'", tab[key])
     if "revisions" in tab:
-        extra = sorted(set(tab) - {"revisions"})
+        extra = sorted(set(tab) - {"revisions", "tokens_per_step"})
         if extra:
             raise r.fail("schedule", extra[0], "absent when 'revisions' lists the revisions", tab[extra[0]])
         return _explicit_revisions(r, tab["revisions"])
@@ -161,7 +162,7 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
         rules = ", ".join(repr(k) for k in [*RULES, "branches"])
         raise r.fail("schedule", "rule", f"one of {rules} (or give 'steps' or 'revisions')", rule)
     make, defaults = RULES[rule]
-    extra = sorted(set(tab) - {"rule", "revision_format", *defaults})
+    extra = sorted(set(tab) - {"rule", "revision_format", "tokens_per_step", *defaults})
     if extra:
         raise r.fail("schedule", extra[0], f"absent under rule = {rule!r}", tab[extra[0]])
     nums = {k: tab.get(k, d) for k, d in defaults.items()}
@@ -179,6 +180,16 @@ RULES = {
     "pythia": (pythia_steps, {"log_until": 512, "every": 1000, "last": 143_000}),
     "dense": (dense_steps, {"log_until": 64, "points": 40, "last": 1000}),
 }
+
+
+def _tokens_per_step(r: _Reader, doc: dict, schedule: Schedule) -> Schedule:
+    """``[schedule] tokens_per_step = N`` (with any schedule form): each checkpoint stores ``step · N`` tokens seen."""
+    per_step = doc.get("schedule", {}).get("tokens_per_step")
+    if per_step is None:
+        return schedule
+    if not _count(per_step, 1):
+        raise r.fail("schedule", "tokens_per_step", "a positive integer (training tokens per optimiser step)", per_step)
+    return schedule.with_tokens_per_step(per_step)
 
 
 def _count(value: Any, low: int) -> bool:
@@ -347,7 +358,7 @@ def load_manifest(path: str | Path) -> Manifest:
         repo=repo,
         model_config=config,
         tokenizer=tok,
-        schedule=_schedule(r, doc),
+        schedule=_tokens_per_step(r, doc, _schedule(r, doc)),
         data=_data(r, doc),
         metric=r.typed(MetricConfig, doc, "metric"),
         random_init_seeds=seeds,

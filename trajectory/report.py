@@ -96,26 +96,10 @@ def _event(r: dict, name: str, twin: bool, direction: str | None = None) -> str:
     return step if r[f"{name}_step"] is None else step + (f" {direction}" if direction else "")
 
 
-def _interval_cells(frame: pl.DataFrame, arm: str) -> dict[tuple[int, int, int], str]:
-    """``(block, seed, step) → "mean [low, high]"`` of the k-fold companion, where the store has it."""
-    if "r2_lin_cv" not in frame.columns:
-        return {}
-    rows = verdicts.usable(frame.filter(pl.col("arm") == arm), "r2_lin_cv").with_columns(pl.col("seed").fill_null(0))
-    return {
-        (
-            r["block"],
-            r["seed"],
-            r["step"],
-        ): f"{r['r2_lin_cv']:.4f} [{r['r2_lin_cv_low']:.4f}, {r['r2_lin_cv_high']:.4f}]"
-        for r in rows.iter_rows(named=True)
-        if r["r2_lin_cv_low"] is not None and r["r2_lin_cv_high"] is not None
-    }
-
-
 def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None) -> Table:
     """Per block (and seed, for an arm with several): the band, final value, z, the three events, the verdict."""
     twin, many = arm == "twin", table["seed"].n_unique() > 1
-    cv = _interval_cells(frame, arm) if frame is not None else {}
+    cv = verdicts.interval_cells(frame, arm) if frame is not None else {}
     header = (
         ("block",)
         + (("seed",) if many else ())
@@ -231,13 +215,6 @@ def _failure_order(record: dict) -> tuple:
     return (str(record.get("arm")), natural_key(str(record.get("revision"))), str(record.get("seed")))
 
 
-def _inits(frame: pl.DataFrame) -> str:
-    """The initialisations the random-init rows name in their commits (``init:<scheme>/config:<hash>``)."""
-    commits = frame.filter(pl.col("arm") == verdicts.BAND_ARM)["commit"].to_list()
-    names = sorted({n for n in map(verdicts.init_of, commits) if n})
-    return f"init {', '.join(f'`{n}`' for n in names)}" if names else "none in the store"
-
-
 def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
     units = (
         frame.group_by("key")
@@ -262,7 +239,7 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         ]
     return [
         *described,
-        f"Random-init draws: {_inits(frame)}; band coverage {manifest.band_coverage:g} (`[random_init]`).",
+        f"Random-init draws: {verdicts.init_names(frame)}; band coverage {manifest.band_coverage:g} (`[random_init]`).",
         f"Code version of the rows: {', '.join(sorted({str(v) for v in frame['code_version'].unique().to_list()}))};"
         f" report written by trajectory {__version__}.",
         Table(
@@ -273,6 +250,16 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
             ),
             collapsed=True,
         ),
+    ]
+
+
+def figure_blocks(drawn: list) -> list[Block]:
+    """Each drawn figure, and for each one not drawn a line saying why."""
+    return [
+        Figure(d.name.replace("_", " "), d.paths[0])
+        if d.paths
+        else f"Not drawn: {d.name.replace('_', ' ')}: {d.skipped}."
+        for d in drawn
     ]
 
 
@@ -318,7 +305,7 @@ def sections(
     out = [("Warnings", warnings)] if warnings else []
     out += [
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
-        ("Figures", [Figure(d.name.replace("_", " "), d.paths[0]) for d in drawn]),
+        ("Figures", figure_blocks(drawn)),
     ]
     for arm, table in tables.items():
         out.append(

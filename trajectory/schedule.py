@@ -89,6 +89,13 @@ class Schedule:
         lookup = dict(zip(self.revisions(), self.tokens, strict=False))
         return lookup.get(revision)
 
+    def with_tokens_per_step(self, per_step: int) -> Schedule:
+        """This schedule with ``tokens = step · per_step`` wherever a point's tokens are not known already
+        (a constant batch: Pythia's 1,024 × 2,048 tokens); tokens a revision name gave are kept."""
+        known = self.tokens + (None,) * (len(self.points) - len(self.tokens))
+        tokens = tuple(t if t is not None else s * per_step for (s, _), t in zip(self.points, known, strict=True))
+        return Schedule(self.points, tokens, self.rule)
+
 
 def natural_key(name: str) -> tuple:
     """Sort key that orders embedded numbers by value: step0, step50, step100 (not step0, step100, step50)."""

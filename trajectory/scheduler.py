@@ -13,22 +13,49 @@ units.  A unit counts as stored only when its file reads back as the unit its ke
 is moved to the store's ``quarantine/``, listed in the summary, and its unit measured again.  Non-finite
 activations are not a failure: the unit is stored with the affected blocks flagged in ``status``, and the
 summary lists it.  Ctrl-C stops at once; finished units are kept.
+
+The device is resolved once, when the :class:`SweepOptions` are made (:func:`resolve_device`: ``auto`` is
+CUDA when torch sees a GPU).
+On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: a timed short update,
+extrapolated by tokens); when that exceeds :data:`~trajectory.config.TWIN_CPU_LIMIT_S` and ``--arms`` did
+not name the arms, the twin is skipped with one line on stderr, the other arms run, and the summary says
+what was skipped and why.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import sys
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .arms import ArmRunner, Unit, make_arm
-from .config import Arm, Manifest, natural_key
-from .errors import TrajectoryError
+from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, natural_key
+from .errors import ConfigError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is an error."""
+    if not isinstance(device, str) or device.split(":")[0] not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return device
+    if cuda_available():
+        return "cuda" if device == "auto" else device
+    if device == "auto":
+        return "cpu"
+    raise TrajectoryError(f"--device {device}, but torch sees no CUDA device; use --device cpu (or auto)")
 
 
 @dataclass(frozen=True)
@@ -36,7 +63,8 @@ class SweepOptions:
     """How to run a sweep.  ``None``: the manifest's value.
 
     ``keep_weights`` keeps downloaded weights in the HF cache; ``workers`` parallel local processes;
-    ``prefetch`` revisions downloaded ahead; ``dask`` a scheduler address; ``device`` where models run;
+    ``prefetch`` revisions downloaded ahead; ``dask`` a scheduler address; ``device`` where models run
+    (``auto``: CUDA when torch sees a GPU, else the CPU);
     ``progress`` draws bars on a terminal; ``retry`` the Hub retry policy (a
     :class:`~trajectory.sources.hub.RetryPolicy`); ``arms`` a subset of the manifest's arms to run.
     """
@@ -45,16 +73,19 @@ class SweepOptions:
     workers: int | None = None
     prefetch: int | None = None
     dask: str | None = None
-    device: str = "cpu"
+    device: str = "auto"
     progress: bool = True
     retry: object | None = None
     arms: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", resolve_device(self.device))  # once: every arm sees cpu or cuda
+
 
 @dataclass
 class SweepReport:
-    """Outcomes of every unit, schedule gaps, units with identical weights, and damaged unit files moved
-    aside (``(file name in quarantine/, why)``; their units were measured again)."""
+    """Outcomes of every unit, schedule gaps, units with identical weights, damaged unit files moved aside
+    (``(file name in quarantine/, why)``; their units were measured again), and arms skipped (arm → why)."""
 
     name: str
     store: str = ""
@@ -62,6 +93,7 @@ class SweepReport:
     gaps: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -92,6 +124,8 @@ class SweepReport:
             shown = ", ".join(f"{name} ({why})" for name, why in self.moved[:3])
             line += f"; {len(self.moved)} damaged unit file(s) moved to {Path(self.store) / 'quarantine'}: {shown}"
             line += ", …" if len(self.moved) > 3 else ""
+        if self.skipped:
+            line += "; skipped: " + ", ".join(f"{arm} ({why})" for arm, why in self.skipped.items())
         return line + (f"; rows in {self.store}" if self.store else "")
 
 
@@ -277,6 +311,34 @@ def prune_failures(store: Store, units: list[Unit]) -> None:
             store.forget_failure(record["key"])
 
 
+def twin_skip_reason(manifest: Manifest, options: SweepOptions, arms) -> str:
+    """Why the twin is left out of this sweep ("" when it runs).
+
+    The rule: on a CPU, when ``--arms`` did not name the arms, a twin whose training is estimated
+    (:func:`~trajectory.arms.twin.training_cost`) to take longer than :data:`TWIN_CPU_LIMIT_S` is skipped.
+    A twin whose FLOPs fit the limit even at :data:`~trajectory.config.CPU_FLOPS_FLOOR` is not timed at all
+    (the demo's: a probe on a loaded machine must never skip it).
+    """
+    if Arm.TWIN not in arms or options.arms is not None or options.device != "cpu":
+        return ""
+    from .arms.twin import duration, training_cost, training_flops
+    from .sources.resolve import make_source
+
+    if manifest.model_config is None:  # one short request first: an unreachable Hub fails here, in seconds
+        make_source(manifest, Arm.HUB, retry=options.retry).pin([])
+    if training_flops(manifest) / CPU_FLOPS_FLOOR <= TWIN_CPU_LIMIT_S:
+        return ""
+    cost = training_cost(manifest, "cpu")
+    if cost.seconds <= TWIN_CPU_LIMIT_S:
+        return ""
+    others = ",".join(str(a) for a in arms if a != Arm.TWIN)
+    return (
+        f"training it on this CPU would take {cost.describe()}, over the {duration(TWIN_CPU_LIMIT_S)} limit "
+        f"for a CPU; run it anyway with --arms {','.join(map(str, arms))} (or on a GPU: --device cuda)"
+        + (f", or leave it out with --arms {others}" if others else "")
+    )
+
+
 def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepReport:
     """Every arm of ``manifest`` (or ``options.arms``); one report with every unit's outcome."""
     options = options or SweepOptions()
@@ -286,8 +348,12 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
         raise TrajectoryError(f"arm {unknown[0]!r} is not in {manifest.source.name}'s arms {list(manifest.arms)}")
     store = Store(manifest.store_dir)
     report = SweepReport(manifest.name, store=str(store.root))
+    why = twin_skip_reason(manifest, options, arms)
+    if why:
+        print(f"trajectory: skipping the twin: {why}", file=sys.stderr, flush=True)
+        report.skipped[str(Arm.TWIN)] = why.split(";")[0]
     workers = options.workers or manifest.workers
-    for name in arms:
+    for name in (a for a in arms if a not in report.skipped):
         # a schedule the hub or local arm discovered is what the arms after it (a twin) follow
         part = run_arm(make_arm(with_discovered_schedule(manifest), Arm(name), options), store, options, workers)
         report.outcomes += part.outcomes

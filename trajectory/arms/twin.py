@@ -13,6 +13,9 @@ to that step (passing cached steps without measuring them), measures it on the m
 tokens (float32 weights, no autocast), and saves the training state, so a run resumes from its last
 measured step.  With ``save_checkpoints`` each scheduled step is also saved as a model folder that
 :mod:`trajectory.sources.loading` opens with ``revision="step<t>"``.
+
+Cost (:func:`training_cost`): before a CPU sweep the scheduler times an update of a short batch and
+extrapolates by tokens, so a multi-day CPU run is never started silently (:mod:`trajectory.scheduler`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import Arm, Manifest, Provenance, TwinSpec, twin_schedule
+from ..config import TWIN_PROBE_TOKENS, Arm, Manifest, Provenance, TwinSpec, twin_schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..data.traindata import TrainTokens, train_tokens
 from ..engine.measure import check_positions, measure_blocks
@@ -156,6 +159,86 @@ def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list
             )
         )
     return runs
+
+
+@dataclass(frozen=True)
+class TwinCost:
+    """What training every seed of a twin would take here, extrapolated by tokens from a timed update.
+
+    ``seconds = probe_seconds · tokens / (probe_rows · probe_len)``: time is taken as proportional to
+    tokens.  An extrapolation, not a measurement: attention's cost per token grows with the window, and the
+    optimiser step costs the same per update however many tokens it follows.
+    """
+
+    probe_rows: int
+    probe_len: int
+    probe_seconds: float
+    tokens: int
+
+    @property
+    def seconds(self) -> float:
+        return self.probe_seconds * self.tokens / (self.probe_rows * self.probe_len)
+
+    def describe(self) -> str:
+        """``about 71 days (extrapolated by tokens from one update of 1×256 tokens: 3.1 s; 262,272,000 tokens)``."""
+        return (
+            f"about {duration(self.seconds)} (extrapolated by tokens from one update of {self.probe_rows}×"
+            f"{self.probe_len} tokens that took {self.probe_seconds:.2g} s, to {self.tokens:,} tokens)"
+        )
+
+
+def training_flops(manifest: Manifest) -> float:
+    """6 · parameters · training tokens of every seed: the usual count of a transformer's training FLOPs
+    (forward 2, backward 4 per parameter and token), from the architecture alone (built on the meta device)."""
+    spec = manifest.twin
+    if spec is None:
+        raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(architecture(manifest)).parameters())
+    return 6.0 * params * spec.steps * spec.per_batch * spec.seq_len * len(spec.seeds)
+
+
+def training_cost(manifest: Manifest, device: str = "cpu", probe_tokens: int = TWIN_PROBE_TOKENS) -> TwinCost:
+    """Time clipped AdamW updates of the twin's model on a batch of ≤ ``probe_tokens`` random ids, after a
+    2-token warm-up update (allocations, optimiser state), and scale the faster of two (a momentary load
+    spike must not decide) to every seed's training tokens.  Timed on one torch thread, as the sweep's
+    parallel seeds train: spin-waiting threads on a busy machine would make a probe of two look days long."""
+    spec = manifest.twin
+    if spec is None:
+        raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
+    config = architecture(manifest)
+    length = min(spec.seq_len, probe_tokens)
+    rows = max(1, min(spec.per_batch, probe_tokens // length))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the probe draws dropout masks; the caller's RNG stays
+            torch.manual_seed(0)
+            model = fresh_model(config, spec.seeds[0], with_head=True).to(device).train()
+            opt = make_optimizer(model, spec)
+            ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
+            update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
+            seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
+    finally:
+        torch.set_num_threads(threads)
+    return TwinCost(rows, length, seconds, spec.steps * spec.per_batch * spec.seq_len * len(spec.seeds))
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def duration(seconds: float) -> str:
+    """A duration in the largest unit that keeps it ≥ 1: ``40 s``, ``12 min``, ``3.1 h``, ``71 days``."""
+    for unit, size in (("days", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            value = seconds / size
+            return f"{value:.2g} {unit}" if value < 10 else f"{value:.0f} {unit}"
+    return f"{seconds:.2g} s"
 
 
 class _Training:

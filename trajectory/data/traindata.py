@@ -5,8 +5,11 @@
 * ``embedded`` (or ``embedded:NAME``): the *train* part of an embedded corpus
   (:mod:`trajectory.corpus`), whose documents are disjoint from its ``eval`` part;
 * ``text:PATH``: a UTF-8 file, documents separated by blank lines;
-* ``shards:PREFIX``: Pythia's pre-shuffled Megatron shards (:mod:`trajectory.shards`),
-  read in their own order, never re-shuffled.
+* ``shards:PREFIX``: Pythia's pre-shuffled Megatron shards (:mod:`trajectory.data.shards`),
+  read in their own order, never re-shuffled;
+* ``hub-shards:REPO[@COMMIT]``: the same rows of a Hub dataset (Pythia's:
+  ``EleutherAI/pile-deduped-pythia-preshuffled``), exactly the rows the twin trains on, fetched by HTTP
+  range requests and cached with their provenance (:mod:`trajectory.data.hubshards`).
 
 Text is tokenized with the twin's tokenizer, documents joined by EOS, and cut
 into windows of ``seq_len`` tokens; the token stream is cached on disk under
@@ -14,7 +17,7 @@ the corpus cache, keyed by the source, the tokenizer and the length.  Step
 ``t`` (0-based) with ``b`` windows per batch sees the windows at global
 positions ``t·b … t·b + b − 1``; position ``i`` is window ``perm_e[i mod n]`` of
 epoch ``e = i div n``, where ``perm_e`` is a permutation drawn from
-``SeedSequence([seed, e])`` (the identity for shards).  So the batch of a step
+``SeedSequence([seed, e])`` (the identity for shards, local or on the Hub).  So the batch of a step
 is a pure function of (source, seed, step): a resumed run sees what an
 uninterrupted one would.
 """
@@ -33,7 +36,7 @@ from ..errors import ConfigError, DataError
 
 @dataclass(frozen=True)
 class TrainTokens:
-    """Training windows: ``windows`` (n, seq_len) in memory, or rows of a shard read on demand."""
+    """Training windows: ``windows`` (n, seq_len) in memory, or rows of a shard (local or Hub) read on demand."""
 
     source: str
     data_hash: str
@@ -124,8 +127,16 @@ def train_tokens(source: str, tokenizer, n_tokens: int, seq_len: int, cache: Pat
 
         shard = IndexedShard(source.partition(":")[2])
         return TrainTokens(source, shard.fingerprint(), seq_len, shard=shard)
+    if kind == "hub-shards":  # exactly the rows the run trains on: rows 0 … n_tokens // seq_len − 1
+        from .hubshards import HubRows
+
+        rows = HubRows(source.partition(":")[2], max(1, n_tokens // seq_len), cache or cache_dir())
+        return TrainTokens(source, rows.data_hash, seq_len, shard=rows)
     if kind not in ("embedded", "text"):
-        raise ConfigError(f"[twin] train_data must be 'embedded', 'text:PATH' or 'shards:PREFIX', got {source!r}")
+        raise ConfigError(
+            "[twin] train_data must be 'embedded', 'text:PATH', 'shards:PREFIX' or "
+            f"'hub-shards:REPO[@COMMIT]', got {source!r}"
+        )
     ids = _cached_stream(source, tokenizer, n_tokens, cache or cache_dir())
     n = ids.shape[0] // seq_len
     if n < 2:

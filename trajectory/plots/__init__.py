@@ -4,7 +4,8 @@
 2. ``heatmap``         — block × step;
 3. ``small_multiples`` — per block, trained trajectories over the random-init band;
 4. ``final_profile``   — final value per block vs the band and a reference profile;
-5. ``twin_vs_pythia``  — trained arms on one axis of fraction of training;
+5. ``twin_vs_pythia``  — the twin against the hub (or local) arm by fraction of training and by tokens
+   seen; not drawn (``Drawn.skipped`` says why) unless both arms have usable rows;
 6. ``companions``      — the companion metrics the store holds, vs step (when there are any).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`Drawn`

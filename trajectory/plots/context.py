@@ -40,11 +40,15 @@ _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")
 
 @dataclass(frozen=True)
 class Drawn:
-    """One figure: its files and the data it drew (``data[name]`` is a polars frame)."""
+    """One figure: its files and the data it drew (``data[name]`` is a polars frame).
+
+    A figure the store cannot support is not drawn: no ``paths``, and ``skipped`` says why.
+    """
 
     name: str
     paths: tuple[Path, ...]
     data: dict[str, pl.DataFrame] = field(default_factory=dict)
+    skipped: str = ""
 
 
 @dataclass(frozen=True)

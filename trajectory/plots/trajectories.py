@@ -1,5 +1,5 @@
 """Trajectories over training: lines per block (fig. 1), the block × step heatmap (fig. 2), and
-the twin against Pythia on a common fraction-of-training axis (fig. 5).
+the twin against Pythia by fraction of training and by tokens seen (fig. 5).
 
 Only measured values are drawn; a schedule step without a usable row is a gap
 (the line breaks, the heatmap cell is grey), never an interpolation.
@@ -128,30 +128,82 @@ def training_fraction(frame: pl.DataFrame, ctx: FigureContext, arms: list[str]) 
 
 
 def twin_vs_pythia(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
-    """Fig. 5: every trained arm on one axis of fraction of training; colour = depth, line style = arm."""
+    """Fig. 5: the twin against the checkpoint arm (hub, else local) on two x-axes, fraction of training
+    (left) and tokens seen (right); colour = depth, line style = arm.
+
+    Drawn only when both arms have usable rows; otherwise nothing is written and ``skipped`` says why.
+    A step with no usable row breaks the line on both axes (its tokens are unknown too).
+    """
     arms = verdicts.trained_arms(frame, ctx.metric)
-    drawn = training_fraction(frame, ctx, arms)
+    reference = next((a for a in arms if a in ("hub", "local")), None)
+    if reference is None or "twin" not in arms:
+        lacking = [
+            what
+            for what, ok in (("a checkpoint arm (hub or local)", reference), ("the twin", "twin" in arms))
+            if not ok
+        ]
+        return Drawn(
+            "twin_vs_pythia",
+            (),
+            skipped=f"it needs usable rows of the twin and of a checkpoint arm; the store has none of "
+            f"{' or '.join(lacking)} (trained arms with usable rows: {', '.join(arms) or 'none'})",
+        )
+    drawn = training_fraction(frame, ctx, [reference, "twin"])
     colour, mappable = depth_colours(drawn["block"].unique().to_list())
-    styles = {"hub": "-", "local": "-", "twin": "--"}
-    fig, ax = plt.subplots(figsize=(10, 6), layout="constrained")
-    for arm in arms:
+    styles = {reference: "-", "twin": "--"}
+    fig, (by_fraction, by_tokens) = plt.subplots(1, 2, figsize=(14, 6), sharey=True, layout="constrained")
+    for arm in styles:
         part = drawn.filter(pl.col("arm") == arm)
         grid = on_grid(part, expected_steps(part, ctx, arm)).join(
-            part.select("block", "step", "fraction"), on=["block", "step"], how="left"
+            part.select("block", "step", "tokens_seen"), on=["block", "step"], how="left"
         )
         grid = grid.with_columns(fraction=pl.col("step") / (ctx.totals.get(arm) or part["step"].max() or 1))
         for (block,), g in grid.group_by("block", maintain_order=True):
-            ax.plot(g["fraction"], g["value"].fill_null(float("nan")), styles[arm], color=colour(block), lw=1.2)
-    handles = [plt.Line2D([], [], color="k", ls=styles[a], label=ARM_LABELS[a]) for a in arms]
+            value = g["value"].cast(pl.Float64).fill_null(float("nan"))
+            by_fraction.plot(g["fraction"], value, styles[arm], color=colour(block), lw=1.2)
+            by_tokens.plot(
+                g["tokens_seen"].cast(pl.Float64).fill_null(float("nan")),
+                value,
+                styles[arm],
+                color=colour(block),
+                lw=1.2,
+            )
+    handles = [plt.Line2D([], [], color="k", ls=styles[a], label=ARM_LABELS[a]) for a in styles]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
-    fraction_axis(ax, drawn.filter(pl.col("fraction") > 0)["fraction"].min())
-    ax.set_xlabel("fraction of training (step / final step = tokens seen / total tokens; symlog)")
-    ax.set_ylabel(ctx.metric_label)
-    ax.grid(alpha=0.3)
-    depth_colourbar(fig, mappable, ax, drawn["block"].max() + 1 if len(drawn) else 1)
-    note = "" if "twin" in arms else " (no twin arm in the store)"
-    fig.suptitle(ctx.title("Twin vs Pythia over the fraction of training" + note), fontsize=11)
+    fraction_axis(by_fraction, drawn.filter(pl.col("fraction") > 0)["fraction"].min())
+    by_fraction.set_xlabel("fraction of training (step / final step = tokens seen / total tokens; symlog)")
+    by_fraction.set_ylabel(ctx.metric_label)
+    tokens_axis(by_tokens, drawn, list(styles))
+    for ax in (by_fraction, by_tokens):
+        ax.grid(alpha=0.3)
+    depth_colourbar(fig, mappable, [by_fraction, by_tokens], drawn["block"].max() + 1)
+    fig.suptitle(ctx.title("Twin vs Pythia, by fraction of training and by tokens seen"), fontsize=11)
     return Drawn("twin_vs_pythia", save(fig, out, "twin_vs_pythia"), {"lines": drawn})
+
+
+def tokens_axis(ax, drawn: pl.DataFrame, arms: list[str]) -> None:
+    """Symlog tokens axis from 0 to the largest stored count; names the arms whose rows store no tokens."""
+    known = drawn.filter(pl.col("tokens_seen").is_not_null())
+    unknown = [a for a in arms if known.filter(pl.col("arm") == a).is_empty()]
+    if unknown:
+        ax.text(
+            0.02,
+            0.02,
+            "tokens seen not stored for: "
+            + ", ".join(ARM_LABELS.get(a, a) for a in unknown)
+            + "\n(give the manifest [schedule] tokens_per_step)",
+            transform=ax.transAxes,
+            fontsize=9,
+            va="bottom",
+        )
+    positive = known.filter(pl.col("tokens_seen") > 0)["tokens_seen"]
+    low, high = (float(positive.min()), float(positive.max())) if len(positive) else (1.0, 10.0)
+    ax.set_xscale("symlog", linthresh=low, linscale=0.6)
+    ax.set_xlim(0, high * 1.5)
+    decades = range(math.ceil(math.log10(low)), math.floor(math.log10(high)) + 1)
+    ax.set_xticks([0.0] + [10.0**k for k in decades], ["0"] + [f"10{str(k).translate(SUPERSCRIPT)}" for k in decades])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("training tokens seen (symlog: linear below the first measured count)")
 
 
 def fraction_axis(ax, smallest: float | None) -> None:

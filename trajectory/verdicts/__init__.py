@@ -47,7 +47,17 @@ from .frame import (
     trajectory,
     usable,
 )
-from .summary import RULE, arm_sentence, as_json, band_sentence, counts, metric_shift_sentences, records
+from .summary import (
+    RULE,
+    arm_sentence,
+    as_json,
+    band_sentence,
+    counts,
+    init_names,
+    interval_cells,
+    metric_shift_sentences,
+    records,
+)
 from .table import arm_verdicts, block_table, compare_metrics, verdict_table
 
 __all__ = [
@@ -67,7 +77,9 @@ __all__ = [
     "compare_metrics",
     "counts",
     "init_check",
+    "init_names",
     "init_of",
+    "interval_cells",
     "metric_shift_sentences",
     "one_evaluation",
     "one_init",

@@ -13,6 +13,7 @@ import polars as pl
 from ..config import arm_label
 from .band import prediction_half_width
 from .exits import MIN_FRACTION, MIN_POINTS, VERDICTS
+from .frame import BAND_ARM, init_of, usable
 
 
 def band_sentence(table: pl.DataFrame, coverage: float, metric: str = "r2_lin") -> str:
@@ -80,6 +81,28 @@ def metric_shift_sentences(shift: pl.DataFrame, base: str = "r2_lin", other: str
             + f"; the final value moves by {min(moved):+.4f} to {max(moved):+.4f}."
         )  # fmt: skip
     return out
+
+
+def interval_cells(frame: pl.DataFrame, arm: str) -> dict[tuple[int, int, int], str]:
+    """``(block, seed, step) → "mean [low, high]"`` of the k-fold companion, where the store has it."""
+    if "r2_lin_cv" not in frame.columns:
+        return {}
+    rows = usable(frame.filter(pl.col("arm") == arm), "r2_lin_cv").with_columns(pl.col("seed").fill_null(0))
+    return {
+        (
+            r["block"],
+            r["seed"],
+            r["step"],
+        ): f"{r['r2_lin_cv']:.4f} [{r['r2_lin_cv_low']:.4f}, {r['r2_lin_cv_high']:.4f}]"
+        for r in rows.iter_rows(named=True)
+        if r["r2_lin_cv_low"] is not None and r["r2_lin_cv_high"] is not None
+    }
+
+
+def init_names(frame: pl.DataFrame) -> str:
+    """The initialisations the random-init rows name in their commits (``init:<scheme>/config:<hash>``)."""
+    names = sorted({n for n in map(init_of, frame.filter(pl.col("arm") == BAND_ARM)["commit"].to_list()) if n})
+    return f"init {', '.join(f'`{n}`' for n in names)}" if names else "none in the store"
 
 
 def _clean(value):
