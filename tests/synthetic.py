@@ -5,10 +5,11 @@ Design (12 blocks, Pythia's 154-step schedule, 5 random-init seeds):
 * random-init: block ``b`` has value ``BASE[b] + OFFSETS[seed]``, so the band mean is
   ``BASE[b]`` and its sd is ``sd(OFFSETS)`` exactly.
 * hub: block 0 stays at ``BASE`` (never leaves), block 1 jumps up by 0.2 at step 64
-  and stays (emergence 64), block 2 jumps at 64 and comes back at 10 000 (none),
-  block 3 drops by 0.25 from step 256 on (emergence 256, below the band); the other
-  blocks rise smoothly.  Step ``MISSING_STEP`` has no unit at all; block ``BAD[1]`` at
-  step ``BAD[0]`` has a non-ok status; one unit is recorded as failed.
+  and stays (persistent exit 64, above), block 2 jumps at 64 and comes back at 10 000
+  (first exit 64, no persistent exit), block 3 drops by 0.25 from step 256 on
+  (persistent exit 256, below the band); the other blocks rise smoothly.  Step
+  ``MISSING_STEP`` has no unit at all; block ``BAD[1]`` at step ``BAD[0]`` has a non-ok
+  status; one unit is recorded as failed.
 * twin (optional): ``twin_schedule(steps, TWIN_BUDGET)``, each with its Pythia-equivalent step.
 """
 
@@ -30,9 +31,11 @@ MISSING_STEP = 20_000
 BAD = (30_000, 4)
 FAILED_STEP = 40_000
 SHORT_STEPS = pythia_steps(every=10_000, last=140_000)  # 24 steps: fast figures in tests
-EXPECTED_EMERGENCE = {0: None, 1: 64, 2: None, 3: 256}
+EXPECTED_PERSISTENT = {0: None, 1: 64, 2: None, 3: 256}
+EXPECTED_VERDICT = {0: "within-band", 1: "learned-above", 2: "within-band", 3: "learned-below"}
 TWIN_BUDGET = 2000  # the twin's updates; its steps are trajectory.twin.twin_schedule(schedule, TWIN_BUDGET)
 MODEL = "EleutherAI/pythia-160m"
+INF_SHIFT = 0.005  # every row's r2_lin_inf is its r2_lin + this: the correction moves no verdict
 DATA_HASH = "d4t4h45h0000"
 METRIC_CONFIG = "m3tr1cc0nf1g"
 
@@ -75,6 +78,7 @@ def write_unit(store: Store, arm: str, seed: int, step: int, values, status=None
             r2_lin=v,
             r2_lin_global=v,
             r2_median_dim=v,
+            r2_lin_inf=v + INF_SHIFT,
             n_train=1000,
             n_test=250,
             cond=10.0,
@@ -144,3 +148,14 @@ def write_manifest(
         encoding="utf-8",
     )
     return path
+
+
+def series_store(root: Path, series: dict[int, dict[int, float]], *, arm: str = "hub", base: float = 0.5) -> Store:
+    """One block: random-init seeds at ``base + OFFSETS``, and ``arm``'s seeds, ``series[seed] = {step: value}``."""
+    store = Store(root)
+    for seed, off in enumerate(OFFSETS):
+        write_unit(store, "random-init", seed, 0, [base + off])
+    for seed, points in series.items():
+        for step, value in points.items():
+            write_unit(store, arm, seed, step, [value], pythia_step=step)
+    return store

@@ -13,7 +13,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     7 verdicts, verify                          numbers from the store
     8 plots/                                    figures from the store
     9 report                                    figures + verdicts → Markdown and HTML
-   10 api, cli, __main__, __init__              the public surface
+   10 api, cli, tables, __main__, __init__             the public surface
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ LAYERS = {
     "verdicts": 7, "verify": 7,
     "plots": 8,
     "report": 9,
-    "api": 10, "cli": 10, "__main__": 10, "__init__": 10,
+    "api": 10, "cli": 10, "tables": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 
 

@@ -64,7 +64,7 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
     cfg = MetricConfig(companions=("ci", "effective_rank"), folds=4, seed=2, compute_dtype="float64")
     got = measure_blocks(model, windows, cfg)
     plain = measure_blocks(model, windows, MetricConfig(seed=2, compute_dtype="float64"))
-    folds = groups_of(split_by_sequence(len(windows.ids), cfg), cfg) // 2
+    folds = groups_of(split_by_sequence(len(windows.ids), cfg), cfg) % cfg.folds
     sites = FFN_SITES["gpt_neox"](model)
     xs, ys = [], []
     hooks = [
@@ -85,7 +85,7 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
         yt = y[te].reshape(-1, 32)
         scores.append(1 - (resid**2).sum() / ((yt - yt.mean(0)) ** 2).sum())
     assert got[0]["r2_lin_cv"] == pytest.approx(np.mean(scores), abs=1e-6)
-    assert got[0]["r2_lin_ci_low"] < got[0]["r2_lin_cv"] < got[0]["r2_lin_ci_high"]
+    assert got[0]["r2_lin_cv_low"] < got[0]["r2_lin_cv"] < got[0]["r2_lin_cv_high"]
     for g, p in zip(got, plain):  # the main split's numbers do not change when folds are tracked too
         assert g["r2_lin"] == pytest.approx(p["r2_lin"], abs=1e-9)
         assert 1 <= g["effective_rank"] <= 32
@@ -114,12 +114,12 @@ def test_cli_json_carries_every_companion_key(capsys, tiny_dir, text_file):
             "linearity_score",
             "linearity_score_nores",
             "swap_dloss",
-            "r2_lin_ci_low",
-            "r2_lin_ci_high",
+            "r2_lin_cv_low",
+            "r2_lin_cv_high",
             "effective_rank",
         ):
             assert block[key] is not None, key
-        assert block["r2_lin_ci_low"] <= block["r2_lin_ci_high"]
+        assert block["r2_lin_cv_low"] <= block["r2_lin_cv_high"]
 
 
 def test_unknown_companion_is_one_line(capsys, tiny_dir, text_file):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import math
 import re
 import statistics
 
@@ -11,21 +13,25 @@ from synthetic import (
     BAD,
     BASE,
     DATA_HASH,
+    EXPECTED_VERDICT,
     FAILED_STEP,
+    INF_SHIFT,
     METRIC_CONFIG,
     MISSING_STEP,
     OFFSETS,
     SHORT_STEPS,
     build_store,
     hub_value,
+    series_store,
     write_manifest,
     write_unit,
 )
 
+import trajectory as tj
 from trajectory import __version__
 from trajectory.cli import main
 
-BLOCKS = 5  # blocks 0..3 carry the known emergence answers; block 4 has the non-ok row
+BLOCKS = 5  # blocks 0..3 carry the known verdicts; block 4 has the non-ok row
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +51,64 @@ def first_block_table(md: str) -> dict[int, list[str]]:
     return {int(r[0].strip()): [c.strip() for c in r] for r in rows}
 
 
-def test_block_table_has_the_known_emergence_and_z(report):
+def test_block_table_has_the_known_events_verdicts_and_z(report):
     _, md, _ = report
     table = first_block_table(md)
-    assert [table[b][4] for b in range(4)] == ["—", "64", "—", "256"]
+    assert [table[b][6] for b in range(4)] == ["—", "64 above", "—", "256 below"]  # persistent exit
+    assert [table[b][4] for b in range(4)] == ["—", "64 above", "64 above", "256 below"]  # first exit
+    assert [table[b][7] for b in range(4)] == [EXPECTED_VERDICT[b] for b in range(4)]
     sd = statistics.stdev(OFFSETS)
+    half = 2.7764451 * sd * math.sqrt(1.2)  # t(0.975, 4), five seeds
     assert table[1][3] == f"{0.2 / sd:.2f}"
-    assert table[1][2] == f"{hub_value(1, SHORT_STEPS[-1]):.4f} ({SHORT_STEPS[-1]})"
-    assert table[0][1] == f"{BASE[0]:.4f} ± {sd:.4f} ({len(OFFSETS)})"
+    assert table[1][2] == f"{hub_value(1, SHORT_STEPS[-1]):.4f} at {SHORT_STEPS[-1]}"
+    assert table[0][1] == f"{BASE[0] - half:.4f}–{BASE[0] + half:.4f} ({BASE[0]:.4f} ± {sd:.4f}, {len(OFFSETS)})"
 
 
-def test_verdict_counts_blocks_outside_the_band(report):
+def test_verdict_counts_follow_from_the_table_and_the_band_is_stated(report):
     _, md, _ = report
-    sd, last = statistics.stdev(OFFSETS), SHORT_STEPS[-1]
-    outside = sum(abs(hub_value(b, last) - BASE[b]) > 2 * sd for b in range(BLOCKS))
-    assert f"hub checkpoints: {outside} of {BLOCKS} blocks end outside" in md
+    verdicts = [row[7] for row in first_block_table(md).values()]
+    kinds = ("learned-above", "learned-below", "within-band", "undetermined")
+    listed = ", ".join(f"{verdicts.count(k)} {k}" for k in kinds if verdicts.count(k))
+    assert f"hub checkpoints: of {BLOCKS} blocks, {listed} (one trained seed)." in md
+    assert "95% prediction interval of `r2_lin` for one new random-init draw" in md
+    assert "mean ± t(0.975, 4) · sd · √(1 + 1/5) = mean ± 3.04 sd" in md
+    assert "≥ 3 points and spans ≥ 10% of training" in md
+    shift = f"0 of {BLOCKS} block verdicts change; the final value moves by +{INF_SHIFT:.4f} to +{INF_SHIFT:.4f}."
+    assert "hub checkpoints: with `r2_lin_inf` in place of `r2_lin`" in md and shift in md
+
+
+def test_an_init_mismatch_heads_the_report_and_json(tmp_path, capsys):
+    """Acceptance: an arm whose step 0 lies outside its band is undetermined, and the report says why first."""
+    series_store(tmp_path / "store", {0: {0: 0.98, 64: 0.97, 1000: 0.97, 100_000: 0.96, 140_000: 0.96}})
+    manifest = write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("hub", "random-init"), blocks=1)
+    assert main(["report", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    head = md.split("## Verdict in numbers")[0]
+    assert "## Warnings" in head and "step 0 of hub lies outside its random-init band" in head
+    assert "of 1 blocks, 1 undetermined" in md and "learned-above" not in first_block_table(md)[0]
+    capsys.readouterr()
+    assert main(["report", str(manifest), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["warnings"] and out["blocks"][0]["verdict"] == "undetermined"
+    assert out["blocks"][0]["warnings"] == out["warnings"]
+
+
+def test_report_json_has_every_field_per_block_and_equals_the_api(report, tmp_path, capsys):
+    root = report[0].parent
+    assert main(["report", str(root / "synth.toml"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["band"]["coverage"] == 0.95 and out["metric"] == "r2_lin"
+    keys = {"arm", "block", "seed", "band_low", "band_high", "first_exit_step", "first_exit_direction",
+            "peak_step", "peak", "persistent_exit_step", "persistent_holds", "final", "z", "verdict", "reason",
+            "warnings"}  # fmt: skip
+    assert all(keys <= set(b) for b in out["blocks"])
+    assert {(b["arm"], b["block"]) for b in out["blocks"]} == {(a, k) for a in ("hub", "twin") for k in range(BLOCKS)}
+    frame = tj.verdict(root / "synth.toml")
+    assert frame.height == len(out["blocks"])
+    for row, obj in zip(frame.iter_rows(named=True), out["blocks"]):
+        assert (row["arm"], row["block"], row["verdict"], row["persistent_exit_step"]) == (
+            obj["arm"], obj["block"], obj["verdict"], obj["persistent_exit_step"]
+        )  # fmt: skip
 
 
 def test_missing_steps_bad_rows_failures_and_other_evaluations_are_listed(report):
@@ -108,3 +157,19 @@ def test_report_on_an_empty_store_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no rows for experiment" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_multi_seed_arm_shows_each_seed_and_the_agreed_block_verdict(tmp_path):
+    from trajectory.manifest import load_manifest
+    from trajectory.report import read_experiment, sections, to_markdown
+
+    up = {0: 0.5, 500: 0.9, 1000: 0.9, 2000: 0.9}
+    series_store(tmp_path / "store", {0: up, 1: {**up, 1000: 0.5, 2000: 0.5}}, arm="twin")
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("twin", "random-init"),
+                                            blocks=1))  # fmt: skip
+    frame, ignored, failures = read_experiment(manifest)
+    md = to_markdown("t", sections(frame, manifest, [], failures, ignored))
+    assert "twin (our run): of 1 blocks, 1 undetermined (2 trained seeds, 0, 1)." in md
+    rows = [line for line in md.splitlines() if line.startswith("| 0 | ")]
+    assert "| seed verdict | block verdict | reason (this seed) |" in md
+    assert "| learned-above | undetermined |" in rows[0] and "| within-band | undetermined |" in rows[1]

@@ -101,7 +101,7 @@ def test_report_from_the_store_alone_has_the_band_and_says_what_it_cannot_know(s
     init = rows.filter(pl.col("arm") == "random-init").group_by("block").agg(pl.col("r2_lin").mean()).sort("block")
     for value in [*final, *init["r2_lin"]]:
         assert f"{value:.4f}" in report  # the final values and the band come from the store's rows
-    assert f"({SEEDS})" in report  # seeds per band
+    assert f", {SEEDS})" in report  # seeds per band
     assert "without its manifest" in report and "not recorded in the store" in report
     assert f"{len(GAPS)} of {len(ON_DISK) + len(GAPS)} scheduled steps have no usable row: 20, 100, 300." in report
     failed = [report.index(f"revision=step{s},") for s in GAPS]

@@ -5,7 +5,7 @@
     m = tj.load_manifest("manifests/demo.toml")
     tj.sweep(m)                                   # measure what the store lacks
     tj.results(m).filter(pl.col("block") == 3)    # every stored row of the experiment
-    tj.verdict(m)                                 # per trained arm and block: band, final value, z, emergence
+    tj.verdict(m)                                 # per trained arm, block and seed: band, exits, verdict
 
 The command line (:mod:`trajectory.cli`) is a thin layer over these functions.
 """
@@ -17,7 +17,15 @@ from pathlib import Path
 
 import polars as pl
 
-from .config import DEFAULT_HELDOUT_FRAC, DEFAULT_SEQ_LEN, DEFAULT_TOKENS, DataSpec, Manifest, MetricConfig
+from .config import (
+    DEFAULT_BAND_COVERAGE,
+    DEFAULT_HELDOUT_FRAC,
+    DEFAULT_SEQ_LEN,
+    DEFAULT_TOKENS,
+    DataSpec,
+    Manifest,
+    MetricConfig,
+)
 from .errors import ConfigError, TrajectoryError
 from .manifest import load_manifest
 from .scheduler import SweepOptions, SweepReport, run_sweep
@@ -182,14 +190,26 @@ def results(source: Manifest | str | Path) -> pl.DataFrame:
 
 
 def verdict(
-    source: Manifest | str | Path | pl.DataFrame, arm: str | None = None, metric: str = "r2_lin"
+    source: Manifest | str | Path | pl.DataFrame,
+    arm: str | None = None,
+    metric: str = "r2_lin",
+    coverage: float | None = None,
+    data_hash: str | None = None,
 ) -> pl.DataFrame:
-    """Per trained arm and block: the random-init band, the final value, z and the emergence step
-    (:mod:`trajectory.verdict`), from stored rows only (a manifest, its path, a store folder or a frame)."""
+    """The verdict table (:mod:`trajectory.verdicts`), from stored rows only: one row per trained arm, block and
+    seed with the random-init prediction band (``band_low``, ``band_high``), the final value and ``z``, the first
+    exit and its direction, the peak, the persistent exit and whether it holds, the seed's verdict and the block's
+    agreed ``verdict``, ``reason`` and ``warning`` — what ``trajectory report --json`` prints.
+
+    ``source`` is a manifest (its band coverage and training lengths are used), its path, a store folder or a
+    frame; ``coverage`` overrides the band's; ``data_hash`` picks one evaluation when the store holds several.
+    """
     from . import verdicts as rules
 
-    frame = source if isinstance(source, pl.DataFrame) else results(source)
-    frame, _ = rules.one_evaluation(frame)
-    arms = [arm] if arm else rules.trained_arms(frame, metric)
-    parts = [rules.block_table(frame, a, metric).with_columns(arm=pl.lit(a)) for a in arms]
-    return pl.concat(parts, how="diagonal") if parts else pl.DataFrame()
+    manifest = _manifest(source) if isinstance(source, Manifest) or str(source).endswith(".toml") else None
+    frame = source if isinstance(source, pl.DataFrame) else results(manifest or source)
+    frame, _ = rules.one_evaluation(frame, data_hash)
+    frame, _ = rules.one_init(frame, manifest.init_scheme if manifest else None)
+    cover = coverage if coverage is not None else (manifest.band_coverage if manifest else DEFAULT_BAND_COVERAGE)
+    totals = manifest.total_steps() if manifest else None
+    return rules.verdict_table(frame, metric, cover, totals, [arm] if arm else None)

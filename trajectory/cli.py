@@ -27,6 +27,7 @@ from .config import (
     __version__,
 )
 from .errors import ConfigError, TrajectoryError, TrajectoryWarning
+from .tables import format_blocks
 
 PRESETS = {
     # The paper's protocol (arXiv 2606.19379): WikiText-2 raw train, 128-token
@@ -96,13 +97,18 @@ def _add_measure(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a published protocol's data and split")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the forward pass runs")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of a table (r2_inf in the table is r2_lin_inf: R²_lin extrapolated "
+        "to unlimited train rows)",
+    )
     p.add_argument(
         "--companions",
         default="",
         metavar="LIST",
         help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
-        "score of h_l→h_l+1), effective_rank, ci (k-fold 95%% interval), swap (Δloss when the "
+        "score of h_l→h_l+1), effective_rank, ci (k-fold mean and its 95%% interval), swap (Δloss when the "
         "FFN is replaced by its affine fit); or 'all'",
     )
     p.add_argument(
@@ -127,43 +133,6 @@ def _run_measure(args) -> int:
     if bad:  # the rows are printed, flagged; the exit status says not every block has a number
         print(f"trajectory: blocks {bad} have no R²_lin: {result['blocks'][bad[0]]['status']}", file=sys.stderr)
     return 1 if bad else 0
-
-
-#: Columns of the readable table: (key, header, width, format); companion columns appear when computed.
-TABLE = (
-    ("block", "block", 5, "d"),
-    ("r2_lin", "r2_lin", 8, ".4f"),
-    ("r2_lin_global", "r2_global", 9, ".4f"),
-    ("r2_median_dim", "r2_median", 9, ".4f"),
-    ("n_train", "n_train", 8, "d"),
-    ("n_test", "n_test", 7, "d"),
-    ("cond", "cond", 9, ".2e"),
-    ("rank", "rank", 5, "d"),
-    ("linearity_score", "lin_score", 9, ".4f"),
-    ("linearity_score_heldout", "lin_held", 8, ".4f"),
-    ("effective_rank", "eff_rank", 8, "d"),
-    ("r2_lin_cv", "r2_cv", 7, ".4f"),
-    ("r2_lin_ci_low", "ci_low", 7, ".4f"),
-    ("r2_lin_ci_high", "ci_high", 7, ".4f"),
-    ("swap_dloss", "swap_dloss", 10, ".4f"),
-)
-
-
-def _cell(value, width: int, spec: str) -> str:
-    return f"{'—':>{width}}" if value is None else f"{value:>{width}{spec}}"
-
-
-def format_blocks(result: dict) -> str:
-    """A readable per-block table: the core columns and every companion column that was computed."""
-    head = f"{result['model']} @ {result['revision']}  data={result['data_hash']}"
-    cols = [c for c in TABLE if any(c[0] in b for b in result["blocks"])]
-    header = " ".join(f"{name:>{width}}" for _, name, width, _ in cols)
-    rows = [
-        " ".join(_cell(b.get(key), width, spec) for key, _, width, spec in cols)
-        + ("" if b.get("status", "ok") == "ok" else f"  {b['status']}")
-        for b in result["blocks"]
-    ]
-    return "\n".join([head, header, *rows])
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
@@ -338,25 +307,40 @@ def _run_verify(args) -> int:
     return 0 if result.ok else 1
 
 
+FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")  # what --metric may name
+
+
 def _add_figures(p: argparse.ArgumentParser) -> None:
     add_store_arguments(p, "reads its store only; nothing is measured")
     p.add_argument("--experiment", metavar="NAME", help="with --store alone: which experiment, when it holds several")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
+    p.add_argument("--metric", default="r2_lin", choices=FIGURE_METRICS, help="the metric drawn and judged")
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    _add_figures(p)
+    p.add_argument("--json", action="store_true", help="print the verdict per arm, block and seed as JSON, no files")
+
+
+def _figured(args):
+    """The manifest (or what a store alone records, its steps discovered) of ``plot`` and ``report``."""
+    from .store import with_discovered_schedule
+
+    manifest = _experiment(args)
+    return with_discovered_schedule(manifest) if isinstance(manifest, Manifest) else manifest
 
 
 def _figures(args):
     from .atomic import writable_folder
     from .plots import context_from, plot_all
     from .report import read_experiment
-    from .store import with_discovered_schedule
 
-    manifest = _experiment(args)
-    if isinstance(manifest, Manifest):  # a store alone knows its steps already
-        manifest = with_discovered_schedule(manifest)
+    manifest = _figured(args)
     out = writable_folder(args.out or Path("figures") / manifest.name, "--out")
     frame, ignored, failures = read_experiment(manifest, args.data_hash)
-    return manifest, frame, ignored, failures, out, plot_all(frame, context_from(manifest, frame), out)
+    drawn = plot_all(frame, context_from(manifest, frame, args.metric), out)
+    return manifest, frame, ignored, failures, out, drawn
 
 
 def _run_plot(args) -> int:
@@ -370,10 +354,14 @@ def _run_plot(args) -> int:
 
 
 def _run_report(args) -> int:
-    from .report import write_report
+    from .report import read_experiment, verdict_json, write_report
 
+    if args.json:  # the verdict table only: no figures, no files
+        manifest = _figured(args)
+        print(json.dumps(verdict_json(read_experiment(manifest, args.data_hash)[0], manifest, args.metric)))
+        return 0
     manifest, frame, ignored, failures, out, drawn = _figures(args)
-    for path in write_report(frame, manifest, out, drawn, failures, ignored):
+    for path in write_report(frame, manifest, out, drawn, failures, ignored, args.metric):
         print(path)
     return 0
 
@@ -391,7 +379,7 @@ COMMANDS = {
         _run_plot,
         "figures of stored results (a manifest's or a --store's) into figures/<experiment>/",
     ),
-    "report": (_add_figures, _run_report, "figures plus report.md and report.html: the verdict per block"),
+    "report": (_add_report, _run_report, "figures plus report.md and report.html: the verdict per block"),
     "verify": (
         _add_verify,
         _run_verify,

@@ -39,13 +39,19 @@ DEFAULT_HELDOUT_FRAC = 0.2
 DEFAULT_TOKENIZER = "embedded:4096"
 #: Bumped whenever a change to the maths could change a stored number (it is hashed into the metric digest).
 #: 2: mixed-precision products by default, held-out rows scored by their residuals.
-METRIC_VERSION = 2
+#: 3: ``r2_lin_inf``; the k-fold interval uses the exact t quantile and is named ``r2_lin_cv_low/high``.
+METRIC_VERSION = 3
 #: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
 COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
 #: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
 PRECISION_NAMES = ("mixed", "float64", "float32")
 #: Where evaluation text can come from (:mod:`trajectory.data.tokens`).
 DATA_KINDS = ("text", "parquet", "dataset", "embedded")
+#: How a random-init draw is initialised (``[random_init] init``): ``gpt-neox`` is GPT-NeoX's own small_init /
+#: wang_init (:mod:`trajectory.engine.initialisation`); ``hf-default`` the model's own ``from_config`` draw.
+INIT_SCHEMES = ("gpt-neox", "hf-default")
+#: The random-init band's coverage: a two-sided prediction interval for one new draw (``[random_init] coverage``).
+DEFAULT_BAND_COVERAGE = 0.95
 #: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
 MAX_SEED = 2**63 - 1
 #: Where a sweep runs: ``auto`` is CUDA when torch sees a GPU, else the CPU (resolved once per sweep).
@@ -311,8 +317,10 @@ class Manifest:
 
     ``repo`` is a Hub id or a local folder of checkpoints; ``model_config`` an inline architecture for
     models that exist only as a config; ``tokenizer`` overrides the repo's (a Hub id, a folder, or
-    ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws; ``twin`` the training of our own
-    run.  ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
+    ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws, initialised by ``init_scheme``
+    (:data:`INIT_SCHEMES`; None: the family's real init), and ``band_coverage`` is the coverage of the
+    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run.
+    ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
     units in parallel.  ``reference_profile`` is a published final-step profile to draw.
     """
 
@@ -326,6 +334,8 @@ class Manifest:
     data: DataSpec = field(default_factory=DataSpec)
     metric: MetricConfig = field(default_factory=MetricConfig)
     random_init_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    init_scheme: str | None = None
+    band_coverage: float = DEFAULT_BAND_COVERAGE
     twin: TwinSpec | None = None
     store_dir: Path = Path("store")
     prefetch: int = 1

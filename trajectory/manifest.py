@@ -9,7 +9,7 @@ Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
 Pythia or dense rule, or ``rule = "branches"``: revisions found among the repo's branches when a sweep
 plans, :mod:`trajectory.discovery`; ``tokens_per_step``), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
-(seeds), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
+(seeds, init, band coverage), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
 
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
+    DEFAULT_BAND_COVERAGE,
+    INIT_SCHEMES,
     MAX_SEED,
     Arm,
     DataSpec,
@@ -261,9 +263,17 @@ def _seed_list(r: _Reader, section: str, seeds: Any, count_ok: bool = True, key:
     return tuple(seeds)
 
 
-def _seeds(r: _Reader, doc: dict) -> tuple[int, ...]:
-    tab = r.table(doc, "random_init", {"seeds"})
-    return _seed_list(r, "random_init", tab.get("seeds", [0, 1, 2, 3, 4]))
+def _random_init(r: _Reader, doc: dict) -> tuple[tuple[int, ...], str | None, float]:
+    """``[random_init]``: ``seeds``, ``init`` (:data:`~trajectory.config.INIT_SCHEMES`; absent: the family's
+    real init) and ``coverage`` of the prediction band, in (0, 1)."""
+    tab = r.table(doc, "random_init", {"seeds", "init", "coverage"})
+    init = tab.get("init")
+    if init is not None and init not in INIT_SCHEMES:
+        raise r.fail("random_init", "init", f"one of {list(INIT_SCHEMES)}", init)
+    coverage = tab.get("coverage", DEFAULT_BAND_COVERAGE)
+    if isinstance(coverage, bool) or not (isinstance(coverage, int | float) and 0.0 < coverage < 1.0):
+        raise r.fail("random_init", "coverage", "a number in (0, 1), e.g. 0.95", coverage)
+    return _seed_list(r, "random_init", tab.get("seeds", [0, 1, 2, 3, 4])), init, float(coverage)
 
 
 def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
@@ -340,6 +350,7 @@ def load_manifest(path: str | Path) -> Manifest:
     store, prefetch, workers = _sweep(r, doc, name)
     profile, label = _reference(r, doc)
     twin = _twin(r, doc, arms)
+    seeds, init, coverage = _random_init(r, doc)
     return Manifest(
         name=name,
         source=path,
@@ -350,7 +361,9 @@ def load_manifest(path: str | Path) -> Manifest:
         schedule=_tokens_per_step(r, doc, _schedule(r, doc)),
         data=_data(r, doc),
         metric=r.typed(MetricConfig, doc, "metric"),
-        random_init_seeds=_seeds(r, doc),
+        random_init_seeds=seeds,
+        init_scheme=init,
+        band_coverage=coverage,
         twin=twin,
         store_dir=store,
         prefetch=prefetch,

@@ -4,11 +4,15 @@ Everything comes from the store's frame (and its failure records) through
 :mod:`trajectory.verdicts`; nothing is measured here.  ``report.md`` links the
 PNGs beside it; ``report.html`` is self-contained (PNGs embedded as base64).
 
-Sections: a one-paragraph verdict in numbers, the figures, per trained arm a
-table per block (random-init mean ± sd, final value, z, emergence step) and the
-spread across blocks per step against the spread at init, what is missing
-(scheduled steps without usable rows, rows whose status is not ``ok``, seeds,
-failed units, rows of other evaluations set aside), and provenance at the foot.
+Sections: warnings first (a trained arm whose step 0 lies outside its own
+random-init band), the verdict in numbers (counts per verdict, the band and the
+rule that decides, and how much ``r2_lin_inf`` moves the verdict), the figures,
+per trained arm a table per block (band, final value, z, first exit, peak,
+persistent exit, the k-fold interval beside its own mean, verdict and reason)
+and the spread across blocks per step against the spread at init, what is
+missing (scheduled steps without usable rows, rows whose status is not ``ok``,
+seeds, failed units, rows of other evaluations set aside), and provenance at
+the foot.
 """
 
 from __future__ import annotations
@@ -59,7 +63,18 @@ def read_experiment(manifest, data_hash: str | None = None) -> tuple[pl.DataFram
             f"store {manifest.store_dir} has no rows with data_hash {data_hash}; "
             f"it has {sorted(set(frame['data_hash'].to_list()))}"
         )
-    return kept, ignored, store.failures()
+    matched, other_inits = verdicts.one_init(kept, manifest.init_scheme)
+    inits = pl.DataFrame(
+        {"data_hash": [None] * len(other_inits), "metric_config": [None] * len(other_inits), "init": other_inits},
+        schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "init": pl.Utf8},
+    ).join(  # how many random-init rows of each other init were set aside
+        kept.filter(pl.col("arm") == verdicts.BAND_ARM)
+        .with_columns(init=pl.col("commit").map_elements(verdicts.init_of, return_dtype=pl.Utf8))
+        .group_by("init")
+        .agg(pl.len().alias("rows")),
+        on="init",
+    )
+    return matched, pl.concat([ignored, inits], how="diagonal_relaxed"), store.failures()
 
 
 def fmt(value, digits: int = 4) -> str:
@@ -69,48 +84,50 @@ def fmt(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def summary(table: pl.DataFrame, arm: str) -> str:
-    """The verdict in numbers for one arm: how many blocks end outside the band, and how many left it for good."""
-    n = table.filter(pl.col("final").is_not_null()).height
-    defined = table.filter(pl.col("z").is_not_null() & pl.col("z").is_finite())
-    outside = defined.filter(pl.col("z").abs() > verdicts.BAND_WIDTH)
-    emerged = table.filter(pl.col("emergence_step").is_not_null())
-    if defined.is_empty():
-        return (
-            f"{arm_label(arm)}: {n} blocks measured; no random-init band with ≥ 2 seeds, "
-            "so z and emergence are undefined."
-        )
-    up = outside.filter(pl.col("z") > 0).height
-    return (
-        f"{arm_label(arm)}: {outside.height} of {defined.height} blocks end outside the random-init "
-        f"band (|z| > {verdicts.BAND_WIDTH:g}; {up} above, {outside.height - up} below); {emerged.height} left "
-        f"the band for good (an emergence step exists). Median |z| = {defined['z'].abs().median():.1f}."
-    )
+def _step(step, pythia, twin: bool) -> str:
+    """A step, with its Pythia-equivalent step for the twin."""
+    if step is None:
+        return "—"
+    return f"{step} (Pythia {pythia})" if twin and pythia is not None and pythia != step else str(step)
 
 
-def block_rows(table: pl.DataFrame, arm: str) -> Table:
-    twin = arm == "twin"
+def _event(r: dict, name: str, twin: bool, direction: str | None = None) -> str:
+    step = _step(r[f"{name}_step"], r[f"{name}_pythia_step"], twin)
+    return step if r[f"{name}_step"] is None else step + (f" {direction}" if direction else "")
+
+
+def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None) -> Table:
+    """Per block (and seed, for an arm with several): the band, final value, z, the three events, the verdict."""
+    twin, many = arm == "twin", table["seed"].n_unique() > 1
+    cv = verdicts.interval_cells(frame, arm) if frame is not None else {}
     header = (
-        "block",
-        "random-init mean ± sd (seeds)",
-        "final value (step)",
-        "z",
-        "emergence step" + (" (Pythia-eq.)" if twin else ""),
+        ("block",)
+        + (("seed",) if many else ())
+        + ("band (mean ± sd, seeds)", "final", "z", "first exit", "peak", "persistent exit")
+        + (("k-fold mean [95% interval], final step",) if cv else ())
+        + (("seed verdict", "block verdict", "reason (this seed)") if many else ("verdict", "reason"))
     )
     rows = []
     for r in table.iter_rows(named=True):
-        emerged = fmt(r["emergence_step"])
-        if twin and r["emergence_pythia_step"] is not None:
-            emerged += f" ({r['emergence_pythia_step']})"
-        rows.append(
-            (
-                str(r["block"]),
-                f"{fmt(r['init_mean'])} ± {fmt(r['init_sd'])} ({fmt(r['n_seeds'])})",
-                f"{fmt(r['final'])} ({fmt(r['final_step'])})",
+        persistent = _event(r, "persistent_exit", twin, r["persistent_direction"])
+        if r["persistent_exit_step"] is not None and not r["persistent_holds"]:
+            persistent += ", not yet"
+        band = f"{fmt(r['band_low'])}–{fmt(r['band_high'])}" if r["band_low"] is not None else "none"
+        cells = (
+            (str(r["block"]),)
+            + ((fmt(r["seed"]),) if many else ())
+            + (
+                f"{band} ({fmt(r['init_mean'])} ± {fmt(r['init_sd'])}, {fmt(r['band_seeds'])})",
+                f"{fmt(r['final'])} at {_step(r['final_step'], r['final_pythia_step'], twin)}",
                 fmt(r["z"], 2),
-                emerged,
+                _event(r, "first_exit", twin, r["first_exit_direction"]),
+                f"{fmt(r['peak'])} at {_step(r['peak_step'], r['peak_pythia_step'], twin)}",
+                persistent,
             )
+            + ((cv.get((r["block"], r["seed"], r["final_step"]), "—"),) if cv else ())
+            + ((r["seed_verdict"], r["verdict"], r["seed_reason"]) if many else (r["verdict"], r["reason"]))
         )
+        rows.append(cells)
     return Table(header, tuple(rows))
 
 
@@ -177,6 +194,12 @@ def missing_blocks(
             )
         )
     for r in ignored.iter_rows(named=True):
+        if r.get("init"):
+            out.append(
+                f"Set aside: {r['rows']} random-init rows drawn with init `{r['init']}`, not the manifest's "
+                "(`[random_init] init`); the band uses only draws of one init."
+            )
+            continue
         out.append(
             f"Set aside: {r['rows']} rows of another evaluation (data_hash {r['data_hash']}, "
             f"metric_config {r['metric_config']})."
@@ -216,6 +239,7 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         ]
     return [
         *described,
+        f"Random-init draws: {verdicts.init_names(frame)}; band coverage {manifest.band_coverage:g} (`[random_init]`).",
         f"Code version of the rows: {', '.join(sorted({str(v) for v in frame['code_version'].unique().to_list()}))};"
         f" report written by trajectory {__version__}.",
         Table(
@@ -239,24 +263,56 @@ def figure_blocks(drawn: list) -> list[Block]:
     ]
 
 
+def warning_blocks(tables: dict[str, pl.DataFrame]) -> list[Block]:
+    """The init check's warnings, one per arm that has one (they head the report)."""
+    return [
+        f"**Warning — {arm_label(arm)}:** {w}"
+        for arm, t in tables.items()
+        for w in sorted({x for x in t["warning"].to_list() if x})
+    ]
+
+
+def verdict_tables(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict[str, pl.DataFrame]:
+    """Each trained arm's verdict table under the manifest's band coverage and training lengths."""
+    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
+    return {arm: g.drop("arm") for (arm,), g in table.group_by("arm", maintain_order=True)}
+
+
+def verdict_blocks(frame: pl.DataFrame, manifest, tables: dict[str, pl.DataFrame], metric: str) -> list[Block]:
+    """The verdict in numbers: counts per arm, the band and the rule, and what ``r2_lin_inf`` changes."""
+    if not tables:
+        return ["No trained rows in the store."]
+    out: list[Block] = [verdicts.arm_sentence(t, arm) for arm, t in tables.items()]
+    out.append(verdicts.band_sentence(pl.concat(list(tables.values())), manifest.band_coverage, metric))
+    out.append(verdicts.RULE + " z = (final − mean) / sd is shown beside the verdict but does not decide it.")
+    if metric == "r2_lin":
+        shift = verdicts.compare_metrics(
+            frame, ("r2_lin", "r2_lin_inf"), manifest.band_coverage, manifest.total_steps()
+        )
+        out.append(
+            "Finite-sample correction: `r2_lin_inf` is R²_lin extrapolated to unlimited train rows (README). "
+            + " ".join(verdicts.metric_shift_sentences(shift))
+        )
+    return out
+
+
 def sections(
     frame: pl.DataFrame, manifest, drawn: list, failures: list[dict], ignored: pl.DataFrame, metric: str = "r2_lin"
 ) -> list[tuple[str, list[Block]]]:
-    """The report's content, independent of the output format."""
-    arms = verdicts.trained_arms(frame, metric)
-    tables = {arm: verdicts.block_table(frame, arm, metric) for arm in arms}
-    out = [
-        ("Verdict in numbers", [summary(tables[a], a) for a in arms] or ["No trained rows in the store."]),
+    """The report's content, independent of the output format; warnings first."""
+    tables = verdict_tables(frame, manifest, metric)
+    warnings = warning_blocks(tables)
+    out = [("Warnings", warnings)] if warnings else []
+    out += [
+        ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
         ("Figures", figure_blocks(drawn)),
     ]
-    for arm in arms:
+    for arm, table in tables.items():
         out.append(
             (
                 f"Per block: {arm_label(arm)}",
                 [
-                    f"Band: random-init mean ± {verdicts.BAND_WIDTH:g} sd of `{metric}`; z = (final − mean) / sd; the "
-                    "emergence step is the first measured step from which the value stays outside the band.",
-                    block_rows(tables[arm], arm),
+                    block_rows(table, arm, frame),
                     "Spread across blocks per step, against the spread at initialisation:",
                     spread_rows(verdicts.spread_by_step(frame, arm, metric)),
                 ],
@@ -265,6 +321,12 @@ def sections(
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
+
+
+def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
+    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
+    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
+    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:

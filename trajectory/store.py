@@ -60,6 +60,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "r2_lin": pl.Float64,
     "r2_lin_global": pl.Float64,
     "r2_median_dim": pl.Float64,
+    "r2_lin_inf": pl.Float64,  # R²_lin extrapolated to unlimited train rows (trajectory.engine.heldout)
     "n_train": pl.Int64,
     "n_test": pl.Int64,
     "cond": pl.Float64,
@@ -79,12 +80,17 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "linearity_score_nores": pl.Float64,
     "linearity_score_nores_heldout": pl.Float64,
     "effective_rank": pl.Int64,
-    "r2_lin_cv": pl.Float64,
-    "r2_lin_ci_low": pl.Float64,
-    "r2_lin_ci_high": pl.Float64,
+    "r2_lin_cv": pl.Float64,  # the k-fold mean; [r2_lin_cv_low, r2_lin_cv_high] is its 95% interval
+    "r2_lin_cv_low": pl.Float64,
+    "r2_lin_cv_high": pl.Float64,
     "swap_loss": pl.Float64,
     "swap_dloss": pl.Float64,
     "swap_dppl": pl.Float64,
+    # why a requested companion has no number ("ok" where it has one; trajectory.engine.measure.COMPANION_KEYS)
+    "status_linearity_score": pl.Utf8,
+    "status_effective_rank": pl.Utf8,
+    "status_ci": pl.Utf8,
+    "status_swap": pl.Utf8,
 }
 #: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS

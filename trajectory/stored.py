@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .config import Arm
+from .config import DEFAULT_BAND_COVERAGE, Arm
 from .errors import TrajectoryError
 from .store import Store
 
@@ -36,6 +36,8 @@ class StoredExperiment:
     arms: tuple[str, ...]
     steps: dict[str, tuple[int, ...]] = field(default_factory=dict)
     random_init_seeds: tuple[int, ...] = ()
+    init_scheme: None = None  # the random-init draws' init: whichever the store holds (verdicts.one_init)
+    band_coverage: float = DEFAULT_BAND_COVERAGE
     data: None = None
     metric: None = None
     model_config: None = None

@@ -160,7 +160,7 @@ def _entries(manifest, arm: str) -> tuple[dict, str]:
         entries = {("init", s): None for s in manifest.random_init_seeds}
         if manifest.model_config is None and not Path(manifest.repo or "").is_dir():
             return entries, "the architecture's config would come from the Hub"
-        commit = init_commit(architecture(manifest))
+        commit = init_commit(architecture(manifest), manifest.init_scheme)
         return {e: commit for e in entries}, ""
     return _twin_entries(manifest)
 

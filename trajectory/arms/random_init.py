@@ -1,11 +1,12 @@
 """The ``random-init`` arm: what the architecture alone gives, over several seeds.
 
 For each seed ``s`` of ``manifest.random_init_seeds`` the manifest's architecture is built untrained and
-drawn with the family's *real* initialisation (:func:`trajectory.engine.models.fresh_model`; for GPT-NeoX
-small_init / wang_init), as a pure function of ``s``.  Each seed is measured on the manifest's evaluation
-tokens and stored as one unit: revision ``init``, step 0, the seed.  Its commit,
-``init:<init>/config:<architecture hash>``, names the draw, so a cached seed is never re-measured and a
-changed architecture or init is a new unit.
+drawn with ``[random_init] init`` (:func:`trajectory.engine.models.fresh_model`): by default the family's
+*real* initialisation (for GPT-NeoX small_init / wang_init, ``gpt-neox``), or ``hf-default``, the model's
+own ``from_config`` draw, to match a run that started from it; as a pure function of ``s``.  Each seed
+is measured on the manifest's evaluation tokens and stored as one unit: revision ``init``, step 0, the
+seed.  Its commit, ``init:<gpt-neox|hf-default>/config:<architecture hash>``, names the draw, so a cached
+seed is never re-measured and a changed architecture or init is a new unit.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from ..sources.resolve import architecture, manifest_tokenizer
 from .base import BaseArm, Unit, unit_rows
 
 
-def init_commit(config) -> str:
-    """The "commit" of a random-init draw: the init scheme and the architecture's hash."""
-    return f"init:{init_name(config)}/config:{config_hash(config)}"
+def init_commit(config, init: str | None = None) -> str:
+    """The "commit" of a random-init draw: the init scheme (``gpt-neox``, ``hf-default``) and the architecture's
+    hash."""
+    return f"init:{init_name(config, init)}/config:{config_hash(config)}"
 
 
 def measure_seed(manifest: Manifest, config, seed: int, tokens: EvalTokens, device: str = "cpu") -> list[dict]:
     """One random-init seed's per-block metrics, with its weights hash and timings."""
     t0 = time.perf_counter()
-    model = fresh_model(config, seed, with_head=needs_head(manifest.metric, config.model_type)).to(device)
+    head = needs_head(manifest.metric, config.model_type)
+    model = fresh_model(config, seed, with_head=head, init=manifest.init_scheme).to(device)
     wh = weights_hash(model)
     t1 = time.perf_counter()
     blocks = measure_blocks(model, tokens, manifest.metric, device=device)
@@ -46,12 +49,13 @@ class RandomInitArm(BaseArm):
         self.manifest, self.device = manifest, options.device
         self.config = architecture(manifest)
         adapter_for(self.config.model_type)  # an unsupported family fails before anything is built
+        init_name(self.config, manifest.init_scheme)  # so does an init the family does not have
         check_positions(self.config, manifest.data.seq_len, manifest.data.allow_long)
         self.tokens = eval_tokens(manifest.data, manifest_tokenizer(manifest))
         check_vocab(self.tokens, self.config.vocab_size)
 
     def plan(self) -> list[Unit]:
-        commit = init_commit(self.config)
+        commit = init_commit(self.config, self.manifest.init_scheme)
         return [
             Unit(
                 Provenance(

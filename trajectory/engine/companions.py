@@ -26,29 +26,24 @@ paper), or fitted on train and scored on held-out (``_heldout``).  The
 the same accumulator (:func:`minus_input`).
 
 **Uncertainty**: k-fold cross-validation by sequence.  Fold f is scored with
-the map fitted on the other folds; the interval is ``mean ± t_{k-1} · sd / √k``
-over the k fold scores (folds share training rows, so this interval is, as
-usual for CV, somewhat optimistic).
+the map fitted on the other folds; ``r2_lin_cv`` is the mean of the k fold
+scores and ``[r2_lin_cv_low, r2_lin_cv_high] = mean ± t(0.975, k−1) · sd / √k``
+its 95% interval (:func:`trajectory.engine.tdist.t_quantile`).  The interval is
+centred on the k-fold mean and belongs to it, not to the single-split
+``r2_lin``, which it need not contain: one split scatters about the k-fold
+mean by about one fold score's sd, while the half-width is t·sd/√k (1.24 sd
+for k = 5).  Folds share training rows, so this interval is, as usual for CV,
+somewhat optimistic.
 """
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
-from .stats import MomentAccumulator, fit_affine, r2_scores
+from .stats import MomentAccumulator, fit_affine, merged, r2_scores
+from .tdist import t_quantile
 
-#: two-sided 95% Student t quantiles for k-1 degrees of freedom, k = 2..10
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def merged(*accs: MomentAccumulator) -> MomentAccumulator:
-    """A new accumulator holding the union of ``accs`` (inputs unchanged)."""
-    out = copy.deepcopy(accs[0])
-    for acc in accs[1:]:
-        out.merge(acc)
-    return out
+__all__ = ["effective_rank", "kfold_interval", "linearity_scores", "merged", "minus_input", "reduced_rank_r2"]
 
 
 def reduced_rank_r2(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> np.ndarray:
@@ -99,16 +94,13 @@ def linearity_scores(train: MomentAccumulator, test: MomentAccumulator, rcond: f
 
 
 def kfold_interval(folds: list[MomentAccumulator], rcond: float = 1e-6) -> dict:
-    """95% interval for R²_lin from k-fold cross-validation over per-fold accumulators."""
+    """The k-fold mean of R²_lin over per-fold accumulators and its 95% interval (module docstring)."""
     k = len(folds)
     if k < 2:
         raise ValueError("k-fold needs at least 2 folds")
     scores = np.array(
         [r2_scores(fit_affine(merged(*(folds[:f] + folds[f + 1 :])), rcond), folds[f])["r2_lin"] for f in range(k)]
     )
-    half = _T95.get(k - 1, 1.96) * scores.std(ddof=1) / np.sqrt(k)
-    return {
-        "r2_lin_cv": float(scores.mean()),
-        "r2_lin_ci_low": float(scores.mean() - half),
-        "r2_lin_ci_high": float(scores.mean() + half),
-    }
+    half = t_quantile(0.975, k - 1) * scores.std(ddof=1) / np.sqrt(k)
+    mean = float(scores.mean())
+    return {"r2_lin_cv": mean, "r2_lin_cv_low": mean - half, "r2_lin_cv_high": mean + half}

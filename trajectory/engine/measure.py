@@ -19,12 +19,25 @@ from ..data.tokens import EvalTokens
 from ..errors import ConfigError, DataError
 from .adapters import adapter_for
 from .companions import effective_rank, kfold_interval, linearity_scores, merged
-from .heldout import FitThenScore
+from .heldout import FitThenScore, MomentsThenScore
 from .probe import FFNProbe, moments
 from .stats import BlockResult, BlockStats
 
 #: Companions that need the FFN's held-out moments, not just its held-out residuals.
 NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci")
+#: The keys each companion adds to a block's row; every requested key is present in every row, ``None``
+#: where the metric is undefined, with the reason in ``status_<companion>`` (``ok`` where it is defined).
+COMPANION_KEYS = {
+    "linearity_score": (
+        "linearity_score",
+        "linearity_score_heldout",
+        "linearity_score_nores",
+        "linearity_score_nores_heldout",
+    ),
+    "effective_rank": ("effective_rank",),
+    "ci": ("r2_lin_cv", "r2_lin_cv_low", "r2_lin_cv_high"),
+    "swap": ("swap_loss", "swap_dloss", "swap_dppl"),
+}
 
 
 def split_by_sequence(n_seq: int, cfg: MetricConfig) -> np.ndarray:
@@ -88,7 +101,9 @@ def check_vocab(tokens: EvalTokens, vocab_size: int) -> None:
         )
 
 
-def _finalize(block: int, stats: BlockResult, rcond: float) -> dict:
+def _finalize(block: int, stats: BlockResult, rcond: float, inf_gain: float | None = None) -> dict:
+    """The block's row; ``inf_gain`` is what ``r2_lin_inf`` adds to ``r2_lin`` when ``stats`` are moments
+    (:meth:`MomentsThenScore.inf_gain`; a one-pass :class:`FitThenScore` gives ``r2_lin_inf`` itself)."""
     if not stats.finite():
         nan = float("nan")
         return {
@@ -101,8 +116,12 @@ def _finalize(block: int, stats: BlockResult, rcond: float) -> dict:
             "cond": nan,
             "rank": 0,
             "status": "nonfinite activations",
+            "r2_lin_inf": nan,
         }
-    row = {"block": block, **stats.finalize(rcond), "status": "ok"}
+    out = stats.finalize(rcond)
+    if inf_gain is not None:
+        out["r2_lin_inf"] = out["r2_lin"] + inf_gain
+    row = {"block": block, **out, "status": "ok"}
     if not math.isfinite(row["r2_lin"]):  # 1 − SSE/SST with SST = 0: no number, and the status says why
         row["status"] = "undefined R²: the held-out FFN outputs are constant"
     return row
@@ -114,7 +133,8 @@ def needs_head(cfg: MetricConfig, model_type: str) -> bool:
 
 
 def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
-    """Probe group per window: ``is_test`` (0/1), or ``2·fold + is_test`` when a k-fold interval is asked for.
+    """Probe group per window: ``is_test`` (0/1), or ``fold + folds·is_test`` when a k-fold interval is asked
+    for (every train group before every held-out group, as :class:`MomentsThenScore` needs).
 
     Folds are dealt round-robin over a permutation seeded by a child of ``cfg.seed``.
     """
@@ -126,7 +146,12 @@ def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
     child = np.random.SeedSequence(cfg.seed).spawn(1)[0]
     fold = np.empty(n_seq, dtype=np.int64)
     fold[np.random.default_rng(child).permutation(n_seq)] = np.arange(n_seq) % cfg.folds
-    return 2 * fold + is_test.astype(np.int64)
+    return fold + cfg.folds * is_test.astype(np.int64)
+
+
+def n_train_groups(cfg: MetricConfig) -> int:
+    """How many of :func:`groups_of`'s groups hold train windows (the first ones)."""
+    return cfg.folds if "ci" in cfg.companions else 1
 
 
 def _companion_values(i: int, probe: FFNProbe, stats: BlockResult, cfg: MetricConfig) -> dict:
@@ -134,11 +159,12 @@ def _companion_values(i: int, probe: FFNProbe, stats: BlockResult, cfg: MetricCo
     if "effective_rank" in cfg.companions:
         out["effective_rank"] = effective_rank(stats.train, stats.test, rcond=cfg.rcond)
     if "ci" in cfg.companions:
-        accs = probe.accumulators["ffn"][i].groups
-        out.update(kfold_interval([merged(*accs[2 * f : 2 * f + 2]) for f in range(cfg.folds)], cfg.rcond))
+        accs, k = probe.accumulators["ffn"][i].groups, cfg.folds
+        out.update(kfold_interval([merged(accs[f], accs[k + f]) for f in range(k)], cfg.rcond))
     if "linearity_score" in cfg.companions:
         res = probe.accumulators["residual"][i].groups
-        out.update(linearity_scores(merged(*res[0::2]), merged(*res[1::2]), cfg.rcond))
+        k = n_train_groups(cfg)
+        out.update(linearity_scores(merged(*res[:k]), merged(*res[k:]), cfg.rcond))
     return out
 
 
@@ -169,7 +195,8 @@ def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
     """Per site, what collects each block's rows: one-pass fit-then-score unless a companion needs held-out
     moments (then per-group moments); the residual site, for the secretly-linear score, always keeps moments."""
     if any(c in cfg.companions for c in NEEDS_HELDOUT_MOMENTS):
-        sinks = {"ffn": moments(n_groups, cfg.compute_dtype)}
+        k = n_train_groups(cfg)
+        sinks = {"ffn": lambda d_in, d_out: MomentsThenScore(d_in, d_out, n_groups, k, cfg.compute_dtype, cfg.rcond)}
     else:
         sinks = {"ffn": lambda d_in, d_out: FitThenScore(d_in, d_out, cfg.compute_dtype, cfg.rcond)}
     if "linearity_score" in cfg.companions:
@@ -177,13 +204,11 @@ def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
     return sinks
 
 
-def _train_and_heldout(groups: list) -> BlockStats:
-    """Groups ``2·fold + held_out`` (or just 0/1) folded into one train and one held-out accumulator."""
-    return (
-        BlockStats(groups[0], groups[1])
-        if len(groups) == 2
-        else BlockStats(merged(*groups[0::2]), merged(*groups[1::2]))
-    )
+def _train_and_heldout(groups: list, n_train: int) -> BlockStats:
+    """Groups (the first ``n_train`` train, the rest held out) folded into one train and one held-out accumulator."""
+    if len(groups) == 2:
+        return BlockStats(groups[0], groups[1])
+    return BlockStats(merged(*groups[:n_train]), merged(*groups[n_train:]))
 
 
 @contextmanager
@@ -216,17 +241,36 @@ def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
     groups = groups_of(is_test, cfg)
-    probe = FFNProbe(model, adapter, sinks_for(cfg, n_groups=int(groups.max()) + 1))
+    probe = FFNProbe(model, adapter, sinks_for(cfg, n_groups=2 * n_train_groups(cfg)))
     batch = max(1, cfg.batch_tokens // tokens.ids.shape[1])
     probe.run(tokens.ids, groups, batch, device=device, progress=progress)
     stats, rows = [], []
     for i, sink in enumerate(probe.accumulators["ffn"]):
-        s = sink if isinstance(sink, FitThenScore) else _train_and_heldout(sink.groups)
-        row = _finalize(i, s, cfg.rcond)
+        if isinstance(sink, FitThenScore):
+            s, gain = sink, None
+        else:
+            s, gain = _train_and_heldout(sink.groups, n_train_groups(cfg)), sink.inf_gain()
+        row = _finalize(i, s, cfg.rcond, gain)
         if row["status"] == "ok":
             row.update(_companion_values(i, probe, s, cfg))
         stats.append(s)
         rows.append(row)
     if "swap" in cfg.companions:
         _swap(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg.rcond)
-    return rows
+    return [with_every_companion_key(row, cfg, adapter.causal) for row in rows]
+
+
+def with_every_companion_key(row: dict, cfg: MetricConfig, causal: bool) -> dict:
+    """``row`` with every key of every requested companion: ``None`` where undefined, and ``status_<companion>``
+    saying why (``ok`` where the metric has its number)."""
+    for name in cfg.companions:
+        keys = COMPANION_KEYS[name]
+        if row["status"] != "ok":
+            why = f"block not measured: {row['status']}"
+        elif name == "swap" and not causal:
+            why = "undefined for an encoder (no next-token loss)"
+        else:
+            why = "ok" if all(k in row for k in keys) else "not computed"
+        row.update({k: row.get(k) if why == "ok" else None for k in keys})
+        row[f"status_{name}"] = why
+    return row

@@ -18,30 +18,43 @@ import json
 
 import torch
 
+from ..config import INIT_SCHEMES
+from ..errors import ConfigError
 from .adapters import adapter_for
+from .initialisation import init_gpt_neox
 
 
-def init_name(config) -> str:
-    """The name of the family's real initialisation, or ``hf-default`` (Hugging Face's own draw)."""
-    init = adapter_for(config.model_type).init
-    return init.__name__ if init is not None else "hf-default"
+def init_name(config, init: str | None = None) -> str:
+    """The initialisation a draw of ``config`` uses: ``init`` checked against the family, or, when ``init`` is
+    None, the family's real one (``gpt-neox`` for GPT-NeoX; ``hf-default``, Hugging Face's own draw, for
+    families whose real init is the library's).  See :data:`trajectory.config.INIT_SCHEMES`."""
+    real = adapter_for(config.model_type).init
+    family = "gpt-neox" if real is init_gpt_neox else "hf-default"
+    if init is None:
+        return family
+    if init not in INIT_SCHEMES:
+        raise ConfigError(f"unknown init {init!r}; choose from {', '.join(INIT_SCHEMES)}")
+    if init == "gpt-neox" and family != "gpt-neox":
+        raise ConfigError(f"init 'gpt-neox' (small_init/wang_init) is GPT-NeoX's; a {config.model_type} model has "
+                          "no such init: use 'hf-default'")  # fmt: skip
+    return init
 
 
 def fresh_model(config, seed: int, with_head: bool = False, init: str | None = None) -> torch.nn.Module:
     """An untrained model of ``config``, a pure function of ``seed``; the global torch RNG is left alone.
 
-    ``init`` is the initialisation: the family's real one (``None``, the default) or ``"hf-default"``,
-    the model's own ``from_config`` draw under ``torch.manual_seed(seed)``.
+    ``init`` (:func:`init_name`): the family's real initialisation (``None``, the default, or
+    ``"gpt-neox"``), or ``"hf-default"``, the model's own ``from_config`` draw under ``torch.manual_seed(seed)``.
     """
     from transformers import AutoModel, AutoModelForCausalLM
 
+    scheme = init_name(config, init)
     cls = AutoModelForCausalLM if with_head else AutoModel
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))  # the HF default draw, for families without a real init
         model = cls.from_config(config)
-    real = adapter_for(config.model_type).init
-    if real is not None and init != "hf-default":
-        real(model, int(seed))
+    if scheme == "gpt-neox":
+        init_gpt_neox(model, int(seed))
     return model
 
 

@@ -48,6 +48,7 @@ per-dimension ``1 - SSE_j / SST_j``.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -199,6 +200,14 @@ class MomentAccumulator:
             acc.copy_(torch.from_numpy(np.ascontiguousarray(gxx[a : a + acc.shape[0], a:])))
 
 
+def merged(*accs: MomentAccumulator) -> MomentAccumulator:
+    """A new accumulator holding the union of ``accs`` (inputs unchanged)."""
+    out = copy.deepcopy(accs[0])
+    for acc in accs[1:]:
+        out.merge(acc)
+    return out
+
+
 def shifted(t: torch.Tensor, shift: np.ndarray, dtype) -> torch.Tensor:
     """``t - shift`` as a new tensor of ``dtype`` (the shift is float32-exact, so only the difference rounds)."""
     out = torch.empty(t.shape, dtype=dtype, device=t.device)
@@ -232,12 +241,20 @@ def _float32_mean(t: torch.Tensor) -> np.ndarray:
 
 @dataclass(frozen=True)
 class AffineFit:
-    """``y ≈ Wᵀx + b`` with ``W`` (d_in, d_out); ``rank`` eigen-directions kept."""
+    """``y ≈ Wᵀx + b`` with ``W`` (d_in, d_out); ``rank`` eigen-directions kept.
+
+    ``whiten`` (d_in, rank) is ``V Λ^{-1/2}`` over the kept eigenpairs of the train ``Sxx``, so the
+    leverage of a row under the train Gram matrix is ``h = ‖(x − mx) · whiten‖² = (x − mx)ᵀ Sxx⁺ (x − mx)``;
+    ``mx`` is the train mean of x and ``n`` the number of train rows.
+    """
 
     w: np.ndarray
     b: np.ndarray
     rank: int
     cond: float
+    whiten: np.ndarray | None = None
+    mx: np.ndarray | None = None
+    n: int = 0
 
 
 def fit_affine(train: MomentAccumulator, rcond: float = 1e-6) -> AffineFit:
@@ -255,7 +272,8 @@ def fit_affine(train: MomentAccumulator, rcond: float = 1e-6) -> AffineFit:
     w = v @ (inv[:, None] * (v.T @ train.sxy))  # (d_in, d_out)
     b = train.my - train.mx @ w
     cond = lam_max / float(evals[keep].min()) if keep.any() else float("inf")
-    return AffineFit(w=w, b=b, rank=int(keep.sum()), cond=cond)
+    whiten = v * (1.0 / np.sqrt(evals[keep]))  # (d_in, rank)
+    return AffineFit(w=w, b=b, rank=int(keep.sum()), cond=cond, whiten=whiten, mx=train.mx, n=train.n)
 
 
 def residual_ss(fit: AffineFit, test: MomentAccumulator) -> np.ndarray:

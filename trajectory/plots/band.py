@@ -1,8 +1,10 @@
 """Trained against untrained: per-block small multiples over the random-init band (fig. 3) and
 the final-step profile against the band and a published reference (fig. 4).
 
-The band is ``mean ± 2 sd`` over random-init seeds (:func:`trajectory.verdicts.random_init_band`).
-A trained value outside it is a property learned in training, not one fixed by the architecture.
+The band is the random-init prediction band for one new draw, ``mean ± t·sd·√(1 + 1/S)`` over the ``S``
+seeds at the manifest's coverage (:func:`trajectory.verdicts.random_init_band`).  Each trained seed is its
+own line; a panel marks the persistent exit of the verdict's arm only where it holds
+(:mod:`trajectory.verdicts`), so a value that has not stayed outside long enough carries no marker.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from .context import ARM_COLOURS, ARM_LABELS, Drawn, FigureContext, on_grid, sav
 
 
 def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
-    """Every trained arm's trajectory with ``x``: the step for hub/local, the Pythia-equivalent step for the twin."""
+    """Every trained arm's per-seed trajectories with ``x``: the step for hub/local, the Pythia-equivalent step
+    for the twin."""
     parts = []
     for arm in verdicts.trained_arms(frame, metric):
-        traj = verdicts.trajectory(frame, arm, metric)
+        traj = verdicts.seed_trajectories(frame, arm, metric)
         x = pl.col("pythia_step").fill_null(pl.col("step")) if arm == "twin" else pl.col("step")
         parts.append(traj.with_columns(arm=pl.lit(arm), x=x))
     return pl.concat(parts) if parts else pl.DataFrame()
@@ -29,9 +32,9 @@ def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
 
 def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
     """Fig. 3: one panel per block — trained trajectories over the random-init band."""
-    band = verdicts.random_init_band(frame, ctx.metric)
+    band = verdicts.random_init_band(frame, ctx.metric, ctx.coverage)
     trained = trained_on_pythia_axis(frame, ctx.metric)
-    table = verdicts.block_table(frame, arm, ctx.metric)
+    table = verdicts.block_table(frame, arm, ctx.metric, ctx.coverage, ctx.totals.get(arm))
     blocks = sorted(set(band["block"].to_list()) | set(trained["block"].to_list() if len(trained) else []))
     ncols = min(4, len(blocks)) or 1
     nrows = math.ceil(len(blocks) / ncols) or 1
@@ -45,12 +48,10 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
         squeeze=False,
     )
     last = int(trained["x"].max()) if len(trained) else 1
-    marks = {
-        block: _panel(ax, block, band, trained, table, last, ctx.expected, arm) for ax, block in zip(axes.flat, blocks)
-    }
+    marks = {block: _panel(ax, block, band, trained, table, last, ctx, arm) for ax, block in zip(axes.flat, blocks)}
     for ax in list(axes.flat)[len(blocks) :]:
         ax.set_visible(False)
-    legend = {}  # every panel's artists, one entry per label (block 0 may lack an emergence line)
+    legend = {}  # every panel's artists, one entry per label (a panel may lack a persistent-exit line)
     for ax in axes.flat:
         legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
     labels, handles = list(legend), list(legend.values())
@@ -62,7 +63,7 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
     return Drawn(
         "small_multiples",
         save(fig, out, "small_multiples"),
-        {"trained": trained, "band": band, "table": table, "emergence_x": marks},
+        {"trained": trained, "band": band, "table": table, "persistent_x": marks},
     )
 
 
@@ -73,58 +74,64 @@ def _panel(
     trained: pl.DataFrame,
     table: pl.DataFrame,
     last: int,
-    expected: dict[str, tuple[int, ...]],
+    ctx: FigureContext,
     arm: str,
-) -> int | None:
-    """Draw one block's panel; returns where its emergence marker stands on the x axis (None: no marker)."""
+) -> list[int]:
+    """Draw one block's panel; returns where its persistent-exit markers stand on the x axis (one per seed whose
+    persistent exit holds; none otherwise)."""
     b = band.filter(pl.col("block") == block)
-    if len(b) and b["init_sd"][0] is not None:
-        ax.axhspan(b["band_low"][0], b["band_high"][0], color="0.8", label="random init, mean ± 2 sd")
+    if len(b) and b["band_low"][0] is not None:
+        ax.axhspan(b["band_low"][0], b["band_high"][0], color="0.8", label=ctx.band_label(b["n_seeds"][0]))
     if len(b):
         ax.axhline(b["init_mean"][0], color="0.45", lw=0.8, ls=":", label="random init, mean")
-    for (name,), g in (
-        trained.filter(pl.col("block") == block).group_by("arm", maintain_order=True) if len(trained) else []
-    ):
-        twin = name == "twin"
-        # a scheduled step without a usable value is a gap in the line; the twin sits on its Pythia step
-        g = (
-            on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))
-            .join(g.select("block", "step", "x"), on=["block", "step"], how="left")
-            .with_columns(pl.col("x").fill_null(pl.col("step")))
-        )
-        ax.plot(
-            g["x"],
-            g["value"].fill_null(float("nan")),
-            color=ARM_COLOURS[name],
-            lw=1.2,
-            ls="--" if twin else "-",
-            marker=".",
-            ms=3,
-            label=ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin else ""),
-        )
+    mine = trained.filter(pl.col("block") == block) if len(trained) else trained
+    for (name, _seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
+        _trained_line(ax, name, g, ctx.expected, mine.filter(pl.col("arm") == name)["seed"].n_unique())
+    held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False))
+    # the twin is drawn on its Pythia-equivalent step, so its markers must be too
+    column = "persistent_exit_pythia_step" if arm == "twin" else "persistent_exit_step"
+    xs = sorted(set(held[column].to_list()))
+    for x in xs:
+        ax.axvline(x, color="k", lw=0.8, ls="-.", label=f"persistent exit, {arm} (outside the band from here on)")
     row = table.filter(pl.col("block") == block)
-    # the twin is drawn on its Pythia-equivalent step, so its emergence marker must be too
-    column = "emergence_pythia_step" if arm == "twin" and "emergence_pythia_step" in row.columns else "emergence_step"
-    emerged = row[column][0] if len(row) else None
-    if emerged is not None:
-        ax.axvline(
-            emerged, color="k", lw=0.8, ls="-.", label=f"emergence step, {arm} (stays outside the band from here on)"
-        )
-    z = row["z"][0] if len(row) else None
-    ax.set_title(f"block {block}" + (f"   z = {z:+.1f}" if z is not None and math.isfinite(z) else ""), fontsize=9)
+    z = row["z"][0] if len(row) == 1 else None
+    verdict = row["verdict"][0] if len(row) else None
+    title = f"block {block}" + (f"   z = {z:+.1f}" if z is not None and math.isfinite(z) else "")
+    ax.set_title(title + (f"\n{verdict}" if verdict else ""), fontsize=9)
     step_axis(ax, last, label="")
     ax.grid(alpha=0.3)
-    return emerged
+    return xs
+
+
+def _trained_line(ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int) -> None:
+    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line."""
+    twin = name == "twin"
+    g = (
+        on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))
+        .join(g.select("block", "step", "x"), on=["block", "step"], how="left")
+        .with_columns(pl.col("x").fill_null(pl.col("step")))
+    )
+    label = ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin else "")
+    ax.plot(
+        g["x"],
+        g["value"].fill_null(float("nan")),
+        color=ARM_COLOURS[name],
+        lw=1.2 if n_seeds == 1 else 0.9,
+        ls="--" if twin else "-",
+        marker=".",
+        ms=3,
+        label=label + (f" ({n_seeds} seeds, one line each)" if n_seeds > 1 else ""),
+    )
 
 
 def final_profile(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
     """Fig. 4: each trained arm's last measured value per block, the band, and the reference profile."""
-    band = verdicts.random_init_band(frame, ctx.metric)
+    band = verdicts.random_init_band(frame, ctx.metric, ctx.coverage)
     finals = pl.concat(
         [
-            verdicts.block_table(frame, arm, ctx.metric)
+            verdicts.block_table(frame, arm, ctx.metric, ctx.coverage, ctx.totals.get(arm))
             .with_columns(arm=pl.lit(arm))
-            .select("arm", "block", "final_step", "final")
+            .select("arm", "seed", "block", "final_step", "final")
             .drop_nulls("final")
             for arm in verdicts.trained_arms(frame, ctx.metric)
         ]
@@ -145,18 +152,24 @@ def final_profile(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
             band["band_high"].fill_null(band["init_mean"]),
             color="0.8",
             step="mid",
-            label=f"random init, mean ± 2 sd ({band['n_seeds'].max()} seeds)",
+            label=ctx.band_label(band["n_seeds"].max()),
         )
         ax.plot(band["block"], band["init_mean"], ":", color="0.45", drawstyle="steps-mid", label="random init, mean")
     for (arm,), g in finals.group_by("arm", maintain_order=True) if len(finals) else []:
         at = sorted(set(g["final_step"].to_list()))
-        ax.plot(
-            g["block"],
-            g["final"],
-            "o-" if arm != "twin" else "s--",
-            color=ARM_COLOURS[arm],
-            label=f"{ARM_LABELS[arm]}, final step {'/'.join(map(str, at))}",
-        )
+        n_seeds = g["seed"].n_unique()
+        for i, ((_,), s) in enumerate(g.sort("seed", "block").group_by("seed", maintain_order=True)):
+            ax.plot(
+                s["block"],
+                s["final"],
+                "o-" if arm != "twin" else "s--",
+                color=ARM_COLOURS[arm],
+                lw=1.5 if n_seeds == 1 else 1.0,
+                label=None
+                if i
+                else f"{ARM_LABELS[arm]}, final step {'/'.join(map(str, at))}"
+                + (f" ({n_seeds} seeds, one line each)" if n_seeds > 1 else ""),
+            )
     if len(reference):
         ax.plot(
             reference["block"],

@@ -59,8 +59,8 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
 
 
 def _interval(ax, frame: pl.DataFrame, arm: str, colour) -> None:
-    low = verdicts.trajectory(frame, arm, "r2_lin_ci_low")
-    high = verdicts.trajectory(frame, arm, "r2_lin_ci_high")
+    low = verdicts.trajectory(frame, arm, "r2_lin_cv_low")
+    high = verdicts.trajectory(frame, arm, "r2_lin_cv_high")
     both = low.join(high, on=["block", "step"], suffix="_high").sort("block", "step")
     for (block,), g in both.group_by("block", maintain_order=True):
         ax.fill_between(g["step"], g["value"], g["value_high"], color=colour(block), alpha=0.2, lw=0)

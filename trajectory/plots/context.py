@@ -23,11 +23,13 @@ import polars as pl
 from matplotlib.ticker import NullLocator
 
 from ..config import ARM_LABELS as _ARM_LABELS
+from ..config import DEFAULT_BAND_COVERAGE
 
 METRIC_LABELS = {
     "r2_lin": "R²_lin (held-out R² of the affine fit, unitless)",
     "r2_lin_global": "global R²_lin (held-out, unitless)",
     "r2_median_dim": "median per-dimension R² (held-out, unitless)",
+    "r2_lin_inf": "R²_lin extrapolated to unlimited train rows (unitless)",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
 ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
@@ -62,6 +64,14 @@ class FigureContext:
     reference: tuple[float, ...] | None = None
     reference_label: str = ""
     metric: str = "r2_lin"
+    coverage: float = DEFAULT_BAND_COVERAGE  # of the random-init prediction band
+
+    def band_label(self, n_seeds: int | None) -> str:
+        """The legend of the random-init band: what it is and how many seeds it rests on."""
+        return (
+            f"random init: {self.coverage:.0%} prediction band for one new draw "
+            f"(mean ± t·sd·√(1+1/S), S = {n_seeds or 0} seeds)"
+        )
 
     @property
     def metric_label(self) -> str:
@@ -119,6 +129,7 @@ def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> Figur
         reference=manifest.reference_profile,
         reference_label=manifest.reference_label,
         metric=metric,
+        coverage=manifest.band_coverage,
     )
 
 
