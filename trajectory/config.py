@@ -12,7 +12,7 @@ import enum
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -124,7 +124,9 @@ class MetricConfig:
     ``numpy.linalg.lstsq(rcond=…)`` applies); ``compute_dtype``: precision of the per-batch products
     (:data:`PRECISION_NAMES`); ``batch_tokens``: tokens per forward pass (does not change results, not
     hashed); ``companions``: extra metrics (:data:`COMPANIONS`, or ``"all"``); ``folds``: k of the k-fold
-    interval (``ci``).
+    interval (``ci``); ``companion_points``: measure the companions at only this many of each trained arm's
+    steps, spread evenly over its schedule, the first and last included (0: at every step; R²_lin is
+    measured at every step either way; not hashed: a unit's digest says whether it has companions).
     """
 
     heldout_frac: float = DEFAULT_HELDOUT_FRAC
@@ -135,6 +137,7 @@ class MetricConfig:
     batch_tokens: int = 8192
     companions: tuple[str, ...] = ()
     folds: int = 5
+    companion_points: int = 0
 
     def __post_init__(self) -> None:
         raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
@@ -155,11 +158,26 @@ class MetricConfig:
         _seed(self.seed, "metric seed")
         if not (isinstance(self.batch_tokens, int) and self.batch_tokens >= 1):
             raise ConfigError(f"batch_tokens must be a positive integer, got {self.batch_tokens!r}")
+        if not (isinstance(self.companion_points, int) and self.companion_points >= 0):
+            raise ConfigError(f"companion_points must be an integer ≥ 0, got {self.companion_points!r}")
+
+    def core(self) -> MetricConfig:
+        """This config without companion metrics: what decides R²_lin itself."""
+        return replace(self, companions=(), companion_points=0)
+
+    def at(self, index: int, count: int) -> MetricConfig:
+        """The config of an arm's ``index``-th of ``count`` measured steps: with the companions at
+        ``companion_points`` steps spread evenly (first and last included), without them elsewhere."""
+        if not self.companions or not self.companion_points or self.companion_points >= count:
+            return self
+        chosen = {round(k * (count - 1) / max(1, self.companion_points - 1)) for k in range(self.companion_points)}
+        return self if index in chosen else self.core()
 
     def digest(self) -> str:
         """16 hex digits of every setting that can change a number, and :data:`METRIC_VERSION`."""
         values = asdict(self)
         values.pop("batch_tokens")
+        values.pop("companion_points")
         if not self.companions:  # digests of plain R²_lin configs stay what they were before companions
             values.pop("companions")
         if "ci" not in self.companions:
@@ -266,7 +284,8 @@ class Provenance:
     ``commit`` pins the weights: a Hub commit SHA, a local folder's content hash, ``init:<init>/config:<hash>``
     for a random-init draw (the init scheme and the architecture), ``twin:<digest>`` for a twin run (its
     training spec, seed, architecture, training tokens and precision).  ``data_hash`` is the evaluation
-    windows' content hash and ``metric_config`` the :meth:`MetricConfig.digest`.  ``pythia_step`` (the step
+    windows' content hash and ``metric_config`` the :meth:`MetricConfig.digest` (``metric_core``: the digest
+    of the same config without companions, shared by every unit whose R²_lin is comparable).  ``pythia_step`` (the step
     of the reference schedule at the same fraction of training) and ``tokens_seen`` are derived facts,
     stored with the rows but not hashed.
     """
@@ -286,6 +305,7 @@ class Provenance:
     seed: int | None = None
     pythia_step: int | None = None
     tokens_seen: int | None = None
+    metric_core: str | None = None
 
     def key(self) -> str:
         """24 hex digits of sha256 over :attr:`KEY_FIELDS`: the unit's file name in the store."""

@@ -70,6 +70,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "weights_hash": pl.Utf8,
     "data_hash": pl.Utf8,
     "metric_config": pl.Utf8,
+    "metric_core": pl.Utf8,
     "code_version": pl.Utf8,
     "key": pl.Utf8,
     "seconds_fetch": pl.Float64,

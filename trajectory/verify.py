@@ -135,7 +135,7 @@ class Expected:
     commits: dict[tuple[str, int | None], str | None]
     commits_known: bool
     data_hash: str | None
-    metric_config: str
+    metric_config: tuple[str, ...]  # the digests a current unit may carry (with or without companions)
 
 
 def _source(manifest, arm: str):
@@ -230,14 +230,16 @@ def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
         except TrajectoryError as exc:
             data_hash = None
             notes.append(f"{arm}: data hash not checked: {exc}")
-        arms.append(Expected(arm, entries, not why, data_hash, manifest.metric.digest()))
+        m = manifest.metric
+        digests = (m.digest(), m.core().digest()) if m.companions and m.companion_points else (m.digest(),)
+        arms.append(Expected(arm, entries, not why, data_hash, digests))
     return arms, notes
 
 
 def stale_reasons(unit: dict, exp: Expected) -> list[str]:
     reasons = []
-    if unit["metric_config"] != exp.metric_config:
-        reasons.append(f"metric config {unit['metric_config']}, the manifest gives {exp.metric_config}")
+    if unit["metric_config"] not in exp.metric_config:  # companions at some steps only: with or without them
+        reasons.append(f"metric config {unit['metric_config']}, the manifest gives {' or '.join(exp.metric_config)}")
     if exp.data_hash is not None and unit["data_hash"] != exp.data_hash:
         reasons.append(f"data hash {unit['data_hash']}, the manifest's data gives {exp.data_hash}")
     now = exp.commits.get((unit["revision"], unit["seed"])) if exp.commits_known else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..config import Provenance
+from ..config import MetricConfig, Provenance
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Unit:
     group: str = ""
     ready: bool = True
     reason: str = ""
+    metric: MetricConfig | None = None  # what the unit is measured with (None: the manifest's [metric])
 
     @property
     def key(self) -> str:
@@ -61,6 +62,11 @@ class BaseArm:
 
     def close(self) -> None:
         pass
+
+
+def metric_fields(metric: MetricConfig) -> dict:
+    """A unit's two metric digests: its own (hashed into its key) and its R²_lin's (shared across units)."""
+    return {"metric_config": metric.digest(), "metric_core": metric.core().digest()}
 
 
 def unit_rows(provenance: Provenance, blocks: list[dict], **extra) -> list[dict]:

@@ -27,7 +27,7 @@ from ..sources import Fetched
 from ..sources.loading import load_config, load_model, load_tokenizer
 from ..sources.resolve import make_source
 from ..store import Store
-from .base import BaseArm, Unit, unit_rows
+from .base import BaseArm, Unit, metric_fields, unit_rows
 
 
 def measure_checkpoint(
@@ -109,7 +109,11 @@ class CheckpointArm(BaseArm):
             raise TrajectoryError(f"none of the {len(pins)} scheduled revisions exist {self.where}")
         first = next(r for r in revisions if pins[r])
         self.tokens = self._tokens(first, pins[first])
-        return [self._unit(step, rev, pins[rev]) for step, rev in self.manifest.schedule.points]
+        points = self.manifest.schedule.points
+        return [
+            self._unit(step, rev, pins[rev], self.manifest.metric.at(i, len(points)))
+            for i, (step, rev) in enumerate(points)
+        ]
 
     def _schedule(self) -> Schedule:
         """The manifest's schedule.  A branch rule is resolved now, on the source's one listing of its
@@ -136,7 +140,7 @@ class CheckpointArm(BaseArm):
         check_budget(tokens, split_by_sequence(tokens.ids.shape[0], self.manifest.metric), config.hidden_size)
         return tokens
 
-    def _unit(self, step: int, revision: str, commit: str | None) -> Unit:
+    def _unit(self, step: int, revision: str, commit: str | None, metric: MetricConfig) -> Unit:
         prov = Provenance(
             experiment=self.manifest.name,
             arm=self.arm,
@@ -145,12 +149,12 @@ class CheckpointArm(BaseArm):
             step=step,
             commit=commit,
             data_hash=self.tokens.data_hash,
-            metric_config=self.manifest.metric.digest(),
+            **metric_fields(metric),
             pythia_step=step,
             tokens_seen=self.manifest.schedule.tokens_at(revision),
         )
         missing = "" if commit else f"revision not found {self.where}"
-        return Unit(prov, group=revision, ready=commit is not None, reason=missing)
+        return Unit(prov, group=revision, ready=commit is not None, reason=missing, metric=metric)
 
     # -- running ---------------------------------------------------------------------------------------------
     def start(self, pending: list[Unit]) -> None:
@@ -188,7 +192,8 @@ class CheckpointArm(BaseArm):
         got = self._fetched(unit)
         try:
             start = time.perf_counter()
-            blocks, wh = measure_checkpoint(str(got.path), self.tokens, self.manifest.metric, self.device)
+            metric = unit.metric or self.manifest.metric
+            blocks, wh = measure_checkpoint(str(got.path), self.tokens, metric, self.device)
             seconds = time.perf_counter() - start
         finally:
             self.source.release(got)

@@ -19,7 +19,7 @@ from ..engine.adapters import adapter_for
 from ..engine.measure import check_positions, check_vocab, measure_blocks, needs_head
 from ..engine.models import config_hash, fresh_model, init_name, weights_hash
 from ..sources.resolve import architecture, manifest_tokenizer
-from .base import BaseArm, Unit, unit_rows
+from .base import BaseArm, Unit, metric_fields, unit_rows
 
 
 def init_commit(config, init: str | None = None) -> str:
@@ -66,7 +66,7 @@ class RandomInitArm(BaseArm):
                     step=0,
                     commit=commit,
                     data_hash=self.tokens.data_hash,
-                    metric_config=self.manifest.metric.digest(),
+                    **metric_fields(self.manifest.metric),
                     seed=seed,
                     pythia_step=0,
                     tokens_seen=0,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import TWIN_PROBE_TOKENS, Arm, Manifest, Provenance, TwinSpec, twin_schedule
+from ..config import TWIN_PROBE_TOKENS, Arm, Manifest, MetricConfig, Provenance, TwinSpec, twin_schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..data.traindata import TrainTokens, train_tokens
 from ..engine.measure import check_positions, measure_blocks
@@ -37,7 +37,7 @@ from ..engine.models import config_hash, fresh_model, weights_hash
 from ..errors import ConfigError, LoadError, TrajectoryWarning
 from ..progress import progress_bar
 from ..sources.resolve import architecture, manifest_tokenizer
-from .base import BaseArm, Unit, unit_rows
+from .base import BaseArm, Unit, metric_fields, unit_rows
 from .training import (
     data_seed,
     dropout_seed,
@@ -76,7 +76,7 @@ class TwinRun:
     def tokens_seen(self, step: int) -> int:
         return step * self.per_batch * self.spec.seq_len
 
-    def provenance(self, step: int, pythia_step: int) -> Provenance:
+    def provenance(self, step: int, pythia_step: int, metric: MetricConfig) -> Provenance:
         return Provenance(
             experiment=self.manifest.name,
             arm=ARM,
@@ -85,7 +85,7 @@ class TwinRun:
             step=step,
             commit=f"twin:{self.digest}",
             data_hash=self.eval.data_hash,
-            metric_config=self.manifest.metric.digest(),
+            **metric_fields(metric),
             seed=self.seed,
             pythia_step=pythia_step,
             tokens_seen=self.tokens_seen(step),
@@ -300,10 +300,10 @@ def train_step(run: TwinRun, model, opt, t: int, device: str) -> float:
     return update(model, opt, run.batch(t, device), lr_at(t, run.spec), run.spec.clip, device)
 
 
-def measure_step(run: TwinRun, model, device: str) -> tuple[list[dict], str, float]:
+def measure_step(run: TwinRun, model, device: str, metric: MetricConfig) -> tuple[list[dict], str, float]:
     """(per-block rows, weights hash, seconds) of ``model`` now, measured on the run's evaluation tokens."""
     start = time.perf_counter()
-    blocks = measure_blocks(model, run.eval, run.manifest.metric, device=device)
+    blocks = measure_blocks(model, run.eval, metric, device=device)
     return blocks, weights_hash(model), time.perf_counter() - start
 
 
@@ -320,11 +320,12 @@ class TwinArm(BaseArm):
         self._bars: dict[int, object] = {}
 
     def plan(self) -> list[Unit]:
-        return [
-            Unit(run.provenance(t, pythia), group=f"seed{seed}")
-            for seed, run in self.runs.items()
-            for t, pythia in run.points
-        ]
+        units = []
+        for seed, run in self.runs.items():
+            for i, (t, pythia) in enumerate(run.points):
+                metric = self.manifest.metric.at(i, len(run.points))
+                units.append(Unit(run.provenance(t, pythia, metric), group=f"seed{seed}", metric=metric))
+        return units
 
     def _training(self, seed: int, step: int) -> _Training:
         if seed not in self._active:
@@ -339,7 +340,9 @@ class TwinArm(BaseArm):
         p = unit.provenance
         training = self._training(p.seed, p.step)
         seconds_train = training.advance_to(p.step, self._bars[p.seed])
-        blocks, wh, seconds = measure_step(training.run, training.model, self.device)
+        blocks, wh, seconds = measure_step(
+            training.run, training.model, self.device, unit.metric or self.manifest.metric
+        )
         training.save()
         if p.step == training.run.points[-1][0]:  # the run's last step: free its model and optimiser
             self._active.pop(p.seed)

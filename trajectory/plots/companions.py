@@ -31,6 +31,19 @@ def present(frame: pl.DataFrame, arm: str) -> list[str]:
     return [m for m in PANELS if m in rows.columns and len(verdicts.usable(rows, m))]
 
 
+def companion_steps(frame: pl.DataFrame, arm: str) -> set[int]:
+    """The steps of ``arm`` measured with companions, when the store shows they were measured at only some
+    steps (``[metric] companion_points``: units without them carry ``metric_config == metric_core``); else
+    the empty set (every scheduled step has them, and a missing one is a gap)."""
+    if "metric_core" not in frame.columns:
+        return set()
+    rows = frame.filter(pl.col("arm") == arm)
+    plain = rows.filter(pl.col("metric_config") == pl.col("metric_core"))
+    if plain.is_empty():
+        return set()
+    return set(rows.filter(pl.col("metric_config") != pl.col("metric_core"))["step"].to_list())
+
+
 def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn | None:
     """Fig. 6, or None when the store holds no companion metric for ``arm``."""
     metrics = present(frame, arm)
@@ -41,9 +54,10 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
     )
     drawn = {}
     colour, mappable = depth_colours(sorted(set(frame["block"].drop_nulls().to_list())))
+    scheduled = companion_steps(frame, arm) or set(ctx.expected.get(arm, ()))
     for ax, metric in zip(axes[:, 0], metrics):
         traj = verdicts.trajectory(frame, arm, metric)
-        steps = sorted(set(ctx.expected.get(arm, ())) | set(traj["step"].to_list()))
+        steps = sorted(scheduled | set(traj["step"].to_list()))
         for (block,), g in on_grid(traj, steps).group_by("block", maintain_order=True):
             ax.plot(g["step"], g["value"].fill_null(float("nan")), color=colour(block), lw=1.2, marker=".", ms=3)
         if metric == "r2_lin_cv":

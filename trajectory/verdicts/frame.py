@@ -30,26 +30,32 @@ def usable(frame: pl.DataFrame, metric: str = "r2_lin") -> pl.DataFrame:
 
 
 def one_evaluation(frame: pl.DataFrame, data_hash: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Rows of one evaluation (``data_hash``, ``metric_config``) and a summary of the rows set aside.
+    """Rows of one evaluation (``data_hash`` and the R²_lin config) and a summary of the rows set aside.
 
     A store can hold units measured on other evaluation data or another metric
-    config (an edited manifest); their numbers are not comparable.  Without
+    config (an edited manifest); their numbers are not comparable.  Units that
+    differ only in their companion metrics share an evaluation: their
+    ``metric_core`` (the config's digest without companions) is the same.  The
+    summary's ``metric_config`` column names that core digest.  Without
     ``data_hash`` the evaluation with the most rows is kept.
     """
+    core = pl.coalesce("metric_core", "metric_config") if "metric_core" in frame.columns else pl.col("metric_config")
+    frame = frame.with_columns(core.alias("_evaluation"))
     combos = (
-        frame.group_by("data_hash", "metric_config")
+        frame.group_by("data_hash", "_evaluation")
         .agg(pl.len().alias("rows"))
+        .rename({"_evaluation": "metric_config"})
         .sort(["rows", "data_hash", "metric_config"], descending=[True, False, False], nulls_last=True)
     )
     if data_hash is not None:
         combos = combos.sort(pl.col("data_hash") != data_hash)
     if combos.is_empty():
-        return frame, combos
+        return frame.drop("_evaluation"), combos
     keep = combos.row(0, named=True)
     mask = (pl.col("data_hash").eq_missing(keep["data_hash"])) & (
-        pl.col("metric_config").eq_missing(keep["metric_config"])
+        pl.col("_evaluation").eq_missing(keep["metric_config"])
     )
-    return frame.filter(mask), combos.slice(1)
+    return frame.filter(mask).drop("_evaluation"), combos.slice(1)
 
 
 def init_of(commit: str | None) -> str | None:
