@@ -182,3 +182,54 @@ def key_of(provenance: dict) -> str:
     from trajectory.config import Provenance
 
     return Provenance.from_row(provenance).key()
+
+
+def twin_manifest(
+    path: Path,
+    *,
+    tokenizer: Path,
+    eval_file: Path,
+    train_file: Path,
+    store: Path,
+    schedule: str,
+    twin: str,
+    arms=("twin",),
+    tokens: int = 2048,
+    config: str = "",
+    sections: str = "",
+) -> Path:
+    """A manifest training a tiny GPT-NeoX twin (hidden 32, 2 blocks) on ``train_file``, measured on ``eval_file``.
+
+    ``schedule`` and ``twin`` are the bodies of those tables; ``config`` adds lines to ``[model.config]``;
+    ``sections`` appends whole tables (``[metric]``, ``[random_init]``, …).
+    """
+    path.write_text(f"""
+[experiment]
+name = "{path.stem}"
+arms = {list(arms)!r}
+[model]
+tokenizer = "{tokenizer}"
+[model.config]
+model_type = "gpt_neox"
+vocab_size = 320
+hidden_size = 32
+num_hidden_layers = 2
+num_attention_heads = 4
+intermediate_size = 128
+max_position_embeddings = 256
+{config}
+[schedule]
+{schedule}
+[data]
+text_file = "{eval_file}"
+tokens = {tokens}
+seq_len = 64
+[twin]
+seq_len = 64
+train_data = "text:{train_file}"
+{twin}
+[sweep]
+store = "{store}"
+{sections}
+""")
+    return path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import run_arm, stdlib_text
+from builders import run_arm, stdlib_text, twin_manifest
 
 from trajectory.config import MetricConfig
 from trajectory.manifest import load_manifest
@@ -31,45 +31,12 @@ def test_the_chosen_steps_are_spread_evenly_with_the_first_and_the_last():
 def _manifest(folder: Path, tiny_dir: Path, eval_file: Path, points: int) -> Path:
     train = folder / "train.txt"
     train.write_text(stdlib_text(1_000_000)[400_000:], encoding="utf-8")  # disjoint from the eval text
-    path = folder / "cp.toml"
-    path.write_text(f"""
-[experiment]
-name = "cp"
-arms = ["random-init", "twin"]
-[model]
-tokenizer = "{tiny_dir}"
-[model.config]
-model_type = "gpt_neox"
-vocab_size = 320
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 4
-intermediate_size = 128
-max_position_embeddings = 256
-[schedule]
-rule = "dense"
-log_until = 2
-points = 4
-last = 12
-[data]
-text_file = "{eval_file}"
-tokens = 2048
-seq_len = 64
-[metric]
-companions = ["linearity_score"]
-companion_points = {points}
-[random_init]
-seeds = 2
-[twin]
-steps = 12
-batch_tokens = 256
-seq_len = 64
-seeds = [0]
-train_data = "text:{train}"
-[sweep]
-store = "{folder / "store"}"
-""")
-    return path
+    return twin_manifest(
+        folder / "cp.toml", tokenizer=tiny_dir, eval_file=eval_file, train_file=train, store=folder / "store",
+        arms=("random-init", "twin"), schedule='rule = "dense"\nlog_until = 2\npoints = 4\nlast = 12',
+        twin="steps = 12\nbatch_tokens = 256\nseeds = [0]",
+        sections=f'[metric]\ncompanions = ["linearity_score"]\ncompanion_points = {points}\n[random_init]\nseeds = 2',
+    )  # fmt: skip
 
 
 def test_a_twin_measures_companions_at_the_chosen_steps_and_its_r2_at_every_step(tmp_path, tiny_dir, text_file):
@@ -83,7 +50,15 @@ def test_a_twin_measures_companions_at_the_chosen_steps_and_its_r2_at_every_step
     twin = rows.filter(pl.col("arm") == "twin")
     steps = sorted(set(twin["step"]))
     with_companions = twin.filter(pl.col("linearity_score").is_not_null())
-    assert steps == [0, 1, 2, 4, 7, 10, 12]  # 2 + k · 10/4 rounded half to even and sorted(set(with_companions["step"])) == [0, 12]
+    assert steps == [
+        0,
+        1,
+        2,
+        4,
+        7,
+        10,
+        12,
+    ]  # 2 + k · 10/4 rounded half to even and sorted(set(with_companions["step"])) == [0, 12]
     assert twin["r2_lin"].is_not_null().all() and twin["metric_core"].n_unique() == 1
     assert (with_companions["metric_config"] != with_companions["metric_core"]).all()
     plain = twin.filter(pl.col("linearity_score").is_null())

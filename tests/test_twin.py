@@ -7,7 +7,7 @@ import math
 import numpy as np
 import polars as pl
 import pytest
-from builders import run_arm, stdlib_text
+from builders import run_arm, stdlib_text, twin_manifest
 
 from trajectory.arms import training, twin
 from trajectory.config import TwinSpec, pythia_steps, twin_schedule
@@ -69,39 +69,12 @@ def test_optimizer_is_pythia_shaped():
 
 
 def _write_manifest(folder, tiny_dir, eval_file, train_file, store, save=True):
-    path = folder / "twin.toml"
-    path.write_text(f"""
-[experiment]
-name = "tiny-twin"
-arms = ["random-init", "twin"]
-[model]
-tokenizer = "{tiny_dir}"
-[model.config]
-model_type = "gpt_neox"
-vocab_size = 320
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 4
-intermediate_size = 128
-max_position_embeddings = 256
-[schedule]
-steps = {SCHEDULE}
-[data]
-text_file = "{eval_file}"
-tokens = 4096
-seq_len = 64
-[random_init]
-seeds = [0]
-[twin]
-steps = {BUDGET}
-batch_tokens = 512
-seq_len = 64
-lr = 3e-3
-save_checkpoints = {str(save).lower()}
-train_data = "text:{train_file}"
-[sweep]
-store = "{store}"
-""")
+    path = twin_manifest(
+        folder / "tiny-twin.toml", tokenizer=tiny_dir, eval_file=eval_file, train_file=train_file, store=store,
+        arms=("random-init", "twin"), schedule=f"steps = {SCHEDULE}", tokens=4096,
+        sections="[random_init]\nseeds = [0]",
+        twin=f"steps = {BUDGET}\nbatch_tokens = 512\nlr = 3e-3\nsave_checkpoints = {str(save).lower()}",
+    )  # fmt: skip
     return load_manifest(path)
 
 

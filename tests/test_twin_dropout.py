@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from builders import run_arm, stdlib_text
+from builders import run_arm, stdlib_text, twin_manifest
 
 from trajectory.arms import training, twin
 from trajectory.cli import main
@@ -24,40 +24,11 @@ COMPARED = ["seed", "step", "block", "commit", "weights_hash", "r2_lin", "r2_lin
 
 
 def write_manifest(folder, tiny_dir, eval_file, train_file, seeds=(0, 1)):
-    path = folder / "dropout.toml"
-    path.write_text(f"""
-[experiment]
-name = "tiny-dropout"
-arms = ["twin"]
-[model]
-tokenizer = "{tiny_dir}"
-[model.config]
-model_type = "gpt_neox"
-vocab_size = 320
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 4
-intermediate_size = 128
-max_position_embeddings = 256
-hidden_dropout = 0.1
-attention_dropout = 0.1
-[schedule]
-steps = {SCHEDULE}
-[data]
-text_file = "{eval_file}"
-tokens = 2048
-seq_len = 64
-[twin]
-steps = {BUDGET}
-batch_tokens = 256
-seq_len = 64
-lr = 3e-3
-seeds = {list(seeds)}
-train_data = "text:{train_file}"
-[sweep]
-store = "{folder / "store"}"
-""")
-    return path
+    return twin_manifest(
+        folder / "tiny-dropout.toml", tokenizer=tiny_dir, eval_file=eval_file, train_file=train_file,
+        store=folder / "store", schedule=f"steps = {SCHEDULE}", config="hidden_dropout = 0.1\nattention_dropout = 0.1",
+        twin=f"steps = {BUDGET}\nbatch_tokens = 256\nlr = 3e-3\nseeds = {list(seeds)}",
+    )  # fmt: skip
 
 
 def rows(store: Store) -> pl.DataFrame:

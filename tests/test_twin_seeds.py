@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import run_arm, stdlib_text
+from builders import run_arm, stdlib_text, twin_manifest
 
 from trajectory.arms import twin
 from trajectory.config import dense_steps, twin_schedule
@@ -42,42 +42,11 @@ def test_the_demo_measures_two_seeds_densely():
 
 
 def _manifest(folder: Path, tiny_dir: Path, eval_file: Path, train_file: Path, store: Path, seeds, workers=1):
-    path = folder / "seeds.toml"
-    path.write_text(f"""
-[experiment]
-name = "tiny-seeds"
-arms = ["twin"]
-[model]
-tokenizer = "{tiny_dir}"
-[model.config]
-model_type = "gpt_neox"
-vocab_size = 320
-hidden_size = 32
-num_hidden_layers = 2
-num_attention_heads = 4
-intermediate_size = 128
-max_position_embeddings = 256
-[schedule]
-rule = "dense"
-log_until = 4
-points = 4
-last = 24
-[data]
-text_file = "{eval_file}"
-tokens = 2048
-seq_len = 64
-[twin]
-steps = 24
-batch_tokens = 512
-seq_len = 64
-lr = 3e-3
-seeds = {list(seeds)}
-train_data = "text:{train_file}"
-[sweep]
-store = "{store}"
-workers = {workers}
-""")
-    return path
+    return twin_manifest(
+        folder / "tiny-seeds.toml", tokenizer=tiny_dir, eval_file=eval_file, train_file=train_file, store=store,
+        schedule='rule = "dense"\nlog_until = 4\npoints = 4\nlast = 24', sections=f"workers = {workers}",
+        twin=f"steps = 24\nbatch_tokens = 512\nlr = 3e-3\nseeds = {list(seeds)}",
+    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")
