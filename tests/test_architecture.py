@@ -12,7 +12,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     6 scheduler                                 runs the arms' units, one failure policy
     7 verdicts, verify                          numbers from the store
     8 plots/                                    figures from the store
-    9 report                                    figures + verdicts → Markdown and HTML
+    9 report, experiments, multireport          figures + verdicts → Markdown and HTML (one experiment, or several)
    10 api, cli, tables, __main__, __init__             the public surface
 """
 
@@ -34,7 +34,7 @@ LAYERS = {
     "scheduler": 6,
     "verdicts": 7, "verify": 7,
     "plots": 8,
-    "report": 9,
+    "report": 9, "experiments": 9, "multireport": 9,
     "api": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 

@@ -6,6 +6,7 @@
     tj.sweep(m)                                   # measure what the store lacks
     tj.results(m).filter(pl.col("block") == 3)    # every stored row of the experiment
     tj.verdict(m)                                 # per trained arm, block and seed: band, exits, verdict
+    tj.compare([m, "manifests/pythia-160m-seed1.toml"])  # several runs: trained band vs random-init band
 
 The command line (:mod:`trajectory.cli`) is a thin layer over these functions.
 """
@@ -213,3 +214,33 @@ def verdict(
     cover = coverage if coverage is not None else (manifest.band_coverage if manifest else DEFAULT_BAND_COVERAGE)
     totals = manifest.total_steps() if manifest else None
     return rules.verdict_table(frame, metric, cover, totals, [arm] if arm else None)
+
+
+def compare(
+    manifests: list[Manifest | str | Path], metric: str = "r2_lin", data_hash: str | None = None, per: str = "step"
+) -> pl.DataFrame:
+    """Several experiments' trained runs of one architecture on one evaluation, from stored rows only — what
+    ``trajectory report A.toml B.toml … --json`` prints, as polars (:mod:`trajectory.verdicts.runs`).
+
+    ``per="step"`` (default): one row per block and step that every run measured, with the trained band
+    (``trained_mean``, ``trained_sd``, ``trained_min``, ``trained_max``, ``trained_low``, ``trained_high``,
+    ``trained_width``) beside the random-init band (``init_*``), and the block's answers repeated on each row:
+    ``agreement``, ``verdict``, ``reason`` (do the runs' verdicts agree?) and ``final_agreement``,
+    ``final_reason`` (do their final values?).  ``per="block"``: one row per block with the answers and both
+    bands at the last common step.  ``per="run"``: each run's verdict table per block (the single-run rules).
+    Manifests over different architectures or evaluations raise a :class:`ConfigError` naming which differs.
+
+    >>> tj.compare(["manifests/pythia-160m.toml", "manifests/pythia-160m-seed1.toml"], per="block")  # doctest: +SKIP
+    """
+    from .experiments import compare as numbers
+    from .experiments import read_experiments
+
+    if per not in ("step", "block", "run"):
+        raise ConfigError(f"per must be 'step', 'block' or 'run', got {per!r}")
+    cmp = numbers(read_experiments([_manifest(m) for m in manifests], data_hash, metric))
+    if per == "block":
+        return cmp.blocks
+    if per == "run":
+        return cmp.run_table
+    answers = cmp.blocks.select("block", "agreement", "verdict", "reason", "final_agreement", "final_reason")
+    return cmp.band.join(answers, on="block", how="left").sort("block", "step")

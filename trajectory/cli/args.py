@@ -69,9 +69,14 @@ def apply_preset(args) -> None:
     args.split = preset.get("split", "random")
 
 
-def add_store_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    """``MANIFEST`` and/or ``--store DIR``: what ``results``, ``plot`` and ``report`` read."""
-    p.add_argument("manifest", nargs="?", help=f"manifests/<name>.toml ({what}; or give --store DIR)")
+def add_store_arguments(p: argparse.ArgumentParser, what: str, many: str = "") -> None:
+    """``MANIFEST`` and/or ``--store DIR``: what ``results``, ``plot`` and ``report`` read; ``many`` (a help
+    text) lets several manifests be given."""
+    p.add_argument(
+        "manifest",
+        nargs="*" if many else "?",
+        help=f"manifests/<name>.toml ({what}; or give --store DIR)" + (f"; {many}" if many else ""),
+    )
     p.add_argument(
         "--store",
         metavar="DIR",

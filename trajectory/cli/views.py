@@ -107,8 +107,8 @@ def run_verify(args) -> int:
 FIGURE_METRICS = ("r2_lin", "r2_lin_inf", "r2_lin_global", "r2_median_dim")  # what --metric may name
 
 
-def add_figures(p: argparse.ArgumentParser) -> None:
-    add_store_arguments(p, "reads its store only; nothing is measured")
+def add_figures(p: argparse.ArgumentParser, many: str = "") -> None:
+    add_store_arguments(p, "reads its store only; nothing is measured", many)
     p.add_argument("--experiment", metavar="NAME", help="with --store alone: which experiment, when it holds several")
     p.add_argument("--out", metavar="DIR", help="output folder (default: figures/<experiment name>/)")
     p.add_argument("--data-hash", help="which evaluation to use when the store holds several (default: the largest)")
@@ -116,8 +116,16 @@ def add_figures(p: argparse.ArgumentParser) -> None:
 
 
 def add_report(p: argparse.ArgumentParser) -> None:
-    add_figures(p)
-    p.add_argument("--json", action="store_true", help="print the verdict per arm, block and seed as JSON, no files")
+    add_figures(
+        p,
+        many="two or more manifests over one architecture and evaluation: one report of their trained runs, the "
+        "trained band beside the random-init band (default --out figures/<their names>/)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict per arm, block and seed (several manifests: the comparison) as JSON, no files",
+    )
 
 
 def _figured(args):
@@ -153,11 +161,34 @@ def run_plot(args) -> int:
 def run_report(args) -> int:
     from ..report import read_experiment, verdict_json, write_report
 
+    if len(args.manifest) > 1:
+        return _report_runs(args)
+    args.manifest = args.manifest[0] if args.manifest else None
     if args.json:  # the verdict table only: no figures, no files
         manifest = _figured(args)
         print(json.dumps(verdict_json(read_experiment(manifest, args.data_hash)[0], manifest, args.metric)))
         return 0
     manifest, frame, ignored, failures, out, drawn = _figures(args)
     for path in write_report(frame, manifest, out, drawn, failures, ignored, args.metric):
+        print(path)
+    return 0
+
+
+def _report_runs(args) -> int:
+    """``report A.toml B.toml …``: the experiments' trained runs in one report (:mod:`trajectory.multireport`)."""
+    from ..atomic import writable_folder
+    from ..experiments import compare, default_name, read_experiments
+    from ..manifest import load_manifest
+    from ..multireport import draw, runs_json, write_runs_report
+
+    if args.store or args.experiment:
+        raise ConfigError("--store and --experiment read one experiment; several manifests each read their own store")
+    exps = read_experiments([load_manifest(m) for m in args.manifest], args.data_hash, args.metric)
+    cmp = compare(exps)
+    if args.json:
+        print(json.dumps(runs_json(exps, cmp)))
+        return 0
+    out = writable_folder(args.out or Path("figures") / default_name(exps.names), "--out")
+    for path in write_runs_report(exps, cmp, out, draw(exps, cmp, out)):
         print(path)
     return 0

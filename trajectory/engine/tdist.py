@@ -15,6 +15,7 @@ Used for the k-fold interval (:mod:`trajectory.engine.companions`) and the rando
 
 from __future__ import annotations
 
+import functools
 import math
 
 
@@ -41,6 +42,7 @@ def t_cdf(t: float, df: int) -> float:
     return 0.5 + math.copysign(0.5 * min(a, 1.0), t)
 
 
+@functools.lru_cache(maxsize=1024)  # a band over 154 steps × 12 blocks asks for the same few quantiles
 def t_quantile(p: float, df: int) -> float:
     """The ``p``-quantile of Student's t with ``df`` degrees of freedom, ``0 < p < 1``."""
     if not 0.0 < p < 1.0:

@@ -6,7 +6,9 @@
 4. ``final_profile``   — final value per block vs the band and a reference profile;
 5. ``twin_vs_pythia``  — the twin against the hub (or local) arm by fraction of training and by tokens
    seen; not drawn (``Drawn.skipped`` says why) unless both arms have usable rows;
-6. ``companions``      — the companion metrics the store holds, vs step (when there are any).
+6. ``companions``      — the companion metrics the store holds, vs step (when there are any);
+7. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
+   (:mod:`.runs`; drawn by ``trajectory report A.toml B.toml …``, not by :func:`plot_all`).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`Drawn`
 with the data it drew, so tests can hold a figure to the store's numbers.
@@ -23,6 +25,7 @@ from ..errors import TrajectoryError
 from .band import final_profile, small_multiples
 from .companions import companion_metrics
 from .context import Drawn, FigureContext, context_from
+from .runs import trained_band
 from .trajectories import heatmap, lines_by_block, twin_vs_pythia
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "small_multiples",
     "final_profile",
     "twin_vs_pythia",
+    "trained_band",
 ]
 
 

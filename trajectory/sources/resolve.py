@@ -5,7 +5,9 @@
 * :func:`architecture`: the model config, from the manifest's inline ``[model.config]`` table or read
   from the repo (for a local folder of checkpoints, from its first scheduled revision on disk);
 * :func:`manifest_tokenizer`: ``[model] tokenizer`` (a Hub id, a folder or ``embedded:VOCAB``), else the
-  repo's own.
+  repo's own;
+* :func:`offline_architecture`: the model config where it can be read with no network, or None (for
+  comparing the architectures of several experiments' stores).
 """
 
 from __future__ import annotations
@@ -72,3 +74,27 @@ def manifest_tokenizer(manifest: Manifest):
             'e.g. tokenizer = "embedded:4096"'
         )
     return load_tokenizer(*reference_revision(manifest))
+
+
+def offline_architecture(manifest: Manifest, commit: str | None = None):
+    """The manifest's model config when it can be read without the network, else None: its inline config, a
+    local folder's, or a Hub repo's ``config.json`` at ``commit`` (a stored row's SHA) from the HF cache."""
+    from transformers import AutoConfig
+
+    from ..errors import TrajectoryError
+    from .loading import quiet_transformers
+
+    if manifest.model_config is not None or (manifest.repo and Path(manifest.repo).is_dir()):
+        try:
+            return architecture(manifest)
+        except TrajectoryError:
+            return None  # the folder is gone, or no revision of it is on disk
+    if not manifest.repo:
+        return None
+    quiet_transformers()
+    try:
+        return AutoConfig.from_pretrained(
+            manifest.repo, revision=commit, local_files_only=True, trust_remote_code=False
+        )
+    except (OSError, ValueError):
+        return None

@@ -30,7 +30,8 @@ The band uses the random-init draws of one init scheme only (:func:`one_init`: t
 Modules: :mod:`.frame` (usable rows, one evaluation, one init, trajectories, spread across blocks), :mod:`.band`,
 :mod:`.exits` (the rules on one series, plain lists), :mod:`.table` (the rules on frames: one arm's per-seed
 trajectories and a band → :func:`arm_verdicts`; a store's frame → :func:`verdict_table`), :mod:`.summary`
-(the sentences and JSON records that follow from a verdict table).
+(the sentences and JSON records that follow from a verdict table), :mod:`.runs` (several trained runs of
+one architecture: the trained band, each run's verdict, and whether the runs agree).
 """
 
 from .band import init_check, prediction_band, prediction_half_width, random_init_band
@@ -47,6 +48,22 @@ from .frame import (
     trajectory,
     usable,
 )
+from .runs import (
+    BLOCK_RULE,
+    FINAL_RULE,
+    TRAINED_BAND,
+    Comparison,
+    Run,
+    block_answers,
+    compare_runs,
+    comparison_json,
+    final_agreement,
+    pooled,
+    run_series,
+    run_verdicts,
+    runs_agree,
+    trained_band,
+)
 from .summary import (
     RULE,
     arm_sentence,
@@ -62,6 +79,20 @@ from .table import arm_verdicts, block_table, compare_metrics, verdict_table
 
 __all__ = [
     "BAND_ARM",
+    "BLOCK_RULE",
+    "FINAL_RULE",
+    "TRAINED_BAND",
+    "Comparison",
+    "Run",
+    "block_answers",
+    "compare_runs",
+    "comparison_json",
+    "final_agreement",
+    "pooled",
+    "run_series",
+    "run_verdicts",
+    "runs_agree",
+    "trained_band",
     "MIN_FRACTION",
     "MIN_POINTS",
     "RULE",

@@ -44,19 +44,21 @@ def prediction_half_width(sd: float | None, n: int, coverage: float = DEFAULT_BA
     return t_quantile(0.5 + coverage / 2.0, n - 1) * sd * math.sqrt(1.0 + 1.0 / n)
 
 
-def prediction_band(values: pl.DataFrame, coverage: float = DEFAULT_BAND_COVERAGE) -> pl.DataFrame:
+def prediction_band(
+    values: pl.DataFrame, coverage: float = DEFAULT_BAND_COVERAGE, by: tuple[str, ...] = ("block",)
+) -> pl.DataFrame:
     """Per block of ``values`` (columns ``block``, ``seed``, ``value``; one value per seed and block): ``n_seeds``,
     ``init_mean``, ``init_sd``, ``t_quantile``, ``band_low``, ``band_high`` (module docstring).
 
-    Reusable on any set of draws, e.g. trained seeds at one step (a trained band)."""
+    Reusable on any set of draws, e.g. trained runs at one step (a trained band: ``by=("block", "step")``)."""
     stats = (
-        values.group_by("block")
+        values.group_by(*by)
         .agg(
             pl.col("seed").n_unique().alias("n_seeds"),
             pl.col("value").cast(pl.Float64).mean().alias("init_mean"),
             pl.col("value").cast(pl.Float64).std(ddof=1).alias("init_sd"),
         )
-        .sort("block")
+        .sort(*by)
     )
     rows = []
     for r in stats.iter_rows(named=True):
@@ -66,7 +68,7 @@ def prediction_band(values: pl.DataFrame, coverage: float = DEFAULT_BAND_COVERAG
         low = r["init_mean"] - half if half is not None else None
         high = r["init_mean"] + half if half is not None else None
         rows.append({**r, "init_sd": sd if n >= 2 else None, "t_quantile": t, "band_low": low, "band_high": high})
-    return pl.DataFrame(rows, schema=BAND_SCHEMA)
+    return pl.DataFrame(rows, schema={**{k: values.schema[k] for k in by}, **BAND_SCHEMA})
 
 
 def random_init_band(
