@@ -377,3 +377,26 @@ def test_twin_vs_pythia_draws_each_arm_over_its_own_fraction_of_training(artists
         np.testing.assert_allclose(np.asarray(hub[block].get_ydata(), float), y, rtol=0, atol=1e-12)
         assert list(twin[block].get_xdata()) == pytest.approx([t / TWIN_BUDGET for t in steps], abs=1e-15)
         assert list(twin[block].get_ydata()) == pytest.approx([twin_value(block, t) for t in steps], abs=1e-12)
+
+
+def test_a_dense_schedule_is_drawn_log_then_linear_and_pythias_on_symlog():
+    """The axis turns linear after the doubling phase when the even part reaches ≤ 32× past it."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from trajectory.config import dense_steps, pythia_steps
+    from trajectory.plots.context import doubling_phase_end, step_axis
+
+    assert doubling_phase_end(dense_steps(64, 40, 800)) == 64
+    assert doubling_phase_end(pythia_steps()) is None  # 143,000 / 512 ≫ 32: decades evenly (symlog)
+    assert doubling_phase_end([0, 10, 20, 30]) is None  # no doubling phase
+    fig, ax = plt.subplots()
+    step_axis(ax, 800, log_until=64)
+    to_axis = ax.xaxis.get_transform().transform
+    x = np.array([0.0, 1.0, 3.0, 64.0, 200.0, 336.0, 800.0])
+    y = to_axis(x)
+    assert np.allclose(y[:4], np.log2(1 + x[:4]))  # logarithmic (base 2, shifted by one) up to 64
+    assert np.isclose(y[5] - y[4], y[4] - y[3])  # past 64, 136 steps are as wide wherever they start
+    eps = 1e-3  # the slope is continuous at the knee: no kink in a curve drawn across it
+    assert np.isclose((to_axis([64 + eps])[0] - to_axis([64 - eps])[0]) / (2 * eps), 1 / (65 * np.log(2)), rtol=1e-3)
+    plt.close(fig)

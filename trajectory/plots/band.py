@@ -55,9 +55,9 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
     for ax in axes.flat:
         legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
     labels, handles = list(legend), list(legend.values())
-    fig.legend(handles, labels, loc="outside lower center", ncol=3, frameon=False)
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     for ax in axes[-1]:
-        ax.set_xlabel("training step (symlog)")
+        ax.set_xlabel("training step" + (" (symlog)" if ctx.log_until is None else ""))
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title("Learned or architectural? Trained trajectory over the random-init band"), fontsize=11)
     return Drawn(
@@ -85,8 +85,10 @@ def _panel(
     if len(b):
         ax.axhline(b["init_mean"][0], color="0.45", lw=0.8, ls=":", label="random init, mean")
     mine = trained.filter(pl.col("block") == block) if len(trained) else trained
+    beside = bool(len(trained)) and bool(set(trained["arm"].to_list()) & {"hub", "local"})  # the twin's x axis
     for (name, _seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
-        _trained_line(ax, name, g, ctx.expected, mine.filter(pl.col("arm") == name)["seed"].n_unique())
+        seeds = mine.filter(pl.col("arm") == name)["seed"].n_unique()
+        _trained_line(ax, name, g, ctx.expected, seeds, beside)
     held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False))
     # the twin is drawn on its Pythia-equivalent step, so its markers must be too
     column = "persistent_exit_pythia_step" if arm == "twin" else "persistent_exit_step"
@@ -98,20 +100,23 @@ def _panel(
     verdict = row["verdict"][0] if len(row) else None
     title = f"block {block}" + (f"   z = {z:+.1f}" if z is not None and math.isfinite(z) else "")
     ax.set_title(title + (f"\n{verdict}" if verdict else ""), fontsize=9)
-    step_axis(ax, last, label="")
+    step_axis(ax, last, label="", log_until=ctx.log_until)
     ax.grid(alpha=0.3)
     return xs
 
 
-def _trained_line(ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int) -> None:
-    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line."""
+def _trained_line(
+    ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int, pythia_axis: bool
+) -> None:
+    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line.  Beside a
+    checkpoint arm (``pythia_axis``) the twin stands on its Pythia-equivalent step."""
     twin = name == "twin"
     g = (
         on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))
         .join(g.select("block", "step", "x"), on=["block", "step"], how="left")
         .with_columns(pl.col("x").fill_null(pl.col("step")))
     )
-    label = ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin else "")
+    label = ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin and pythia_axis else "")
     ax.plot(
         g["x"],
         g["value"].fill_null(float("nan")),

@@ -3,7 +3,7 @@
 Secretly-linear score of h_l → h_{l+1} (with and without the residual), the
 effective rank of the affine map, the linear-swap Δloss, and R²_lin with its
 k-fold 95% interval — each drawn only from stored rows, one line per block
-coloured by depth, on the same symlog step axis as fig. 1.
+coloured by depth, on the same step axis as fig. 1.
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from .. import verdicts
-from .context import ARM_LABELS, Drawn, FigureContext, depth_colourbar, depth_colours, on_grid, save, step_axis
+from .context import (
+    ARM_LABELS,
+    Drawn,
+    FigureContext,
+    depth_colourbar,
+    depth_colours,
+    on_grid,
+    save,
+    step_axis,
+    step_label,
+)
 
 PANELS = {
     "linearity_score": "linearity score\nh_l→h_l+1 (unitless)",
@@ -64,9 +74,9 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
             _interval(ax, frame, arm, colour)
         ax.set_ylabel(PANELS[metric], fontsize=9)
         ax.grid(alpha=0.3)
-        step_axis(ax, steps[-1] if steps else 1, label="")
+        step_axis(ax, steps[-1] if steps else 1, label="", log_until=ctx.log_until)
         drawn[metric] = traj
-    axes[-1, 0].set_xlabel("training step (optimizer updates; symlog: linear in [0, 1])")
+    axes[-1, 0].set_xlabel(step_label(ctx.log_until))
     depth_colourbar(fig, mappable, axes[:, 0].tolist(), int(frame["block"].max()) + 1)
     fig.suptitle(ctx.title(f"Companion linearity metrics across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
     return Drawn("companions", save(fig, out, "companions"), drawn)

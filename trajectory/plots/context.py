@@ -65,6 +65,7 @@ class FigureContext:
     reference_label: str = ""
     metric: str = "r2_lin"
     coverage: float = DEFAULT_BAND_COVERAGE  # of the random-init prediction band
+    log_until: int | None = None  # step axes: logarithmic up to this step, linear after (None: symlog)
 
     def band_label(self, n_seeds: int | None) -> str:
         """The legend of the random-init band: what it is and how many seeds it rests on."""
@@ -130,7 +131,25 @@ def context_from(manifest, frame: pl.DataFrame, metric: str = "r2_lin") -> Figur
         reference_label=manifest.reference_label,
         metric=metric,
         coverage=manifest.band_coverage,
+        log_until=doubling_phase_end(next(iter(manifest.expected_steps().values()), ())),
     )
+
+
+#: A schedule whose evenly spaced part reaches at most this many times past its doubling phase is drawn on a
+#: log-then-linear axis; a longer one (Pythia's: 143,000 / 512 ≈ 280) on symlog, decades evenly.
+LOG_LINEAR_SPAN = 32
+
+
+def doubling_phase_end(steps) -> int | None:
+    """The last step ``L`` of a schedule's doubling phase (0, 1, 2, 4, …, L all measured) when the steps
+    after it reach no further than ``LOG_LINEAR_SPAN · L``: where the axis turns linear.  Else None."""
+    have = set(steps)
+    end = 1 if 1 in have else None
+    while end is not None and 2 * end in have:
+        end *= 2
+    if end is None or end < 4 or not steps or max(steps) > LOG_LINEAR_SPAN * end:
+        return None
+    return end
 
 
 def save(fig, out: Path, name: str) -> tuple[Path, ...]:
@@ -149,14 +168,58 @@ def save(fig, out: Path, name: str) -> tuple[Path, ...]:
     return paths
 
 
-def step_axis(ax, last: int, label: str = "training step (optimizer updates; symlog: linear in [0, 1])") -> None:
-    """A logarithmic step axis that still shows step 0: symlog, linear below 1."""
+STEP_LABEL = "training step (optimizer updates; symlog: linear in [0, 1])"
+
+
+def step_axis(ax, last: int, label: str = STEP_LABEL, log_until: int | None = None) -> None:
+    """A logarithmic step axis that still shows step 0: symlog, linear below 1; or, with ``log_until``, the
+    log-then-linear axis of :func:`log_linear_axis`."""
+    if log_until:
+        log_linear_axis(ax, last, log_until, label if label != STEP_LABEL else None)
+        return
     ax.set_xscale("symlog", linthresh=1.0, linscale=0.4)
     ax.set_xlim(-0.2, max(last, 1) * 1.4)
     decades = range(0, math.floor(math.log10(max(last, 1))) + 1)
     ax.set_xticks([0] + [10**k for k in decades], ["0"] + [f"10{str(k).translate(SUPERSCRIPT)}" for k in decades])
     ax.xaxis.set_minor_locator(NullLocator())  # symlog's default minor ticks are slow and cluttered
     ax.set_xlabel(label)
+
+
+def step_label(log_until: int | None) -> str:
+    """The x label of a step axis (:func:`step_axis`)."""
+    if log_until:
+        return f"training step (optimizer updates; logarithmic to {log_until}, linear after)"
+    return STEP_LABEL
+
+
+def log_linear_axis(ax, last: int, log_until: int, label: str | None) -> None:
+    """Steps on ``x ↦ log₂(1 + x)`` up to ``L = log_until`` and linearly after it, with the slope matched at
+    ``L`` (``log₂(1 + L) + (x − L) / ((1 + L) ln 2)``): the doubling phase of a schedule is spread out as on
+    a log axis, and its evenly measured rest keeps equal steps equally wide."""
+    knee, slope = math.log2(1 + log_until), 1.0 / ((1 + log_until) * math.log(2))
+
+    def forward(x):
+        x = np.asarray(x, dtype=float)
+        return np.where(x <= log_until, np.log2(1 + np.maximum(x, -0.99)), knee + (x - log_until) * slope)
+
+    def inverse(y):
+        y = np.asarray(y, dtype=float)
+        return np.where(y <= knee, np.exp2(y) - 1, log_until + (y - knee) / slope)
+
+    ax.set_xscale("function", functions=(forward, inverse))
+    ax.set_xlim(-0.2, last * 1.02)
+    doubling = sorted({0, log_until} | {4**k for k in range(int(math.log(log_until, 4)) + 1)})  # 0, 1, 4, 16, …
+    step = _nice_step((last - log_until) / 4)
+    linear = list(range(step * math.ceil(2 * log_until / step), last + 1, step))
+    ax.set_xticks(doubling + linear, [str(t) for t in doubling + linear], fontsize=7)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(label if label is not None else step_label(log_until))
+
+
+def _nice_step(raw: float) -> int:
+    """1, 2 or 5 times a power of ten, at least ``raw``."""
+    power = 10 ** math.floor(math.log10(max(raw, 1.0)))
+    return int(next(m * power for m in (1, 2, 5, 10) if m * power >= raw))
 
 
 def depth_colours(blocks: list[int]):

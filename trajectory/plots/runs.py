@@ -73,5 +73,5 @@ def _panel(ax, block: int, cmp: Comparison, ctx: FigureContext, last: int) -> No
         verdict = answer["verdict"][0] if answer["agreement"][0] == "agree" else answer["agreement"][0]
         title += f"\nverdicts: {verdict} · final: {answer['final_agreement'][0]}"
     ax.set_title(title, fontsize=8.5)
-    step_axis(ax, last, label="")
+    step_axis(ax, last, label="", log_until=ctx.log_until)
     ax.grid(alpha=0.3)

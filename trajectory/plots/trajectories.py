@@ -63,16 +63,24 @@ def lines_by_block(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str)
             label=f"step with no usable rows ({len(missing)}): a gap, not interpolated",
         )
         fig.legend(loc="outside lower left", frameon=False)
-    step_axis(ax, steps[-1] if steps else 1)
+    step_axis(ax, steps[-1] if steps else 1, log_until=ctx.log_until)
     ax.set_ylabel(ctx.metric_label)
     ax.grid(alpha=0.3)
     depth_colourbar(fig, mappable, ax, traj["block"].max() + 1 if len(traj) else 1)
-    fig.suptitle(ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    fig.suptitle(
+        ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}{_seeds(frame, arm)}"), fontsize=11
+    )
     return Drawn(
         "lines_by_block",
         save(fig, out, "lines_by_block"),
         {"lines": traj, "missing_steps": pl.DataFrame({"step": pl.Series(missing, dtype=pl.Int64)})},
     )
+
+
+def _seeds(frame: pl.DataFrame, arm: str) -> str:
+    """``, mean of 2 seeds`` when the arm has several (each value drawn is their mean), else nothing."""
+    n = frame.filter(pl.col("arm") == arm)["seed"].n_unique()
+    return f", mean of {n} seeds" if n > 1 else ""
 
 
 def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
@@ -100,7 +108,7 @@ def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Dra
             bbox_to_anchor=(0, -0.22),
             frameon=False,
         )
-    fig.suptitle(ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    fig.suptitle(ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}{_seeds(frame, arm)}"), fontsize=11)
     return Drawn("heatmap", save(fig, out, "heatmap"), {"cells": traj})
 
 
