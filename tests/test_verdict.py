@@ -150,6 +150,18 @@ def test_outside_from_step_0_on_is_not_called_learned(tmp_path):
     assert row["verdict"] == "undetermined" and "from step 0 on" in row["reason"]
 
 
+def test_outside_from_the_first_measured_step_on_without_a_step_0_is_not_called_learned(tmp_path):
+    """An arm with no step 0 (OLMo-1B's branches start at step 1000) has no init check, and a value outside the
+    band at every measured step never shows a point inside: the band cannot tell learned from initial."""
+    series = {s: 0.9 for s in (1000, 2000, 3000, 4000, 5000)}
+    row = one(series_store(tmp_path / "a", {0: series}).read(), total=5000)
+    assert row["warning"] is None and row["persistent_exit_step"] == 1000 and row["persistent_holds"]
+    assert row["verdict"] == "undetermined" and "first measured step (1000) on" in row["reason"]
+    inside_first = {1000: 0.5, **{s: 0.9 for s in (2000, 3000, 4000, 5000)}}  # inside once, then outside for good
+    row = one(series_store(tmp_path / "b", {0: inside_first}).read(), total=5000)
+    assert row["verdict"] == "learned-above"
+
+
 def test_the_init_check_widens_the_band_for_many_blocks(tmp_path):
     """12 step-0 values are 12 chances of a false alarm: the check holds each to the band widened to coverage
     1 − 0.05/12 (t(0.99792, 4) lies between the printed t(0.9975, 4) = 5.598 and t(0.999, 4) = 7.173)."""
