@@ -98,14 +98,16 @@ def test_manifests_over_different_architectures_fail_in_one_line(swept, tmp_path
 
 # -- synthetic stores with known answers ------------------------------------------------------------------------
 def write_run(root: Path, name: str, series: dict[int, list[float]], *, init=True, data_hash="d4t4", config="abc",
-              arm="hub", blocks=None, repo=MODEL, sha=None, weights=None) -> Path:  # fmt: skip
+              arm="hub", blocks=None, repo=MODEL, sha=None, weights=None, metric="m3tr1c",
+              core=None) -> Path:  # fmt: skip
     """Experiment ``name`` in ``root/name``: its arm's ``series[step]`` (one value per block, commit ``sha`` when
     given) and, with ``init``, random-init seeds at 0.5 + OFFSETS; returns its manifest."""
     store = Store(root / name)
 
     def unit(arm_, seed, step, values, commit):
         prov = dict(experiment=name, arm=arm_, model=repo, seed=seed, revision="init" if seed is not None else
-                    f"step{step}", step=step, commit=commit, data_hash=data_hash, metric_config="m3tr1c")  # fmt: skip
+                    f"step{step}", step=step, commit=commit, data_hash=data_hash, metric_config=metric,
+                    metric_core=core)  # fmt: skip
         store.write_unit(key_of(prov), [
             dict(prov, block=b, r2_lin=v, status="ok", pythia_step=step, weights_hash=f"{weights or name}{seed}{step}")
             for b, v in enumerate(values)
@@ -206,6 +208,17 @@ def test_experiments_that_cannot_be_compared_are_refused_in_one_line(tmp_path, c
     assert "\n" not in err and err.startswith("trajectory: manifest b.toml cannot be compared with a.toml")
     assert needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_runs_whose_units_differ_only_in_companions_share_one_evaluation(tmp_path):
+    """One run measured with companions at every step, one without: their R²_lin config (``metric_core``) is
+    one, so they are one evaluation, as for the single report; the config with companions is no difference."""
+    paths = [
+        write_run(tmp_path, "a", series(drop(0.3)), metric="w1thc0mp", core="m3tr1c"),
+        write_run(tmp_path, "b", series(drop(0.3)), init=False, metric="m3tr1c", core="m3tr1c"),
+    ]
+    blocks = tj.compare(paths, per="block")
+    assert blocks["runs"].to_list() == [2]
 
 
 def test_the_default_folder_is_named_after_the_experiments(tmp_path, monkeypatch, capsys):
