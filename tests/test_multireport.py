@@ -287,3 +287,19 @@ def test_without_random_init_draws_the_trained_band_stands_and_every_answer_is_u
     assert band["trained_sd"].to_list()[-1] == pytest.approx(0.001, rel=1e-9) and band["init_low"].is_null().all()
     row = tj.compare(paths, per="block").row(0, named=True)
     assert (row["agreement"], row["undetermined"], row["final_agreement"]) == ("undetermined", 3, "undetermined")
+
+
+def test_the_trained_band_figure_names_the_step_axis_it_draws(tmp_path, monkeypatch):
+    """A dense schedule (doubling to 64, then even steps to 2000) is drawn on the log-then-linear axis; its label
+    must say so, not "symlog"."""
+    from trajectory.experiments import compare, read_experiments
+    from trajectory.multireport import draw
+
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, *range(200, 2001, 200)]
+    paths = [write_run(tmp_path, n, series(drop(0.3, steps)), init=n == "a") for n in ("a", "b")]
+    figures = []
+    monkeypatch.setattr("trajectory.plots.runs.save", lambda fig, out, name: figures.append(fig) or ())
+    exps = read_experiments([tj.load_manifest(p) for p in paths])
+    draw(exps, compare(exps), tmp_path / "out")
+    labels = {ax.get_xlabel() for ax in figures[0].axes if ax.get_visible() and ax.get_xlabel()}
+    assert labels == {"training step (optimizer updates; logarithmic to 64, linear after)"}, labels
