@@ -254,6 +254,19 @@ def test_spread_across_blocks(frame):
     assert MISSING_STEP not in spread["step"].to_list()
 
 
+def test_spread_across_blocks_is_one_trained_model_s_as_at_init(tmp_path):
+    """Two twin seeds whose blocks swap places: each seed spreads sd([0.5, 0.7]) across its blocks, their mean
+    not at all.  One trained model is set beside one untrained model, so the spread is each seed's, averaged."""
+    store = Store(tmp_path)
+    for seed, off in enumerate(OFFSETS):
+        write_unit(store, "random-init", seed, 0, [0.5 + off, 0.6 + off])
+    write_unit(store, "twin", 0, 100, [0.5, 0.7], pythia_step=100)
+    write_unit(store, "twin", 1, 100, [0.7, 0.5], pythia_step=100)
+    row = verdict.spread_by_step(store.read(), "twin").row(0, named=True)
+    assert row["spread"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+    assert row["init_spread"] == pytest.approx(statistics.stdev([0.5, 0.6])) and row["n_blocks"] == 2
+
+
 def test_twin_events_report_their_pythia_step(frame):
     table = verdict.block_table(frame, "twin").drop_nulls("persistent_exit_step")
     pairs = dict(twin_schedule(SHORT_STEPS, TWIN_BUDGET))

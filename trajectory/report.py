@@ -132,7 +132,7 @@ def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None)
 
 
 def spread_rows(spread: pl.DataFrame) -> Table:
-    header = ("step", "blocks", "spread across blocks (sd)", "at init (mean ± sd over seeds)", "ratio")
+    header = ("step", "blocks", "spread across blocks (sd; mean over seeds)", "at init (mean ± sd over seeds)", "ratio")
     rows = tuple(
         (
             str(r["step"]),
