@@ -76,3 +76,25 @@ def test_results_and_verdict_read_a_store(tmp_path):
     assert rows.height > 0 and set(rows["arm"]) >= {"hub", "random-init"}
     table = tj.verdict(tmp_path / "store")
     assert set(table["arm"]) >= {"hub"} and "z" in table.columns
+
+
+def test_verdict_of_a_manifest_whose_revisions_were_discovered_reads_the_recorded_schedule(tmp_path):
+    """``rule = "branches"`` finds its revisions when a sweep plans, and records them in the store; ``tj.verdict``
+    reads that record as ``trajectory report`` does (it raised "none have been found yet"), so the arm's length
+    of training is the discovered schedule's last step."""
+    from synthetic import series_store
+
+    from trajectory.config import Schedule
+
+    series_store(tmp_path / "store", {0: {s: (0.9 if s >= 2000 else 0.5) for s in (1000, 2000, 3000, 4000)}})
+    path = tmp_path / "olmo.toml"
+    path.write_text(
+        '[experiment]\nname = "synth"\narms = ["hub", "random-init"]\n[model]\nrepo = "allenai/OLMo-1B-hf"\n'
+        '[schedule]\nrule = "branches"\n[data]\ntext_file = "eval.txt"\n'
+        f'[sweep]\nstore = "{tmp_path / "store"}"\n'
+    )
+    manifest = tj.load_manifest(path)
+    points = tuple((s, f"step{s}-tokens{s // 250}B") for s in (1000, 2000, 3000, 8000))
+    tj.Store(tmp_path / "store").write_schedule(manifest, Schedule(points, (4, 8, 12, 32), manifest.schedule.rule))
+    row = tj.verdict(path).row(0, named=True)
+    assert row["final_step"] == 4000 and row["persistent_fraction"] == pytest.approx(2000 / 8000)

@@ -98,14 +98,16 @@ def test_manifests_over_different_architectures_fail_in_one_line(swept, tmp_path
 
 # -- synthetic stores with known answers ------------------------------------------------------------------------
 def write_run(root: Path, name: str, series: dict[int, list[float]], *, init=True, data_hash="d4t4", config="abc",
-              arm="hub", blocks=None, repo=MODEL, sha=None, weights=None) -> Path:  # fmt: skip
+              arm="hub", blocks=None, repo=MODEL, sha=None, weights=None, metric="m3tr1c",
+              core=None) -> Path:  # fmt: skip
     """Experiment ``name`` in ``root/name``: its arm's ``series[step]`` (one value per block, commit ``sha`` when
     given) and, with ``init``, random-init seeds at 0.5 + OFFSETS; returns its manifest."""
     store = Store(root / name)
 
     def unit(arm_, seed, step, values, commit):
         prov = dict(experiment=name, arm=arm_, model=repo, seed=seed, revision="init" if seed is not None else
-                    f"step{step}", step=step, commit=commit, data_hash=data_hash, metric_config="m3tr1c")  # fmt: skip
+                    f"step{step}", step=step, commit=commit, data_hash=data_hash, metric_config=metric,
+                    metric_core=core)  # fmt: skip
         store.write_unit(key_of(prov), [
             dict(prov, block=b, r2_lin=v, status="ok", pythia_step=step, weights_hash=f"{weights or name}{seed}{step}")
             for b, v in enumerate(values)
@@ -208,6 +210,17 @@ def test_experiments_that_cannot_be_compared_are_refused_in_one_line(tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def test_runs_whose_units_differ_only_in_companions_share_one_evaluation(tmp_path):
+    """One run measured with companions at every step, one without: their R²_lin config (``metric_core``) is
+    one, so they are one evaluation, as for the single report; the config with companions is no difference."""
+    paths = [
+        write_run(tmp_path, "a", series(drop(0.3)), metric="w1thc0mp", core="m3tr1c"),
+        write_run(tmp_path, "b", series(drop(0.3)), init=False, metric="m3tr1c", core="m3tr1c"),
+    ]
+    blocks = tj.compare(paths, per="block")
+    assert blocks["runs"].to_list() == [2]
+
+
 def test_the_default_folder_is_named_after_the_experiments(tmp_path, monkeypatch, capsys):
     paths = [write_run(tmp_path, "a", series(drop(0.3))), write_run(tmp_path, "b", series(drop(0.3)), init=False)]
     monkeypatch.chdir(tmp_path)
@@ -274,3 +287,19 @@ def test_without_random_init_draws_the_trained_band_stands_and_every_answer_is_u
     assert band["trained_sd"].to_list()[-1] == pytest.approx(0.001, rel=1e-9) and band["init_low"].is_null().all()
     row = tj.compare(paths, per="block").row(0, named=True)
     assert (row["agreement"], row["undetermined"], row["final_agreement"]) == ("undetermined", 3, "undetermined")
+
+
+def test_the_trained_band_figure_names_the_step_axis_it_draws(tmp_path, monkeypatch):
+    """A dense schedule (doubling to 64, then even steps to 2000) is drawn on the log-then-linear axis; its label
+    must say so, not "symlog"."""
+    from trajectory.experiments import compare, read_experiments
+    from trajectory.multireport import draw
+
+    steps = [0, 1, 2, 4, 8, 16, 32, 64, *range(200, 2001, 200)]
+    paths = [write_run(tmp_path, n, series(drop(0.3, steps)), init=n == "a") for n in ("a", "b")]
+    figures = []
+    monkeypatch.setattr("trajectory.plots.runs.save", lambda fig, out, name: figures.append(fig) or ())
+    exps = read_experiments([tj.load_manifest(p) for p in paths])
+    draw(exps, compare(exps), tmp_path / "out")
+    labels = {ax.get_xlabel() for ax in figures[0].axes if ax.get_visible() and ax.get_xlabel()}
+    assert labels == {"training step (optimizer updates; logarithmic to 64, linear after)"}, labels

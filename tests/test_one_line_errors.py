@@ -239,6 +239,41 @@ def test_prefetch_or_workers_out_of_range_is_one_line(capsys, work, ckpts, text_
     assert f"{flag} must be an integer" in err
 
 
+DEMO = Path(__file__).resolve().parent.parent / "manifests" / "demo.toml"
+
+
+@pytest.fixture
+def no_sweep(monkeypatch):
+    """A sweep that would start is a failure here (the demo's twin would train for minutes)."""
+    monkeypatch.setattr("trajectory.api.checked_sweep", lambda *a, **k: pytest.fail("the sweep started"))
+
+
+@pytest.mark.parametrize(
+    "extra, flag",
+    [(["--text-file", "x.txt"], "--text-file"), (["--tokens", "4096"], "--tokens"), (["--random-init", "3"],
+     "--random-init"), (["--seq-len", "64"], "--seq-len")],
+)  # fmt: skip
+def test_quick_form_options_beside_a_manifest_are_refused_not_ignored(capsys, work, no_sweep, extra, flag):
+    """The manifest names its own evaluation: an option that would be silently ignored is one line instead."""
+    err = refused(capsys, work, "sweep", DEMO, *extra, "--no-progress")
+    assert err.startswith(f"trajectory: {flag} is for the quick form"), err
+
+
+def test_a_manifest_sweep_writes_into_the_store_that_store_names(capsys, work, monkeypatch):
+    """``--store DIR`` with a manifest is that sweep's store, as for results, plot and report (it was ignored)."""
+    seen = {}
+    monkeypatch.setattr("trajectory.api.checked_sweep", lambda m, o: seen.setdefault("store", m.store_dir) and None)
+    with pytest.raises(AttributeError):  # the stand-in returns no report
+        main(["sweep", str(DEMO), "--store", str(work / "elsewhere"), "--no-progress"])
+    assert seen["store"] == work / "elsewhere"
+
+
+def test_arms_that_name_no_arm_are_one_line_not_every_arm(capsys, work, no_sweep):
+    """``--arms ,`` named no arm; read as "every arm, as named", it ran the twin past its CPU cost guard."""
+    err = refused(capsys, work, "sweep", DEMO, "--arms", ",", "--no-progress")
+    assert "--arms names no arm" in err
+
+
 # -- manifests -------------------------------------------------------------------------------------------------
 OUT_OF_RANGE = {
     "twin seq_len 0": ("[twin]\nseq_len = 0\n", "[twin] seq_len must be an integer ≥ 2, got 0"),

@@ -400,3 +400,20 @@ def test_a_dense_schedule_is_drawn_log_then_linear_and_pythias_on_symlog():
     eps = 1e-3  # the slope is continuous at the knee: no kink in a curve drawn across it
     assert np.isclose((to_axis([64 + eps])[0] - to_axis([64 - eps])[0]) / (2 * eps), 1 / (65 * np.log(2)), rtol=1e-3)
     plt.close(fig)
+
+
+def test_a_twin_drawn_alone_on_its_pythia_equivalent_step_says_so(tmp_path, monkeypatch):
+    """Without a checkpoint arm the twin still stands on its Pythia-equivalent step (here 10 × its own, a
+    20,000-step schedule on a 2,000-update budget): the legend must say so, or the x axis reads as its updates."""
+    from trajectory.plots import band
+
+    frame = build_store(tmp_path / "store", steps=[0, 1, 2, 64, 512, 1000, 20_000], blocks=2)
+    frame = frame.read().filter(pl.col("arm") != "hub")
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store", arms=("random-init", "twin")))
+    figures = []
+    monkeypatch.setattr(band, "save", lambda fig, out, name: figures.append(fig) or ())
+    drawn = band.small_multiples(frame, context_from(manifest, frame), tmp_path / "figs", arm="twin")
+    twin = drawn.data["trained"]
+    assert (twin["x"] != twin["step"]).any()  # the premise: drawn on the Pythia-equivalent step
+    labels = [t.get_text() for t in figures[0].legends[0].get_texts()]
+    assert any(lab.startswith("twin (our run), at its Pythia-equivalent step") for lab in labels), labels

@@ -173,3 +173,23 @@ def test_a_multi_seed_arm_shows_each_seed_and_the_agreed_block_verdict(tmp_path)
     rows = [line for line in md.splitlines() if line.startswith("| 0 | ")]
     assert "| seed verdict | block verdict | reason (this seed) |" in md
     assert "| learned-above | undetermined |" in rows[0] and "| within-band | undetermined |" in rows[1]
+
+
+def test_what_is_missing_counts_each_twin_seed_apart(tmp_path):
+    """Seed 0 measured every twin step, seed 1 only the first three: seed 0's rows must not hide seed 1's gaps
+    (the union of the seeds' steps said "0 of N scheduled steps have no usable row")."""
+    from synthetic import TWIN_BUDGET
+
+    from trajectory.config import twin_schedule
+    from trajectory.report import missing_blocks
+
+    store = build_store(tmp_path / "store", blocks=2)
+    twin = twin_schedule(SHORT_STEPS, TWIN_BUDGET)
+    for step, pythia in twin[:3]:
+        write_unit(store, "twin", 1, step, [0.5, 0.5], pythia_step=pythia)
+    path = write_manifest(tmp_path / "synth.toml", tmp_path / "store", blocks=2)
+    path.write_text(path.read_text().replace(f"steps = {TWIN_BUDGET}\n", f"steps = {TWIN_BUDGET}\nseeds = [0, 1]\n"))
+    lines = missing_blocks(store.read(), tj.load_manifest(path), [], store.read().head(0).select("data_hash"))
+    lost = ", ".join(str(t) for t, _ in twin[3:])
+    assert f"**twin** seed 0: 0 of {len(twin)} scheduled steps have no usable row." in lines
+    assert f"**twin** seed 1: {len(twin) - 3} of {len(twin)} scheduled steps have no usable row: {lost}." in lines

@@ -175,3 +175,21 @@ def test_verify_of_a_store_alone_lists_revisions_in_natural_order(tmp_path, caps
     code, out, _ = cli(capsys, "verify", "--store", tmp_path / "s")
     lines = [line for line in out.splitlines() if "duplicated" in line and " e hub " in line]
     assert code == 1 and [line.split()[3].rstrip(":") for line in lines] == ["step2", "step10", "step100"], out
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", ".hidden"])
+def test_a_stored_experiment_name_that_is_no_plain_name_is_refused_before_anything_is_written(
+    tmp_path, capsys, monkeypatch, name
+):
+    """A store from elsewhere names its experiment in its rows; ``report --store S`` writes into
+    ``figures/<name>/``, so a name like ``../../x`` would write report.md beside the user's files."""
+    store = Store(tmp_path / "S")
+    prov = dict(experiment=name, arm="hub", model=MODEL, seed=None, revision="step1", step=1, commit="c" * 40,
+                data_hash=DATA_HASH, metric_config="m")  # fmt: skip
+    store.write_unit(key_of(prov), [dict(prov, block=0, r2_lin=0.5, status="ok")])
+    work = tmp_path / "work" / "here"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, out, err = cli(capsys, "report", "--store", tmp_path / "S")
+    assert code == 2 and err.startswith("trajectory: ") and "not a plain name" in err, err
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.suffix in (".md", ".html", ".png")) == []

@@ -150,6 +150,18 @@ def test_outside_from_step_0_on_is_not_called_learned(tmp_path):
     assert row["verdict"] == "undetermined" and "from step 0 on" in row["reason"]
 
 
+def test_outside_from_the_first_measured_step_on_without_a_step_0_is_not_called_learned(tmp_path):
+    """An arm with no step 0 (OLMo-1B's branches start at step 1000) has no init check, and a value outside the
+    band at every measured step never shows a point inside: the band cannot tell learned from initial."""
+    series = {s: 0.9 for s in (1000, 2000, 3000, 4000, 5000)}
+    row = one(series_store(tmp_path / "a", {0: series}).read(), total=5000)
+    assert row["warning"] is None and row["persistent_exit_step"] == 1000 and row["persistent_holds"]
+    assert row["verdict"] == "undetermined" and "first measured step (1000) on" in row["reason"]
+    inside_first = {1000: 0.5, **{s: 0.9 for s in (2000, 3000, 4000, 5000)}}  # inside once, then outside for good
+    row = one(series_store(tmp_path / "b", {0: inside_first}).read(), total=5000)
+    assert row["verdict"] == "learned-above"
+
+
 def test_the_init_check_widens_the_band_for_many_blocks(tmp_path):
     """12 step-0 values are 12 chances of a false alarm: the check holds each to the band widened to coverage
     1 − 0.05/12 (t(0.99792, 4) lies between the printed t(0.9975, 4) = 5.598 and t(0.999, 4) = 7.173)."""
@@ -240,6 +252,19 @@ def test_spread_across_blocks(frame):
     assert last["spread"] == pytest.approx(statistics.stdev([hub_value(b, HUB_STEPS[-1]) for b in range(N_BLOCKS)]))
     assert spread.filter(pl.col("step") == BAD[0])["n_blocks"].to_list() == [N_BLOCKS - 1]
     assert MISSING_STEP not in spread["step"].to_list()
+
+
+def test_spread_across_blocks_is_one_trained_model_s_as_at_init(tmp_path):
+    """Two twin seeds whose blocks swap places: each seed spreads sd([0.5, 0.7]) across its blocks, their mean
+    not at all.  One trained model is set beside one untrained model, so the spread is each seed's, averaged."""
+    store = Store(tmp_path)
+    for seed, off in enumerate(OFFSETS):
+        write_unit(store, "random-init", seed, 0, [0.5 + off, 0.6 + off])
+    write_unit(store, "twin", 0, 100, [0.5, 0.7], pythia_step=100)
+    write_unit(store, "twin", 1, 100, [0.7, 0.5], pythia_step=100)
+    row = verdict.spread_by_step(store.read(), "twin").row(0, named=True)
+    assert row["spread"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+    assert row["init_spread"] == pytest.approx(statistics.stdev([0.5, 0.6])) and row["n_blocks"] == 2
 
 
 def test_twin_events_report_their_pythia_step(frame):

@@ -30,7 +30,7 @@ from .config import (
 from .errors import ConfigError, TrajectoryError
 from .manifest import load_manifest
 from .scheduler import SweepOptions, SweepReport, run_sweep
-from .store import Store
+from .store import Store, with_discovered_schedule
 
 
 def _tokens_for(tokenizer, text, text_file, tokens, n_tokens: int, seq_len: int):
@@ -208,6 +208,8 @@ def verdict(
     from . import verdicts as rules
 
     manifest = _manifest(source) if isinstance(source, Manifest) or str(source).endswith(".toml") else None
+    if manifest is not None:  # a schedule found among branches: as the sweep recorded it (as `report` reads it)
+        manifest = with_discovered_schedule(manifest)
     frame = source if isinstance(source, pl.DataFrame) else results(manifest or source)
     frame, _ = rules.one_evaluation(frame, data_hash)
     frame, _ = rules.one_init(frame, manifest.init_scheme if manifest else None)

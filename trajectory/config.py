@@ -229,8 +229,9 @@ class TwinSpec:
     ``steps`` optimiser updates of ``batch_tokens`` tokens in windows of ``seq_len``; AdamW with peak
     ``lr``, linear warm-up over ``warmup_frac`` of the updates, cosine decay to ``min_lr_frac · lr``,
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
-    gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and its own
-    data order.  ``train_data``: ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
+    gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and, for text
+    sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
+    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
     (:mod:`trajectory.data.traindata`).
     ``save_checkpoints`` also writes each measured step as a model folder.
     """

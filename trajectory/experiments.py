@@ -7,7 +7,8 @@ its discovered schedule, one evaluation, one init), and holds every one to the f
   folder, a Hub repo's ``config.json`` in the HF cache at a stored commit), every field but those naming where
   or how it was saved (:data:`NOT_ARCHITECTURE`); else, when both stores hold random-init draws, the config
   hash their commits name (``init:…/config:<hash>``); and always the number of FFN blocks in the rows;
-* **the same evaluation**: ``data_hash`` (the windows) and ``metric_config`` (the metric's settings);
+* **the same evaluation**: ``data_hash`` (the windows) and the R²_lin config (``metric_core``: the metric's
+  settings but its companions);
 * the same band coverage, the same ``[random_init] init`` where named, and trained arms whose steps can be
   matched (hub and local count optimizer steps; a twin counts its own updates);
 * no checkpoint in two experiments (one weights hash after step 0): the same run twice is not two runs.
@@ -63,7 +64,11 @@ class Experiment:
 
     @property
     def evaluation(self) -> tuple[str, str]:
-        return self.frame["data_hash"][0], self.frame["metric_config"][0]
+        """``(data_hash, R²_lin config)``: the config is ``metric_core``, the digest without companions, which
+        every unit of one evaluation shares (:func:`~trajectory.verdicts.one_evaluation`); ``metric_config``
+        differs between units measured with and without companions (``companion_points``)."""
+        row = self.frame.row(0, named=True)
+        return row["data_hash"], row.get("metric_core") or row["metric_config"]
 
     def evidence(self) -> str:
         """How this experiment's architecture was compared (for the provenance section)."""

@@ -73,9 +73,9 @@ def commit_id(commit: str, origin: str) -> str:
 
 
 def store_key(key: str) -> str:
-    """``key`` if it is a hex store key, as :func:`~trajectory.store.unit_key` makes them."""
+    """``key`` if it is a hex store key, as :meth:`trajectory.config.Provenance.key` makes them."""
     if not (isinstance(key, str) and KEY.fullmatch(key)):
-        raise TrajectoryError(f"store key {key!r} is not a hex digest; unit keys come from trajectory.store.unit_key")
+        raise TrajectoryError(f"store key {key!r} is not a hex digest; unit keys are Provenance.key() hashes")
     return key
 
 

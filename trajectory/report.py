@@ -132,7 +132,7 @@ def block_rows(table: pl.DataFrame, arm: str, frame: pl.DataFrame | None = None)
 
 
 def spread_rows(spread: pl.DataFrame) -> Table:
-    header = ("step", "blocks", "spread across blocks (sd)", "at init (mean ± sd over seeds)", "ratio")
+    header = ("step", "blocks", "spread across blocks (sd; mean over seeds)", "at init (mean ± sd over seeds)", "ratio")
     rows = tuple(
         (
             str(r["step"]),
@@ -156,11 +156,7 @@ def missing_blocks(
     for arm in manifest.arms:
         have = set(ok.filter(pl.col("arm") == arm)["step"].to_list())
         if arm in expected:
-            lost = [s for s in expected[arm] if s not in have]
-            out.append(
-                f"**{arm}**: {len(lost)} of {len(expected[arm])} scheduled steps have no usable "
-                "row" + (f": {', '.join(map(str, lost))}." if lost else ".")
-            )
+            out += missing_steps(ok.filter(pl.col("arm") == arm), arm, expected[arm], manifest)
         elif arm == "random-init":
             seeds = set(ok.filter(pl.col("arm") == arm)["seed"].to_list())
             lost = [s for s in manifest.random_init_seeds if s not in seeds]
@@ -207,6 +203,25 @@ def missing_blocks(
     out = out or ["Nothing is missing."]
     if manifest.data is None:  # a store read alone: its "schedule" is what it stored or saw fail
         out.insert(0, "No manifest: the steps and seeds are those the store holds or recorded as failed.")
+    return out
+
+
+def missing_steps(rows: pl.DataFrame, arm: str, steps: tuple[int, ...], manifest) -> list[str]:
+    """One line per seed of a trained arm (the twin's ``[twin] seeds``; one line for a hub or local arm): how many
+    of ``steps`` have no usable row of that seed.  Seeds are counted apart: one seed's rows never hide another's
+    gaps."""
+    twin = getattr(manifest, "twin", None)
+    seeds = twin.seeds if arm == "twin" and twin is not None else (None,)
+    out = []
+    for seed in seeds:
+        mine = rows if seed is None else rows.filter(pl.col("seed") == seed)
+        have = set(mine["step"].to_list())
+        lost = [s for s in steps if s not in have]
+        who = f"**{arm}**" + (f" seed {seed}" if len(seeds) > 1 else "")
+        out.append(
+            f"{who}: {len(lost)} of {len(steps)} scheduled steps have no usable row"
+            + (f": {', '.join(map(str, lost))}." if lost else ".")
+        )
     return out
 
 

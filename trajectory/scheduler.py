@@ -79,6 +79,8 @@ class SweepOptions:
     arms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.arms is not None and not tuple(self.arms):  # "run no arm" must not read as "every arm, unguarded"
+            raise ConfigError("--arms names no arm; give a comma-separated list such as hub,random-init")
         object.__setattr__(self, "device", resolve_device(self.device))  # once: every arm sees cpu or cuda
 
 

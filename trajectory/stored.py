@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from . import names
 from .config import DEFAULT_BAND_COVERAGE, Arm
 from .errors import TrajectoryError
 from .store import Store
@@ -75,13 +76,22 @@ def _experiments(frame: pl.DataFrame, root: Path, experiment: str | None) -> str
     return names[0]
 
 
+def plain_experiment(name: str, root: Path) -> str:
+    """``name`` when it is a plain name, as a manifest's must be (one part, no leading '.'): it becomes the
+    folder ``figures/<name>/``, and a store's rows may come from anywhere."""
+    names.relative_name(name, f"experiment name in store {root}")
+    if "/" in name or name.startswith("."):
+        raise TrajectoryError(f"experiment name in store {root} {name!r} is not a plain name (no '/', no leading '.')")
+    return name
+
+
 def stored_experiment(store_dir: str | Path, experiment: str | None = None) -> StoredExperiment:
     """The experiment of ``store_dir`` (or the one named ``experiment`` when it holds several), from its rows."""
     store = Store(store_dir)
     frame = store.read()
     if frame.is_empty():
         raise TrajectoryError(f"store {store.root} has no rows; run `trajectory sweep … --store {store.root}` first")
-    name = _experiments(frame, store.root, experiment)
+    name = plain_experiment(_experiments(frame, store.root, experiment), store.root)
     rows = frame.filter(pl.col("experiment") == name)
     failed = [f for f in store.failures() if f.get("experiment") == name]
     trained = [str(a) for a in Arm if a.trained]

@@ -8,9 +8,9 @@ what is wrong, in five kinds:
 - **unreadable**: a unit file that is not parquet, or lacks the provenance
   columns (truncated, foreign); a failure record that is not JSON.
 - **inconsistent**: a readable unit whose rows disagree with its name: rows
-  naming another key, several provenances in one file, a block twice, or (hub
-  and local units, whose key is recomputable from the row) a key that is not
-  the hash of the row's own provenance — an edited or renamed file.
+  naming another key, several provenances in one file, a block twice, or a key
+  that is not the hash of the row's own provenance (recomputed for every arm:
+  :meth:`~trajectory.config.Provenance.key`) — an edited or renamed file.
 - **duplicated**: several units for one (experiment, arm, model, seed,
   revision) under the same evaluation (data hash and metric config): the same
   measurement stored twice, e.g. after a Hub branch moved to a new commit.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 
 from ..config import DEVICES, TWIN_CPU_LIMIT_S
 from ..errors import ConfigError
@@ -15,7 +16,7 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo", help="quick form: Hub id ORG/NAME or a folder of checkpoint sub-directories")
     p.add_argument("--revisions", help="quick form: comma-separated revisions, e.g. step0,step1,step1000")
     add_data_arguments(p)
-    p.add_argument("--store", help="results folder (quick form; default store/<name>)")
+    p.add_argument("--store", help="results folder (default: the manifest's [sweep] store; quick form: store/<name>)")
     p.add_argument("--keep-weights", action="store_true", help="keep downloaded weights in the HF cache")
     p.add_argument("--workers", type=int, help="parallel local processes across revisions (default: manifest)")
     p.add_argument("--prefetch", type=int, help="revisions downloaded ahead of the one measured (default: manifest)")
@@ -42,6 +43,22 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def quick_options(args) -> dict[str, bool]:
+    """The quick form's evaluation options, and whether each was given: a manifest names its own, so one given
+    beside a manifest would be silently ignored."""
+    return {
+        "--text-file": bool(args.text_file),
+        "--parquet": bool(args.parquet),
+        "--dataset": bool(args.dataset),
+        "--column": args.column != "text",
+        "--tokens": args.tokens is not None,
+        "--seq-len": args.seq_len is not None,
+        "--heldout-frac": args.heldout_frac is not None,
+        "--seed": args.seed != 0,
+        "--random-init": bool(args.random_init),
+    }
+
+
 def run_sweep(args) -> int:
     from ..api import checked_sweep
     from ..manifest import load_manifest, quick_manifest
@@ -51,8 +68,15 @@ def run_sweep(args) -> int:
         raise ConfigError("give a MANIFEST or --repo with --revisions, not both")
     if args.manifest:
         manifest = load_manifest(args.manifest)
+        quick = [flag for flag, given in quick_options(args).items() if given]
+        if quick:
+            raise ConfigError(
+                f"{quick[0]} is for the quick form (--repo … --revisions …); with a manifest, set it in the manifest"
+            )
         if args.allow_long:
             manifest = replace(manifest, data=replace(manifest.data, allow_long=True))
+        if args.store:
+            manifest = replace(manifest, store_dir=Path(args.store))
     elif args.repo and args.revisions:
         manifest = quick_manifest(
             args.repo,

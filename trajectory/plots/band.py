@@ -85,10 +85,14 @@ def _panel(
     if len(b):
         ax.axhline(b["init_mean"][0], color="0.45", lw=0.8, ls=":", label="random init, mean")
     mine = trained.filter(pl.col("block") == block) if len(trained) else trained
-    beside = bool(len(trained)) and bool(set(trained["arm"].to_list()) & {"hub", "local"})  # the twin's x axis
+    # the twin stands on its Pythia-equivalent step; say so wherever that is not its own step
+    shifted = (
+        bool(len(trained))
+        and not trained.filter((pl.col("arm") == "twin") & (pl.col("x") != pl.col("step"))).is_empty()
+    )
     for (name, _seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
         seeds = mine.filter(pl.col("arm") == name)["seed"].n_unique()
-        _trained_line(ax, name, g, ctx.expected, seeds, beside)
+        _trained_line(ax, name, g, ctx.expected, seeds, shifted)
     held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False))
     # the twin is drawn on its Pythia-equivalent step, so its markers must be too
     column = "persistent_exit_pythia_step" if arm == "twin" else "persistent_exit_step"
@@ -108,8 +112,8 @@ def _panel(
 def _trained_line(
     ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int, pythia_axis: bool
 ) -> None:
-    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line.  Beside a
-    checkpoint arm (``pythia_axis``) the twin stands on its Pythia-equivalent step."""
+    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line.  The twin stands
+    on its Pythia-equivalent step; ``pythia_axis``: that differs from its own step, and the legend says so."""
     twin = name == "twin"
     g = (
         on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from ..verdicts.runs import Comparison
-from .context import ARM_COLOURS, Drawn, FigureContext, save, step_axis
+from .context import ARM_COLOURS, Drawn, FigureContext, save, step_axis, step_label
 
 NAME = "trained_band"
 
@@ -43,7 +43,7 @@ def trained_band(cmp: Comparison, ctx: FigureContext, out: Path) -> Drawn:
     ncol = 2 if ncols == 4 else 1  # two columns of legend need the width of four panels
     fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=ncol, fontsize=8, frameon=False)
     for ax in axes[-1]:
-        ax.set_xlabel("training step (symlog)")
+        ax.set_xlabel(step_label(ctx.log_until))  # the axis step_axis drew: symlog, or log-then-linear
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title(f"{len(cmp.runs)} trained runs: trained band vs random-init band"), fontsize=11)
     return Drawn(NAME, save(fig, out, NAME), {"band": cmp.band, "series": cmp.series, "blocks": cmp.blocks})

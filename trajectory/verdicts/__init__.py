@@ -18,7 +18,8 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
 4. **Verdict of a seed**: ``learned-above`` / ``learned-below`` when the persistent exit holds (its side)
    and starts after step 0; ``within-band`` when the last measured value is inside the band; ``undetermined``
    when the last value is outside but the exit does not hold yet, when it holds from step 0 on (the value
-   was there at initialisation), when there is no band, or when the init check failed.
+   was there at initialisation) or, with no step 0 measured, from the first measured step on (no value lies
+   inside the band), when there is no band, or when the init check failed.
 5. **Verdict of a block**: the seeds' verdict when every trained seed of the arm has the same one; else
    ``undetermined`` with the reason "seeds disagree: …".
 

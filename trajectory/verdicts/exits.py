@@ -21,10 +21,12 @@ VERDICTS = ("learned-above", "learned-below", "within-band", "undetermined")
 class Events:
     """One series' events; steps are the series' own (twin steps for the twin).  ``persistent_*`` describe the
     tail of consecutive measured points outside the band on the side of the last one (None: the last is inside);
+    ``first_step`` is the first measured step;
     ``persistent_holds`` says whether that tail meets :data:`MIN_POINTS` and :data:`MIN_FRACTION`."""
 
     final_step: int
     final: float
+    first_step: int
     first_exit_step: int | None
     first_exit_direction: str | None
     peak_step: int
@@ -74,6 +76,7 @@ def series_events(
     return Events(
         final_step=steps[-1],
         final=values[-1],
+        first_step=steps[0],
         first_exit_step=None if first is None else steps[first],
         first_exit_direction=None if first is None else sides[first],
         peak_step=steps[peak],
@@ -98,6 +101,12 @@ def series_verdict(ev: Events | None, band: bool, init_warning: str | None = Non
         return "undetermined", (
             f"{ev.persistent_direction} the band from step 0 on: the value was there at initialisation, so the "
             "band does not show it was learned"
+        )
+    if ev.persistent_holds and ev.persistent_exit_step == ev.first_step:  # no step 0 measured: no point inside
+        return "undetermined", (
+            f"{ev.persistent_direction} the band from its first measured step ({ev.first_step}) on, with no step 0: "
+            "no measured value lies inside the band, so it does not show the value was learned rather than there "
+            "at initialisation"
         )
     if ev.persistent_holds:
         return f"learned-{ev.persistent_direction}", (

@@ -5,9 +5,10 @@ gap, and gaps are never interpolated.  A trained arm's trajectory is kept per se
 (:func:`seed_trajectories`: one series per seed and block) for the verdict rules, and averaged over seeds
 (:func:`trajectory`) for figures that draw one line per block.
 
-**Spread across blocks** — at each step, the sample sd over blocks of the (seed-mean) trajectory, next to
-the spread at initialisation: for each random-init seed the sd over blocks, averaged over seeds
-(``init_spread``, with its sd over seeds), so one trained model is compared with one untrained model.
+**Spread across blocks** — at each step, for each trained seed the sample sd over blocks, averaged over the
+seeds (a mean of seeds' trajectories would average their block-to-block differences away), next to the spread
+at initialisation: for each random-init seed the sd over blocks, averaged over seeds (``init_spread``, with its
+sd over seeds), so one trained model is compared with one untrained model.
 """
 
 from __future__ import annotations
@@ -121,14 +122,19 @@ def seed_trajectories(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> 
 
 
 def spread_by_step(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> pl.DataFrame:
-    """Per measured step: ``n_blocks``, ``spread`` (sd over blocks), ``init_spread`` ± ``init_spread_sd``, ``ratio``."""
+    """Per measured step: ``n_blocks`` (of the seed with the most), ``spread`` (each seed's sd over blocks, averaged
+    over seeds), ``init_spread`` ± ``init_spread_sd``, ``ratio``."""
     init = usable(frame.filter(pl.col("arm") == BAND_ARM), metric)
     per_seed = init.group_by("seed").agg(pl.col(metric).cast(pl.Float64).std(ddof=1).alias("s"))
     init_spread, init_spread_sd = per_seed["s"].mean(), per_seed["s"].std(ddof=1)
-    return (
-        trajectory(frame, arm, metric)
-        .group_by("step")
+    per_seed = (
+        seed_trajectories(frame, arm, metric)
+        .group_by("seed", "step")
         .agg(pl.len().alias("n_blocks"), pl.col("value").std(ddof=1).alias("spread"))
+    )
+    return (
+        per_seed.group_by("step")
+        .agg(pl.col("n_blocks").max(), pl.col("spread").mean())
         .with_columns(init_spread=pl.lit(init_spread, pl.Float64), init_spread_sd=pl.lit(init_spread_sd, pl.Float64))
         .with_columns(ratio=pl.col("spread") / pl.col("init_spread"))
         .sort("step")

@@ -38,7 +38,8 @@ RULE = (
     f"last one, and it holds when that tail has ≥ {MIN_POINTS} points and spans ≥ {MIN_FRACTION:.0%} of training. "
     "A seed is learned-above / learned-below when its persistent exit holds and starts after step 0, within-band "
     "when its last measured value is inside the band, and undetermined otherwise (the exit does not hold yet, it "
-    "holds from step 0 on, no band, or step 0 outside its band). A block's verdict is its seeds' when they all "
+    "holds from step 0 on, or from the first measured step on when step 0 was not measured, no band, or step 0 "
+    "outside its band). A block's verdict is its seeds' when they all "
     "agree, else undetermined."
 )
 
