@@ -7,7 +7,7 @@ import pytest
 import torch
 from builders import tiny_model
 from test_companions import paper_score
-from test_engine import FFN_SITES
+from test_engine import stored_activations
 
 from trajectory.cli import main
 from trajectory.config import DataSpec, MetricConfig
@@ -65,17 +65,7 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
     got = measure_blocks(model, windows, cfg)
     plain = measure_blocks(model, windows, MetricConfig(seed=2, compute_dtype="float64"))
     folds = groups_of(split_by_sequence(len(windows.ids), cfg), cfg) % cfg.folds
-    sites = FFN_SITES["gpt_neox"](model)
-    xs, ys = [], []
-    hooks = [
-        sites[0][0].register_forward_pre_hook(lambda m, a: xs.append(a[0].double().numpy())),
-        sites[0][1].register_forward_hook(lambda m, a, o: ys.append(o.double().numpy())),
-    ]
-    with torch.no_grad():
-        model(input_ids=torch.as_tensor(windows.ids))
-    for h in hooks:
-        h.remove()
-    x, y = xs[0], ys[0]  # (n_seq, seq, d)
+    x, y = stored_activations(model, "gpt_neox", windows.ids)[0]  # block 0: (n_seq, seq, d)
     scores = []
     for f in range(4):
         tr, te = folds != f, folds == f

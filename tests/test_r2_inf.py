@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from builders import stdlib_text, tiny_model, tiny_tokenizer
-from test_engine import FFN_SITES
+from test_engine import stored_activations
 
 import trajectory as tj
 from trajectory.config import DataSpec, MetricConfig
@@ -54,17 +54,7 @@ def test_both_measuring_paths_and_numpy_agree(text_file, tokenizer):
     plain = measure_blocks(model, windows, MetricConfig(compute_dtype="float64"))
     folds = measure_blocks(model, windows, MetricConfig(compute_dtype="float64", companions=("ci",)))
     is_test = split_by_sequence(len(windows.ids), MetricConfig())
-    sites = FFN_SITES["gpt_neox"](model)
-    xs, ys = [], []
-    hooks = [
-        sites[0][0].register_forward_pre_hook(lambda m, a: xs.append(a[0].double().numpy())),
-        sites[0][1].register_forward_hook(lambda m, a, o: ys.append(o.double().numpy())),
-    ]
-    with torch.no_grad():
-        model(input_ids=torch.as_tensor(windows.ids))
-    for h in hooks:
-        h.remove()
-    x, y = xs[0], ys[0]  # (n_seq, seq, d)
+    x, y = stored_activations(model, "gpt_neox", windows.ids)[0]  # block 0: (n_seq, seq, d)
     xt, yt = x[~is_test].reshape(-1, 32), y[~is_test].reshape(-1, 32)
     xh, yh = x[is_test].reshape(-1, 32), y[is_test].reshape(-1, 32)
     mx = xt.mean(0)
