@@ -58,7 +58,7 @@ import torch
 #: Rows of ``Sxx`` per block of the upper-triangle product (see :class:`MomentAccumulator`).
 ROW_BLOCK = 192  # d=768: four row blocks, 5/8 of the full Gram product's work (timings: benches/README.md)
 #: Rows of one CPU batch multiplied at a time: caps the shifted copies at ROW_CHUNK × (d_in + d_out) numbers.
-#: An accelerator's batch goes in whole (each product's result crosses to host memory once per batch).
+#: An accelerator's batch goes in whole, and the sums stay on the accelerator until they are read.
 ROW_CHUNK = 1024
 #: ``precision`` → (dtype of the Gram product XᵀX, dtype of the cross product XᵀY); both summed in float64.
 PRECISIONS = {
@@ -123,9 +123,11 @@ class MomentAccumulator:
         self._sx += column_sums(xg)
         self._sy += column_sums(yc)
         self._syy += column_sums_of_squares(yc)
+        if self._gxy.device != x.device:  # the sums stay where the rows are: no copy and no host add per batch
+            self._gxx, self._gxy = [acc.to(x.device) for acc in self._gxx], self._gxy.to(x.device)
         for a, acc in zip(self._starts, self._gxx):
-            acc.add_((xg[:, a : a + acc.shape[0]].T @ xg[:, a:]).cpu())
-        self._gxy.add_((xc.T @ yc).cpu())
+            acc.add_(xg[:, a : a + acc.shape[0]].T @ xg[:, a:])
+        self._gxy.add_(xc.T @ yc)
 
     @property
     def mx(self) -> np.ndarray:
@@ -141,7 +143,7 @@ class MomentAccumulator:
         d = self.d_in
         upper = np.zeros((d, d))
         for a, acc in zip(self._starts, self._gxx):
-            upper[a : a + acc.shape[0], a:] = acc.numpy()
+            upper[a : a + acc.shape[0], a:] = acc.cpu().numpy()
         gxx = np.triu(upper) + np.triu(upper, 1).T
         rx = self._sx / max(self.n, 1)
         return gxx - self.n * np.outer(rx, rx)
@@ -149,7 +151,7 @@ class MomentAccumulator:
     @property
     def sxy(self) -> np.ndarray:
         """Σ (x-mx)(y-my)ᵀ  (d_in, d_out)."""
-        return self._gxy.numpy() - self.n * np.outer(self._sx / max(self.n, 1), self._sy / max(self.n, 1))
+        return self._gxy.cpu().numpy() - self.n * np.outer(self._sx / max(self.n, 1), self._sy / max(self.n, 1))
 
     @property
     def syy(self) -> np.ndarray:
