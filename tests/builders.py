@@ -61,21 +61,10 @@ def tiny_config(model_type: str, **overrides):
         )
     elif model_type == "gpt2":
         cfg = GPT2Config(vocab_size=vocab, n_embd=h, n_layer=layers, n_head=heads, n_positions=pos)
-    elif model_type == "llama":
-        cfg = LlamaConfig(
-            vocab_size=vocab,
-            hidden_size=h,
-            intermediate_size=2 * h,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=2,
-            max_position_embeddings=pos,
-        )
-    elif model_type in LLAMA_LIKE:
+    elif model_type == "llama" or model_type in LLAMA_LIKE:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.for_model(
-            model_type,
+        shape = dict(
             vocab_size=vocab,
             hidden_size=h,
             intermediate_size=2 * h,
@@ -83,10 +72,11 @@ def tiny_config(model_type: str, **overrides):
             num_attention_heads=heads,
             num_key_value_heads=2,
             max_position_embeddings=pos,
-            pad_token_id=0,
-            bos_token_id=0,
-            eos_token_id=0,
         )
+        if model_type == "llama":
+            cfg = LlamaConfig(**shape)
+        else:
+            cfg = AutoConfig.for_model(model_type, **shape, pad_token_id=0, bos_token_id=0, eos_token_id=0)
     elif model_type == "bert":
         cfg = BertConfig(
             vocab_size=vocab,
