@@ -127,6 +127,66 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     }
 
 
+def top_tokens(
+    model,
+    tokenizer=None,
+    *,
+    block: int,
+    top: int = 20,
+    text: str | None = None,
+    text_file: str | Path | None = None,
+    tokens=None,
+    data: DataSpec | None = None,
+    n_tokens: int = DEFAULT_TOKENS,
+    seq_len: int = DEFAULT_SEQ_LEN,
+    heldout_frac: float = DEFAULT_HELDOUT_FRAC,
+    seed: int = 0,
+    revision: str | None = None,
+    device: str = "cpu",
+    context: int = 4,
+    min_count: int = 5,
+) -> dict:
+    """The ``top`` held-out tokens of ``block`` with the largest non-linear share
+    ``s_t = ‖r_t‖² / ‖y_t − ȳ‖²`` (r_t the residual of the block's affine fit on train rows, ȳ the held-out
+    mean of the FFN output), each with ``context`` tokens either side decoded by ``tokenizer``; and per token
+    id seen ≥ ``min_count`` times, its mean share and count — what ``trajectory tokens`` prints
+    (:mod:`trajectory.engine.toptokens`; docs/tokens.md).  ``model`` is a model in memory or a Hub id / local
+    folder (with ``revision``; its tokenizer is loaded); the windows (from ``text``, ``text_file``, ``tokens``
+    or a :class:`DataSpec` ``data``) and the split are :func:`measure`'s.
+    """
+    from .engine.toptokens import top_tokens as scan
+
+    name = str(model) if isinstance(model, str | Path) else None
+    if name is not None:
+        from .sources.loading import load_model, load_tokenizer
+
+        check_device(device)
+        tokenizer = tokenizer or load_tokenizer(name, revision)
+        model, _ = load_model(name, revision, device=device)
+    if data is not None:
+        from .data.tokens import eval_tokens
+
+        windows = eval_tokens(data, tokenizer)
+    else:
+        windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
+    cfg = MetricConfig(heldout_frac=heldout_frac, seed=seed)
+    found = scan(model, windows, cfg, block, top, min_count, device)
+    decode = (lambda ids: tokenizer.decode(list(ids))) if tokenizer is not None else (lambda ids: str(list(ids)))
+    rows = [{**r, **_context(windows.ids[r["window"]], r["position"], context, decode)} for r in found.rows]
+    by_id = [{**r, "token": decode([r["token_id"]])} for r in found.by_id]
+    return {"model": name or type(model).__name__, "revision": revision or "main", "block": block,
+            "data_hash": windows.data_hash, "n_test": found.n_test, "tokens": rows, "by_id": by_id}  # fmt: skip
+
+
+def _context(window, position: int, width: int, decode) -> dict:
+    """The token at ``position`` of ``window`` and ``width`` tokens either side, decoded."""
+    return {
+        "token": decode(window[position : position + 1]),
+        "before": decode(window[max(0, position - width) : position]),
+        "after": decode(window[position + 1 : position + 1 + width]),
+    }
+
+
 def check_device(device: str) -> None:
     """A CUDA device must exist before anything is loaded or any unit runs (checked once, here)."""
     if str(device).startswith("cuda"):

@@ -41,8 +41,9 @@ DEFAULT_TOKENIZER = "embedded:4096"
 #: 2: mixed-precision products by default, held-out rows scored by their residuals.
 #: 3: ``r2_lin_inf``; the k-fold interval uses the exact t quantile and is named ``r2_lin_cv_low/high``.
 METRIC_VERSION = 3
-#: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
-COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
+#: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`,
+#: :mod:`.engine.tokentail`).
+COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap", "token_tail")
 #: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
 PRECISION_NAMES = ("mixed", "float64", "float32")
 #: Where evaluation text can come from (:mod:`trajectory.data.tokens`).

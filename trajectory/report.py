@@ -1,18 +1,13 @@
 """The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
 
-Everything comes from the store's frame (and its failure records) through
-:mod:`trajectory.verdicts`; nothing is measured here.  ``report.md`` links the
-PNGs beside it; ``report.html`` is self-contained (PNGs embedded as base64).
-
-Sections: warnings first (a trained arm whose step 0 lies outside its own
-random-init band), the verdict in numbers (counts per verdict, the band and the
-rule that decides, and how much ``r2_lin_inf`` moves the verdict), the figures,
-per trained arm a table per block (band, final value, z, first exit, peak,
-persistent exit, the k-fold interval beside its own mean, verdict and reason)
-and the spread across blocks per step against the spread at init, what is
-missing (scheduled steps without usable rows, rows whose status is not ``ok``,
-seeds, failed units, rows of other evaluations set aside), and provenance at
-the foot.
+Everything comes from the store's frame (and its failure records) through :mod:`trajectory.verdicts`;
+nothing is measured here.  ``report.md`` links the PNGs beside it; ``report.html`` embeds them (base64).
+Sections: warnings (a trained arm whose step 0 lies outside its own random-init band), the verdict in
+numbers (counts, the band and the rule, what ``r2_lin_inf`` moves), the figures, per trained arm a table
+per block (band, final value, z, first exit, peak, persistent exit, the k-fold interval, verdict, reason),
+the spread across blocks per step against init and, when stored, the token tail's concentration at init and
+at the last step; what is missing (steps without usable rows, rows not ``ok``, seeds, failed units, other
+evaluations); provenance.
 """
 
 from __future__ import annotations
@@ -330,12 +325,19 @@ def sections(
                     block_rows(table, arm, frame),
                     "Spread across blocks per step, against the spread at initialisation:",
                     spread_rows(verdicts.spread_by_step(frame, arm, metric)),
+                    *_tail(frame, arm),
                 ],
             )
         )
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
+
+
+def _tail(frame: pl.DataFrame, arm: str) -> list[Block]:  # the token tail's concentration, when stored
+    rows = verdicts.token_tail_rows(frame, arm)
+    head = ("block", "random init: mean (range, draws)", "first step", "last step", "the last step is")
+    return [verdicts.TAIL_RULE, Table(head, tuple(rows))] if rows else []
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:

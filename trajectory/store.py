@@ -87,11 +87,32 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "swap_loss": pl.Float64,
     "swap_dloss": pl.Float64,
     "swap_dppl": pl.Float64,
+    # per-token residual shares s_t and the SSE's tail concentration (trajectory.engine.tokentail)
+    "token_tail_p50": pl.Float64,
+    "token_tail_p90": pl.Float64,
+    "token_tail_p99": pl.Float64,
+    "token_tail_max": pl.Float64,
+    "token_tail_top1": pl.Float64,
+    "token_tail_top10": pl.Float64,
+    "token_tail_pos0_sse": pl.Float64,
+    "token_tail_pos0_p50": pl.Float64,
+    "token_tail_pos0_p90": pl.Float64,
+    "token_tail_pos0_p99": pl.Float64,
+    "token_tail_pos0_max": pl.Float64,
+    "token_tail_pos0_top1": pl.Float64,
+    "token_tail_pos0_top10": pl.Float64,
+    "token_tail_rest_p50": pl.Float64,
+    "token_tail_rest_p90": pl.Float64,
+    "token_tail_rest_p99": pl.Float64,
+    "token_tail_rest_max": pl.Float64,
+    "token_tail_rest_top1": pl.Float64,
+    "token_tail_rest_top10": pl.Float64,
     # why a requested companion has no number ("ok" where it has one; trajectory.engine.measure.COMPANION_KEYS)
     "status_linearity_score": pl.Utf8,
     "status_effective_rank": pl.Utf8,
     "status_ci": pl.Utf8,
     "status_swap": pl.Utf8,
+    "status_token_tail": pl.Utf8,
 }
 #: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS

@@ -17,6 +17,7 @@ from ..errors import TrajectoryError, TrajectoryWarning
 from .args import PRESETS
 from .measure import add_measure, run_measure
 from .sweep import add_sweep, run_sweep
+from .tokens import add_tokens, run_tokens
 from .views import (
     add_figures,
     add_report,
@@ -32,6 +33,11 @@ __all__ = ["COMMANDS", "PRESETS", "build_parser", "main"]
 
 COMMANDS = {
     "measure": (add_measure, run_measure, "R²_lin of every FFN block of one model revision, in one forward pass"),
+    "tokens": (
+        add_tokens,
+        run_tokens,
+        "the held-out tokens with the largest non-linear share in one block, with their context",
+    ),
     "sweep": (add_sweep, run_sweep, "measure every missing revision of a manifest (or --repo/--revisions), cached"),
     "results": (
         add_results,

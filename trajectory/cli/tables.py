@@ -28,6 +28,12 @@ TABLE = (
     ("swap_loss", "swap_loss", 9, ".4f"),
     ("swap_dloss", "swap_dloss", 10, ".4f"),
     ("swap_dppl", "swap_dppl", 9, ".3f"),
+    ("token_tail_p50", "tail_p50", 8, ".4f"),
+    ("token_tail_p99", "tail_p99", 8, ".4f"),
+    ("token_tail_max", "tail_max", 8, ".4f"),
+    ("token_tail_top1", "top1_sse", 8, ".4f"),
+    ("token_tail_top10", "top10_sse", 9, ".4f"),
+    ("token_tail_pos0_sse", "pos0_sse", 8, ".4f"),
 )
 
 
@@ -50,10 +56,19 @@ def format_blocks(result: dict) -> str:
     )
     if not any(k.startswith("status_") for b in result["blocks"] for k in b):
         return "\n".join([head, header, *rows])  # no companions: the table alone
-    legend = "r2_inf: R²_lin extrapolated to unlimited train rows" + (
-        "; r2_cv [cv_low, cv_high]: the k-fold mean and its 95% interval"
-        if any("r2_lin_cv" in b for b in result["blocks"])
-        else ""
+    legend = (
+        "r2_inf: R²_lin extrapolated to unlimited train rows"
+        + (
+            "; r2_cv [cv_low, cv_high]: the k-fold mean and its 95% interval"
+            if any("r2_lin_cv" in b for b in result["blocks"])
+            else ""
+        )
+        + (
+            "; tail_*: quantiles of s_t = ‖r_t‖²/‖y_t − ȳ‖²; top1_sse, top10_sse: share of SSE on the top 1%, 10% "
+            "of tokens; pos0_sse: on position 0 (all token_tail_* keys: --json)"
+            if any("token_tail_top1" in b for b in result["blocks"])
+            else ""
+        )
     )
     return "\n".join([head, header, *rows, legend, *notes])
 

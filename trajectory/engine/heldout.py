@@ -38,6 +38,11 @@ held-out row's residual, one extra product ``(x − mx) · whiten`` per held-out
 row.  Rows within a window are correlated, which the formula ignores, so on real
 activations it removes most but not all of the bias (README, "r2_lin_inf").
 
+**Token tail** (``token_tail``).  With a :class:`~.tokentail.TailSpec`, every held-out row's ``‖r_t‖²`` and
+``y_t − c`` also go to a :class:`~.tokentail.TokenTail` (a log histogram and a bounded reservoir), which
+gives the per-token share ``s_t = ‖r_t‖² / ‖y_t − ȳ‖²`` and the SSE's tail concentration at the end, from the
+same pass.
+
 The k-fold interval and the effective rank need the held-out moments
 themselves, so :mod:`trajectory.measure` then keeps per-group moments and scores
 the held-out rows in the same pass (:class:`MomentsThenScore`).
@@ -63,14 +68,23 @@ from .stats import (
     scores_from_sums,
     shifted,
 )
+from .tokentail import TailSpec, TokenTail
 
 
 class HeldoutResiduals:
     """Float64 per-dim sums of held-out residuals of a fixed ``fit``, of the targets about ``shift_y``, and the
     leverage-weighted residual sum ``SSE_∞`` (module docstring)."""
 
-    def __init__(self, fit: AffineFit, shift_x: np.ndarray, shift_y: np.ndarray, dtype=torch.float32) -> None:
+    def __init__(
+        self,
+        fit: AffineFit,
+        shift_x: np.ndarray,
+        shift_y: np.ndarray,
+        dtype=torch.float32,
+        tail: TailSpec | None = None,
+    ) -> None:
         self.dtype, self.n = dtype, 0
+        self.tail: TokenTail | None = tail.make(fit.w.shape[1]) if tail is not None else None
         self._cx, self._cy = shift_x, shift_y
         self._w = torch.from_numpy(fit.w).to(dtype)  # (d_in, d_out)
         self._delta = torch.from_numpy(fit.b + shift_x @ fit.w - shift_y).to(dtype)  # (d_out,)
@@ -82,22 +96,26 @@ class HeldoutResiduals:
         self._sse, self._sy, self._syy = np.zeros(d_out), np.zeros(d_out), np.zeros(d_out)
         self._sse_inf = 0.0
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), in :func:`~trajectory.stats.row_chunks`."""
+    def update(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), in :func:`~trajectory.stats.row_chunks`;
+        ``rows`` (n,): their flat indices ``window · seq_len + position``, needed by the token tail."""
         n = x.shape[0]
         x, y = x.reshape(n, -1), y.reshape(n, -1)
         if self._w.device != x.device:
             self._w, self._delta = self._w.to(x.device), self._delta.to(x.device)
             self._whiten, self._offset = self._whiten.to(x.device), self._offset.to(x.device)
-        for rows in row_chunks(n, x.device):
-            xc = shifted(x[rows], self._cx, self.dtype)  # (m, d_in)
-            yc = shifted(y[rows], self._cy, self.dtype)  # (m, d_out)
+        for chunk in row_chunks(n, x.device):
+            xc = shifted(x[chunk], self._cx, self.dtype)  # (m, d_in)
+            yc = shifted(y[chunk], self._cy, self.dtype)  # (m, d_out)
             self._sy += column_sums(yc)
             self._syy += column_sums_of_squares(yc)
-            resid = torch.addmm(yc.sub_(self._delta), xc, self._w, alpha=-1.0)  # (y-cy) - δ - (x-cx)W
+            base = yc - self._delta if self.tail is not None else yc.sub_(self._delta)  # the tail needs y - cy
+            resid = torch.addmm(base, xc, self._w, alpha=-1.0)  # (y-cy) - δ - (x-cx)W
             self._sse += column_sums_of_squares(resid)
             lev = (xc @ self._whiten).sub_(self._offset).double().square().sum(1)  # (m,) h_t
             sq = resid.double().square().sum(1)  # (m,) ‖e_t‖²
+            if self.tail is not None:
+                self.tail.update(sq, yc, rows[chunk])
             self._sse_inf += float((sq / (1.0 + self._inv_n + lev)).sum())
         self.n += n
 
@@ -109,8 +127,16 @@ class HeldoutResiduals:
         mean = self._sy / max(self.n, 1)
         return self._syy - self.n * mean**2
 
+    def mean(self) -> np.ndarray:
+        """The held-out mean ȳ of the targets."""
+        return self._cy + self._sy / max(self.n, 1)
+
     def scores(self) -> dict[str, float]:
         return scores_from_sums(np.maximum(self._sse, 0.0), self.sst(), self._cy + self._sy / max(self.n, 1), self.n)
+
+    def token_tail(self) -> dict[str, float]:
+        """The ``token_tail_*`` companion (:mod:`.tokentail`): ȳ − c is known now, so each sampled s_t is exact."""
+        return self.tail.finalize(self._sy / max(self.n, 1)) if self.tail is not None and self.n else {}
 
     def inf_gain(self) -> float:
         """``(SSE − SSE_∞) / SST``: what ``r2_lin_inf`` adds to ``r2_lin`` (module docstring); ≥ 0."""
@@ -118,27 +144,32 @@ class HeldoutResiduals:
         return (float(self._sse.sum()) - self._sse_inf) / sst if sst > 0 else float("nan")
 
 
-def _scorer(train: MomentAccumulator, precision: str, rcond: float) -> tuple[AffineFit, HeldoutResiduals] | None:
+def _scorer(
+    train: MomentAccumulator, precision: str, rcond: float, tail: TailSpec | None = None
+) -> tuple[AffineFit, HeldoutResiduals] | None:
     """The fit on complete train moments and a scorer of held-out rows (None when the moments are not finite)."""
     if not (np.isfinite(train.sxx).all() and np.isfinite(train.sxy).all()):
         return None
     fit = fit_affine(train, rcond)
     shift_x, shift_y = (m.astype(np.float32).astype(np.float64) for m in (train.mx, train.my))
-    scorer = HeldoutResiduals(fit, shift_x, shift_y, PRECISIONS[precision][1])
+    scorer = HeldoutResiduals(fit, shift_x, shift_y, PRECISIONS[precision][1], tail)
     return replace(fit, whiten=None), scorer  # the scorer holds its own copy of the whitening
 
 
 class FitThenScore:
     """One block in one pass: group 0 rows build train moments, group 1 rows are scored (module docstring)."""
 
-    def __init__(self, d_in: int, d_out: int, precision: str = "mixed", rcond: float = 1e-6) -> None:
+    def __init__(
+        self, d_in: int, d_out: int, precision: str = "mixed", rcond: float = 1e-6, tail: TailSpec | None = None
+    ) -> None:
         self.train: MomentAccumulator | None = MomentAccumulator(d_in, d_out)
-        self.precision, self.rcond = precision, rcond
+        self.precision, self.rcond, self.tail = precision, rcond, tail
+        self.wants_rows = tail is not None  # the probe then passes each row's flat index
         self.fit: AffineFit | None = None
         self.heldout: HeldoutResiduals | None = None
         self.n_train = 0
 
-    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def update(self, group: int, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         if group == 0:
             if self.train is None:
                 raise RuntimeError("a train row arrived after held-out rows; feed every train window first")
@@ -147,17 +178,20 @@ class FitThenScore:
         if self.train is not None:
             self._fit()
         if self.heldout is not None:  # None: the train moments were not finite, nothing to score
-            self.heldout.update(x, y)
+            self.heldout.update(x, y, rows)
 
     def _fit(self) -> None:
         """Fit on the complete train moments, then free them (only the fit is needed from here on)."""
         train, self.train = self.train, None
         self.n_train = train.n
-        self.fit, self.heldout = _scorer(train, self.precision, self.rcond) or (None, None)
+        self.fit, self.heldout = _scorer(train, self.precision, self.rcond, self.tail) or (None, None)
 
     @property
     def n_test(self) -> int:
         return self.heldout.n if self.heldout is not None else 0
+
+    def token_tail(self) -> dict[str, float]:
+        return self.heldout.token_tail() if self.heldout is not None else {}
 
     def affine_fit(self, rcond: float | None = None) -> AffineFit | None:
         """The fit made when the first held-out row arrived (None if the train moments were not finite)."""
@@ -188,14 +222,22 @@ class MomentsThenScore(GroupMoments):
     """
 
     def __init__(
-        self, d_in: int, d_out: int, n_groups: int, n_train_groups: int, precision: str = "mixed", rcond: float = 1e-6
+        self,
+        d_in: int,
+        d_out: int,
+        n_groups: int,
+        n_train_groups: int,
+        precision: str = "mixed",
+        rcond: float = 1e-6,
+        tail: TailSpec | None = None,
     ) -> None:
         super().__init__(d_in, d_out, n_groups, precision)
-        self.n_train_groups, self.rcond = n_train_groups, rcond
+        self.n_train_groups, self.rcond, self.tail = n_train_groups, rcond, tail
+        self.wants_rows = tail is not None
         self.scorer: HeldoutResiduals | None = None
         self._fitted = False
 
-    def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    def update(self, group: int, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         super().update(group, x, y)
         if group < self.n_train_groups:
             if self._fitted:
@@ -203,10 +245,13 @@ class MomentsThenScore(GroupMoments):
             return
         if not self._fitted:
             self._fitted = True
-            made = _scorer(merged(*self.groups[: self.n_train_groups]), self.precision, self.rcond)
+            made = _scorer(merged(*self.groups[: self.n_train_groups]), self.precision, self.rcond, self.tail)
             self.scorer = made[1] if made else None
         if self.scorer is not None:
-            self.scorer.update(x, y)
+            self.scorer.update(x, y, rows)
+
+    def token_tail(self) -> dict[str, float]:
+        return self.scorer.token_tail() if self.scorer is not None else {}
 
     def inf_gain(self) -> float:
         """What ``r2_lin_inf`` adds to the moment path's ``r2_lin`` (NaN when nothing was scored)."""

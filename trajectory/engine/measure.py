@@ -22,6 +22,8 @@ from .companions import effective_rank, kfold_interval, linearity_scores, merged
 from .heldout import FitThenScore, MomentsThenScore
 from .probe import FFNProbe, moments
 from .stats import BlockResult, BlockStats
+from .tokentail import KEYS as TOKEN_TAIL_KEYS
+from .tokentail import TailSpec
 
 #: Companions that need the FFN's held-out moments, not just its held-out residuals.
 NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci")
@@ -37,6 +39,7 @@ COMPANION_KEYS = {
     "effective_rank": ("effective_rank",),
     "ci": ("r2_lin_cv", "r2_lin_cv_low", "r2_lin_cv_high"),
     "swap": ("swap_loss", "swap_dloss", "swap_dppl"),
+    "token_tail": TOKEN_TAIL_KEYS,
 }
 
 
@@ -156,6 +159,8 @@ def n_train_groups(cfg: MetricConfig) -> int:
 
 def _companion_values(i: int, probe: FFNProbe, stats: BlockResult, cfg: MetricConfig) -> dict:
     out = {}
+    if "token_tail" in cfg.companions:
+        out.update(probe.accumulators["ffn"][i].token_tail())
     if "effective_rank" in cfg.companions:
         out["effective_rank"] = effective_rank(stats.train, stats.test, rcond=cfg.rcond)
     if "ci" in cfg.companions:
@@ -191,14 +196,16 @@ def _swap(
             rows[row["block"]].update({k: v for k, v in row.items() if k != "block"})
 
 
-def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
+def sinks_for(cfg: MetricConfig, n_groups: int, seq_len: int = 0) -> dict:
     """Per site, what collects each block's rows: one-pass fit-then-score unless a companion needs held-out
-    moments (then per-group moments); the residual site, for the secretly-linear score, always keeps moments."""
+    moments (then per-group moments); the residual site, for the secretly-linear score, always keeps moments.
+    With ``token_tail``, the FFN sink also keeps the token tail of windows of ``seq_len`` (:mod:`.tokentail`)."""
+    tail = TailSpec(seq_len, cfg.seed) if "token_tail" in cfg.companions else None
     if any(c in cfg.companions for c in NEEDS_HELDOUT_MOMENTS):
-        k = n_train_groups(cfg)
-        sinks = {"ffn": lambda d_in, d_out: MomentsThenScore(d_in, d_out, n_groups, k, cfg.compute_dtype, cfg.rcond)}
+        k, dtype = n_train_groups(cfg), cfg.compute_dtype
+        sinks = {"ffn": lambda d_in, d_out: MomentsThenScore(d_in, d_out, n_groups, k, dtype, cfg.rcond, tail)}
     else:
-        sinks = {"ffn": lambda d_in, d_out: FitThenScore(d_in, d_out, cfg.compute_dtype, cfg.rcond)}
+        sinks = {"ffn": lambda d_in, d_out: FitThenScore(d_in, d_out, cfg.compute_dtype, cfg.rcond, tail)}
     if "linearity_score" in cfg.companions:
         sinks["residual"] = moments(n_groups, cfg.compute_dtype)
     return sinks
@@ -241,7 +248,7 @@ def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress
     is_test = split_by_sequence(tokens.ids.shape[0], cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
     groups = groups_of(is_test, cfg)
-    probe = FFNProbe(model, adapter, sinks_for(cfg, n_groups=2 * n_train_groups(cfg)))
+    probe = FFNProbe(model, adapter, sinks_for(cfg, 2 * n_train_groups(cfg), tokens.ids.shape[1]))
     batch = max(1, cfg.batch_tokens // tokens.ids.shape[1])
     probe.run(tokens.ids, groups, batch, device=device, progress=progress)
     stats, rows = [], []

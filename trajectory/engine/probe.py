@@ -35,7 +35,8 @@ class Sink(Protocol):
     :class:`~trajectory.engine.stats.GroupMoments` and :class:`~trajectory.engine.heldout.FitThenScore`."""
 
     def update(self, group: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of ``group``."""
+        """Add rows ``x`` (n, d_in) and ``y`` (n, d_out) of ``group``.  A sink whose ``wants_rows`` is true
+        is also given ``rows=`` (n,), each row's flat index ``window · seq_len + position`` into ``ids``."""
 
 
 def moments(n_groups: int = 2, precision: str = "float64") -> Callable[[int, int], GroupMoments]:
@@ -63,6 +64,7 @@ class FFNProbe:
         self.accumulators = {site: [make(d, d) for _ in self.blocks] for site, make in sinks.items()}
         self._x: dict[tuple[str, int], torch.Tensor] = {}
         self._groups: torch.Tensor | None = None  # (batch,) long
+        self._rows: torch.Tensor | None = None  # (batch, seq) long: flat index of each row into ``ids``
         self._present: list[int] = []
 
     @property
@@ -73,12 +75,15 @@ class FFNProbe:
     def _update(self, site: str, i: int, x: torch.Tensor, y: torch.Tensor) -> None:
         # x, y: (batch, seq, d)
         sink = self.accumulators[site][i]
+        rows = getattr(sink, "wants_rows", False)
         if len(self._present) == 1:
-            sink.update(self._present[0], x.flatten(0, 1), y.flatten(0, 1))
+            extra = {"rows": self._rows.flatten()} if rows else {}
+            sink.update(self._present[0], x.flatten(0, 1), y.flatten(0, 1), **extra)
             return
         for g in self._present:  # ascending: a boundary batch gives its train rows first
             mask = self._groups == g
-            sink.update(g, x[mask].flatten(0, 1), y[mask].flatten(0, 1))
+            extra = {"rows": self._rows[mask].flatten()} if rows else {}
+            sink.update(g, x[mask].flatten(0, 1), y[mask].flatten(0, 1), **extra)
 
     @contextmanager
     def _hooks(self) -> Iterator[None]:
@@ -122,6 +127,8 @@ class FFNProbe:
                 sel = order[start : start + batch_size]
                 self._groups = torch.as_tensor(groups[sel], device=device)
                 self._present = sorted(set(groups[sel].tolist()))
+                seq = ids.shape[1]
+                self._rows = torch.as_tensor(sel[:, None] * seq + np.arange(seq)[None, :], device=device)
                 trunk(input_ids=torch.as_tensor(ids[sel], dtype=torch.long, device=device), **kwargs)
                 if progress is not None:
                     progress(len(sel))

@@ -30,8 +30,11 @@ def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     return pl.concat(parts) if parts else pl.DataFrame()
 
 
-def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
-    """Fig. 3: one panel per block — trained trajectories over the random-init band."""
+def small_multiples(
+    frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str, name: str = "small_multiples"
+) -> Drawn:
+    """Fig. 3: one panel per block — trained trajectories of ``ctx.metric`` over the random-init band (also
+    drawn for the token tail's concentration, as ``name``)."""
     band = verdicts.random_init_band(frame, ctx.metric, ctx.coverage)
     trained = trained_on_pythia_axis(frame, ctx.metric)
     table = verdicts.block_table(frame, arm, ctx.metric, ctx.coverage, ctx.totals.get(arm))
@@ -61,8 +64,8 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title("Learned or architectural? Trained trajectory over the random-init band"), fontsize=11)
     return Drawn(
-        "small_multiples",
-        save(fig, out, "small_multiples"),
+        name,
+        save(fig, out, name),
         {"trained": trained, "band": band, "table": table, "persistent_x": marks},
     )
 

@@ -8,6 +8,7 @@ coloured by depth, on the same step axis as fig. 1.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -88,3 +89,15 @@ def _interval(ax, frame: pl.DataFrame, arm: str, colour) -> None:
     both = low.join(high, on=["block", "step"], suffix="_high").sort("block", "step")
     for (block,), g in both.group_by("block", maintain_order=True):
         ax.fill_between(g["step"], g["value"], g["value_high"], color=colour(block), alpha=0.2, lw=0)
+
+
+def token_tail(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn | None:
+    """Tail concentration (``token_tail_top1``) vs step per block, every trained arm over the random-init
+    draws' band, as fig. 3 draws R²_lin; None when the store holds no token tail for ``arm``."""
+    metric = "token_tail_top1"
+    rows = frame.filter(pl.col("arm") == arm)
+    if metric not in rows.columns or not len(verdicts.usable(rows, metric)):
+        return None
+    from .band import small_multiples
+
+    return small_multiples(frame, replace(ctx, metric=metric), out, arm, name="token_tail")

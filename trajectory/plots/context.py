@@ -30,6 +30,7 @@ METRIC_LABELS = {
     "r2_lin_global": "global R²_lin (held-out, unitless)",
     "r2_median_dim": "median per-dimension R² (held-out, unitless)",
     "r2_lin_inf": "R²_lin extrapolated to unlimited train rows (unitless)",
+    "token_tail_top1": "share of the block's held-out SSE on its top 1% of tokens",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
 ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}

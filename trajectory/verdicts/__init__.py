@@ -67,6 +67,7 @@ from .runs import (
 )
 from .summary import (
     RULE,
+    TAIL_RULE,
     arm_sentence,
     as_json,
     band_sentence,
@@ -75,10 +76,13 @@ from .summary import (
     interval_cells,
     metric_shift_sentences,
     records,
+    token_tail_rows,
 )
 from .table import arm_verdicts, block_table, compare_metrics, verdict_table
 
 __all__ = [
+    "TAIL_RULE",
+    "token_tail_rows",
     "BAND_ARM",
     "BLOCK_RULE",
     "FINAL_RULE",

@@ -132,3 +132,42 @@ def as_json(table: pl.DataFrame, experiment: str, metric: str, coverage: float) 
         "warnings": sorted({w for w in table["warning"].to_list() if w}),
         "blocks": records(table),
     }
+
+
+#: The rule by which the report reads the token tail's concentration (docs/tokens.md).
+TAIL_RULE = (
+    "Tail concentration is the share of a block's held-out SSE on its top 1% of tokens (token_tail_top1). "
+    "Rule: the last step is read as more (less) concentrated than at init only when it lies above (below) "
+    "every random-init draw of that block; otherwise it is within the draws."
+)
+
+
+def token_tail_rows(frame: pl.DataFrame, arm: str, metric: str = "token_tail_top1") -> list[tuple[str, ...]]:
+    """Per block: the random-init draws (mean, range, count), ``arm`` at its first and last measured step,
+    and what the last step shows under :data:`TAIL_RULE`; empty when the store holds no token tail."""
+    if metric not in frame.columns:
+        return []
+    init = usable(frame.filter(pl.col("arm") == BAND_ARM), metric).group_by("block").agg(
+        pl.col(metric).mean().alias("mean"), pl.col(metric).min().alias("low"),
+        pl.col(metric).max().alias("high"), pl.len().alias("n"))  # fmt: skip
+    trained = usable(frame.filter(pl.col("arm") == arm), metric).group_by("block", "step").agg(pl.col(metric).mean())
+    out = []
+    for block in sorted(set(trained["block"].to_list())):
+        mine = trained.filter(pl.col("block") == block).sort("step")
+        first, last = mine.row(0, named=True), mine.row(-1, named=True)
+        draws = init.filter(pl.col("block") == block)
+        d = draws.row(0, named=True) if len(draws) else None
+        shows = "no random-init draws" if d is None else (
+            "more concentrated than every draw" if last[metric] > d["high"] else
+            "less concentrated than every draw" if last[metric] < d["low"] else "within the draws")  # fmt: skip
+        cells = f"{d['mean']:.4f} ({d['low']:.4f}–{d['high']:.4f}, {d['n']})" if d else "—"
+        out.append(
+            (
+                str(block),
+                cells,
+                f"{first[metric]:.4f} at {first['step']}",
+                f"{last[metric]:.4f} at {last['step']}",
+                shows,
+            )
+        )
+    return out
