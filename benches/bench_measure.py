@@ -26,6 +26,11 @@ Times exclude model building.  The last line is machine-readable:
 
 (the memory ratio is named for the default sizes; it is big over small whatever they are).
 
+One method alone, in a fresh process (its time and peak memory as JSON), e.g. the ``token_tail`` companion's
+flat memory (docs/tokens.md):
+
+    python benches/bench_measure.py --worker token_tail --shape quick --tokens 131072
+
     python benches/bench_measure.py [--tokens 16384] [--big-tokens 131072] [--repeats 3] [--big-repeats 1]
                                     [--also float64,float32] [--device cpu|cuda] [--quick]
 """
@@ -118,6 +123,12 @@ def run_forward(model, tokens: EvalTokens, device: str) -> None:
 def run_measure(model, tokens: EvalTokens, device: str, precision: str = "mixed") -> list[dict]:
     cfg = MetricConfig(compute_dtype=precision, batch_tokens=BATCH_TOKENS)
     return [{k: row[k] for k in ("r2_lin", "r2_lin_global")} for row in measure_blocks(model, tokens, cfg, device)]
+
+
+def run_token_tail(model, tokens: EvalTokens, device: str) -> list[dict]:
+    """``measure_blocks`` with the ``token_tail`` companion (docs/tokens.md: its memory must stay flat)."""
+    cfg = MetricConfig(batch_tokens=BATCH_TOKENS, companions=("token_tail",))
+    return [{k: row[k] for k in ("r2_lin", "token_tail_top1")} for row in measure_blocks(model, tokens, cfg, device)]
 
 
 @torch.no_grad()
@@ -219,6 +230,7 @@ def worker(method: str, shape: str, n_tokens: int, device: str) -> None:
         "measure": run_measure,
         "float64": lambda *a: run_measure(*a, "float64"),
         "float32": lambda *a: run_measure(*a, "float32"),
+        "token_tail": run_token_tail,
     }[method]
     result: list[list[dict]] = []
     seconds = timed(lambda: result.append(runner(model, tokens, device)), device)
@@ -314,7 +326,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="a small model and sizes: checks the script only")
     parser.add_argument(
         "--worker",
-        choices=("interleaved", "measure", "peer", "peer-cutoff", "float64", "float32"),
+        choices=("interleaved", "measure", "peer", "peer-cutoff", "float64", "float32", "token_tail"),
         help=argparse.SUPPRESS,
     )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="pythia-160m", help=argparse.SUPPRESS)

@@ -151,3 +151,42 @@ def test_planted_ids_fill_the_top_and_carry_the_tail():
     held = ids[is_test]
     seen = {p for p in PLANTED if (held == p).sum() >= 2}
     assert seen and {r["token_id"] for r in got["by_id"][: len(seen)]} == seen
+
+
+def tail_frame(tmp_path):
+    """The synthetic store, with a top-1% SSE share per row: block 0 of the hub arm concentrates to 0.6 by its
+    last step, every other row is the random-init draws' 0.05 + 0.01·seed."""
+    import polars as pl
+    from synthetic import build_store, write_manifest
+
+    from trajectory.manifest import load_manifest
+    from trajectory.store import Store
+
+    build_store(tmp_path / "store")
+    manifest = load_manifest(write_manifest(tmp_path / "m.toml", tmp_path / "store"))
+    frame = Store(manifest.store_dir).read()
+    last = frame.filter(pl.col("arm") == "hub")["step"].max()
+    hot = (pl.col("arm") == "hub") & (pl.col("block") == 0) & (pl.col("step") == last)
+    value = pl.when(hot).then(0.6).otherwise(0.05 + 0.01 * (pl.col("seed") % 3))
+    return manifest, frame.with_columns(token_tail_top1=value), last
+
+
+def test_report_reads_tail_concentration_at_init_and_last_step(tmp_path):
+    from trajectory import verdicts
+
+    _, frame, last = tail_frame(tmp_path)
+    rows = {int(r[0]): r for r in verdicts.token_tail_rows(frame, "hub")}
+    assert rows[0][3] == f"0.6000 at {last}" and rows[0][4] == "more concentrated than every draw"
+    assert all(r[4] == "within the draws" for b, r in rows.items() if b != 0)
+
+
+def test_tail_concentration_figure_draws_the_stored_values_over_the_band(tmp_path):
+    from trajectory.plots import context_from
+    from trajectory.plots.companions import token_tail
+
+    manifest, frame, last = tail_frame(tmp_path)
+    drawn = token_tail(frame, context_from(manifest, frame), tmp_path / "figs", "hub")
+    assert drawn.name == "token_tail" and all(p.exists() for p in drawn.paths)
+    hub = drawn.data["trained"].filter((drawn.data["trained"]["arm"] == "hub") & (drawn.data["trained"]["block"] == 0))
+    assert hub.sort("step")["value"][-1] == 0.6
+    assert token_tail(frame.drop("token_tail_top1"), context_from(manifest, frame), tmp_path / "f2", "hub") is None

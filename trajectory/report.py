@@ -5,9 +5,8 @@ nothing is measured here.  ``report.md`` links the PNGs beside it; ``report.html
 Sections: warnings (a trained arm whose step 0 lies outside its own random-init band), the verdict in
 numbers (counts, the band and the rule, what ``r2_lin_inf`` moves), the figures, per trained arm a table
 per block (band, final value, z, first exit, peak, persistent exit, the k-fold interval, verdict, reason),
-the spread across blocks per step against init and, when stored, the token tail's concentration at init and
-at the last step; what is missing (steps without usable rows, rows not ``ok``, seeds, failed units, other
-evaluations); provenance.
+the spread across blocks per step against init, the token tail's concentration at init and last (if stored);
+what is missing (steps without usable rows, rows not ``ok``, seeds, failed units, other evaluations).
 """
 
 from __future__ import annotations
