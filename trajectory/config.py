@@ -371,7 +371,7 @@ class Manifest:
         return self.repo or self.name
 
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (the twin's from :func:`.twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
         if self.twin is not None:
             out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
