@@ -35,7 +35,7 @@ LAYERS = {
     "verdicts": 7, "verify": 7,
     "plots": 8,
     "report": 9, "experiments": 9, "multireport": 9,
-    "api": 10, "cli": 10, "__main__": 10, "__init__": 10,
+    "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 
 

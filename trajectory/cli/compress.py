@@ -50,7 +50,7 @@ def _ranks(text: str | None):
 
 
 def run_compress(args) -> int:
-    from ..api import compress
+    from ..api_compress import compress
     from ..compress.folder import jsonable
     from ..compress.table import format_ablations, format_plan
 

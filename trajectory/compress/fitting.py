@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..data.tokens import EvalTokens
 from ..engine.adapters import Adapter
-from ..engine.measure import check_budget, check_vocab, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, split_by_sequence
 from ..engine.probe import FFNProbe, moments
 from ..engine.stats import BlockStats
 from .spec import CompressConfig
@@ -34,6 +34,7 @@ class Windows:
 def split_windows(model: nn.Module, tokens: EvalTokens, cfg: CompressConfig) -> Windows:
     """The split of ``tokens`` (checked against the model's vocabulary and the fit's row budget)."""
     check_vocab(tokens, model.get_input_embeddings().num_embeddings)
+    check_positions(model.config, tokens.ids.shape[1])
     is_test = split_by_sequence(tokens.ids.shape[0], cfg.metric)
     check_budget(tokens, is_test, model.config.hidden_size)
     batch = max(1, cfg.metric.batch_tokens // tokens.ids.shape[1])
