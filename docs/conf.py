@@ -47,6 +47,6 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|nn|polars|pl|numpy|np|transformers|huggingface_hub|matplotlib|joblib|tokenizers|dask)(\..*)?"),
     (r"py:.*", r"(pathlib|collections|typing|enum|dataclasses|concurrent|threading|io|os|json|argparse)(\..*)?"),
-    (r"py:.*", r"(Path|Any|Callable|Iterable|Iterator|Sequence|Mapping|ClassVar|Literal|Protocol|TextIO|Self)"),
+    (r"py:.*", r"(Path|Any|Callable|Iterable|Iterator|Sequence|Mapping|ClassVar|Literal|Protocol|TextIO|Self|Module|Tensor)"),
     (r"py:.*", r"(NoneType|None|Ellipsis|optional|callable|array_like)"),
 ]

@@ -72,7 +72,7 @@ API_WORDS = {
 
 @contextmanager
 def api_wording():
-    """Inside, a :class:`TrajectoryError` leaves with its CLI flags replaced by :data:`API_WORDS`."""
+    """Inside, a :class:`.TrajectoryError` leaves with its CLI flags replaced by :data:`API_WORDS`."""
     try:
         yield
     except TrajectoryError as exc:
