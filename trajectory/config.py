@@ -42,7 +42,8 @@ DEFAULT_TOKENIZER = "embedded:4096"
 #: 3: ``r2_lin_inf``; the k-fold interval uses the exact t quantile and is named ``r2_lin_cv_low/high``.
 METRIC_VERSION = 3
 #: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
-COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
+#: ``remove`` and ``lowrank`` are the compression companions (:mod:`trajectory.engine.replaced`).
+COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap", "remove", "lowrank")
 #: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
 PRECISION_NAMES = ("mixed", "float64", "float32")
 #: Where evaluation text can come from (:mod:`trajectory.data.tokens`).
@@ -126,7 +127,8 @@ class MetricConfig:
     ``numpy.linalg.lstsq(rcond=…)`` applies); ``compute_dtype``: precision of the per-batch products
     (:data:`PRECISION_NAMES`); ``batch_tokens``: tokens per forward pass (does not change results, not
     hashed); ``companions``: extra metrics (:data:`COMPANIONS`, or ``"all"``); ``folds``: k of the k-fold
-    interval (``ci``); ``companion_points``: measure the companions at only this many of each trained arm's
+    interval (``ci``); ``lowrank_tol``: the Δloss (nats) within which ``lowrank`` looks for the smallest
+    rank; ``companion_points``: measure the companions at only this many of each trained arm's
     steps, spread evenly over its schedule, the first and last included (0: at every step; R²_lin is
     measured at every step either way; not hashed: a unit's digest says whether it has companions).
     """
@@ -140,6 +142,7 @@ class MetricConfig:
     companions: tuple[str, ...] = ()
     folds: int = 5
     companion_points: int = 0
+    lowrank_tol: float = 0.05
 
     def __post_init__(self) -> None:
         raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
@@ -160,6 +163,7 @@ class MetricConfig:
         _seed(self.seed, "metric seed")
         if not (isinstance(self.batch_tokens, int) and self.batch_tokens >= 1):
             raise ConfigError(f"batch_tokens must be a positive integer, got {self.batch_tokens!r}")
+        _finite(self.lowrank_tol, "lowrank_tol", 0.0)
         if not (isinstance(self.companion_points, int) and self.companion_points >= 0):
             raise ConfigError(f"companion_points must be an integer ≥ 0, got {self.companion_points!r}")
 
@@ -184,6 +188,8 @@ class MetricConfig:
             values.pop("companions")
         if "ci" not in self.companions:
             values.pop("folds")
+        if "lowrank" not in self.companions:
+            values.pop("lowrank_tol")
         values["metric_version"] = METRIC_VERSION
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -379,7 +385,7 @@ class Manifest:
         return self.repo or self.name
 
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (the twin's from :func:`.twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
         if self.twin is not None:
             out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
