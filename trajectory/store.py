@@ -75,7 +75,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "key": pl.Utf8,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
-    # companion metrics (null unless the metric config asks for them; see trajectory.companions, .swap)
+    # companion metrics (null unless the metric config asks for them; see trajectory.engine.companions, .swap)
     "linearity_score": pl.Float64,
     "linearity_score_heldout": pl.Float64,
     "linearity_score_nores": pl.Float64,
@@ -87,6 +87,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "swap_loss": pl.Float64,
     "swap_dloss": pl.Float64,
     "swap_dppl": pl.Float64,
+    "remove_loss": pl.Float64,  # the FFN outputs 0 (trajectory.engine.replaced)
+    "remove_dloss": pl.Float64,
+    "lowrank_rank": pl.Int64,  # smallest rank within [metric] lowrank_tol nats
+    "lowrank_dloss": pl.Float64,
     # per-token residual shares s_t and the SSE's tail concentration (trajectory.engine.tokentail)
     "token_tail_p50": pl.Float64,
     "token_tail_p90": pl.Float64,
@@ -112,6 +116,8 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "status_effective_rank": pl.Utf8,
     "status_ci": pl.Utf8,
     "status_swap": pl.Utf8,
+    "status_remove": pl.Utf8,
+    "status_lowrank": pl.Utf8,
     "status_token_tail": pl.Utf8,
 }
 #: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
