@@ -336,8 +336,7 @@ def sections(
 
 def _tail(frame: pl.DataFrame, arm: str) -> list[Block]:  # the token tail's concentration, when stored
     rows = verdicts.token_tail_rows(frame, arm)
-    head = ("block", "random init: mean (range, draws)", "first step", "last step", "the last step is")
-    return [verdicts.TAIL_RULE, Table(head, tuple(rows))] if rows else []
+    return [verdicts.TAIL_RULE, Table(verdicts.TAIL_HEADER, tuple(rows))] if rows else []
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:

@@ -67,6 +67,7 @@ from .runs import (
 )
 from .summary import (
     RULE,
+    TAIL_HEADER,
     TAIL_RULE,
     arm_sentence,
     as_json,
@@ -81,6 +82,7 @@ from .summary import (
 from .table import arm_verdicts, block_table, compare_metrics, verdict_table
 
 __all__ = [
+    "TAIL_HEADER",
     "TAIL_RULE",
     "token_tail_rows",
     "BAND_ARM",

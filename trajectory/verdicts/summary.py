@@ -141,6 +141,9 @@ TAIL_RULE = (
     "every random-init draw of that block; otherwise it is within the draws."
 )
 
+#: The columns of :func:`token_tail_rows`.
+TAIL_HEADER = ("block", "random init: mean (range, draws)", "first step", "last step", "the last step is")
+
 
 def token_tail_rows(frame: pl.DataFrame, arm: str, metric: str = "token_tail_top1") -> list[tuple[str, ...]]:
     """Per block: the random-init draws (mean, range, count), ``arm`` at its first and last measured step,
