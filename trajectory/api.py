@@ -90,12 +90,12 @@ def measure(
             raise ConfigError("a model given by name needs text_file=")
         result = measure_revision(str(model), revision, data, cfg, device or "cpu")
         return blocks_frame(result)
-    from .engine.measure import check_budget, measure_blocks, split_by_sequence
+    from .engine.measure import check_budget, measure_blocks, split_windows
 
     if device is not None:
         check_device(device)
     windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
-    check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
+    check_budget(windows, split_windows(windows, cfg), model.config.hidden_size)
     blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
     return blocks_frame({"data_hash": windows.data_hash, "metric_config": cfg.digest(), "blocks": blocks})
 
@@ -106,7 +106,7 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     from .arms.checkpoints import measure_checkpoint
     from .data.tokens import eval_tokens
     from .engine.adapters import adapter_for
-    from .engine.measure import check_budget, check_positions, check_vocab, split_by_sequence
+    from .engine.measure import check_budget, check_positions, check_vocab, split_windows
     from .sources.loading import load_config, load_tokenizer
 
     check_device(device)
@@ -115,7 +115,7 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     check_positions(config, data.seq_len, data.allow_long)
     tokens = eval_tokens(data, load_tokenizer(name, revision))
     check_vocab(tokens, config.vocab_size)
-    check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
+    check_budget(tokens, split_windows(tokens, cfg), config.hidden_size)
     blocks, wh = measure_checkpoint(name, tokens, cfg, device, revision)
     return {
         "model": name,

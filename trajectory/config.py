@@ -33,8 +33,11 @@ __version__ = "0.2.0"
 #: Evaluation tokens (train + held-out) per measurement, and the window they are cut into.
 DEFAULT_TOKENS = 16_384
 DEFAULT_SEQ_LEN = 128
-#: Share of windows held out (split by sequence, never by token).
+#: Share of windows held out (split by document, never by token: :func:`trajectory.engine.measure.split_windows`).
 DEFAULT_HELDOUT_FRAC = 0.2
+#: The most of the evaluation windows one document may give before every document has given its share
+#: (:func:`trajectory.data.tokens.windows`): 3% of 128 windows is 3 windows, so at least 43 documents.
+DEFAULT_MAX_DOC_SHARE = 0.03
 #: The embedded corpus's tokenizer (a BPE trained locally on the CPython standard library).
 DEFAULT_TOKENIZER = "embedded:4096"
 #: Bumped whenever a change to the maths could change a stored number (it is hashed into the metric digest).
@@ -196,6 +199,8 @@ class DataSpec:
     disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
     ``allow_long`` lets windows run past a rotary model's ``max_position_embeddings`` (a model with
     learned absolute positions has no embedding there, so it is refused either way); it changes no number.
+    ``seed`` orders the documents and picks where in each the windows are cut; ``max_doc_share`` caps the
+    windows one document gives (:func:`trajectory.data.tokens.windows`).
     """
 
     kind: str = "embedded"
@@ -204,8 +209,12 @@ class DataSpec:
     tokens: int = DEFAULT_TOKENS
     seq_len: int = DEFAULT_SEQ_LEN
     allow_long: bool = False
+    seed: int = 0
+    max_doc_share: float = DEFAULT_MAX_DOC_SHARE
 
     def __post_init__(self) -> None:
+        _seed(self.seed, "[data] seed")
+        _finite(self.max_doc_share, "[data] max_doc_share", 0.0, 1.0, open_low=True)
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"evaluation data kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
         if self.kind != "embedded" and not (isinstance(self.path, str) and self.path):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,10 @@ def _plain(value: Any) -> bool:
 
 def _data(r: _Reader, doc: dict) -> DataSpec:
     tab = r.table(
-        doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long"}
+        doc,
+        "data",
+        {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long", "seed"}
+        | {"max_doc_share"},
     )
     kinds = [k for k in ("text_file", "parquet", "dataset", "embedded") if k in tab]
     if len(kinds) > 1:
@@ -215,13 +218,13 @@ def _data(r: _Reader, doc: dict) -> DataSpec:
     tokens, seq_len = tab.get("tokens", DataSpec.tokens), tab.get("seq_len", DataSpec.seq_len)
     if _count(tokens, 0) and _count(seq_len, 0) and (seq_len < 2 or tokens < seq_len):
         raise r.fail("data", "tokens", f"an integer ≥ seq_len ({seq_len}) ≥ 2", tokens)
-    own = ("column", "tokens", "seq_len", "allow_long")
+    own = ("column", "tokens", "seq_len", "allow_long", "seed", "max_doc_share")
     spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in own}}, "data")
     base = {"text_file": "text"}.get(kind, kind)
     if base in ("text", "parquet") and not Path(path).is_absolute():
         path = str(r.path.parent / path)  # relative to the manifest's own folder
     path = path if kind != "embedded" else str(tab.get("embedded") or "")
-    return DataSpec(base, path, spec.column, spec.tokens, spec.seq_len, spec.allow_long)
+    return replace(spec, kind=base, path=path)
 
 
 def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:

@@ -249,7 +249,8 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         described = [
             f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
             f"Data hash: {hashes}; evaluation: {manifest.data.kind} `{manifest.data.path}` column "
-            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
+            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}, "
+            f"data seed {manifest.data.seed}; {evaluation_sentence(frame)}",
             f"Metric config: {configs} ({manifest.metric}).",
         ]
     return [
@@ -266,6 +267,19 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
             collapsed=True,
         ),
     ]
+
+
+def evaluation_sentence(frame: pl.DataFrame) -> str:
+    """The documents the evaluation windows come from, as the rows record them (trajectory.engine.measure)."""
+    cols = ("eval_documents", "eval_max_doc_share", "heldout_documents")
+    facts = frame.select(cols).drop_nulls().unique() if all(c in frame.columns for c in cols) else frame.clear()
+    if facts.height != 1:
+        return "the rows do not record the documents of their windows (measured before they did)."
+    n, share, held = facts.row(0)
+    return (
+        f"the windows come from {n} documents (the largest holds {share:.1%} of the tokens), split by document: "
+        f"{held} held out, {n - held} train."
+    )
 
 
 def figure_blocks(drawn: list) -> list[Block]:
@@ -316,7 +330,7 @@ def sections(
 ) -> list[tuple[str, list[Block]]]:
     """The report's content, independent of the output format; warnings first."""
     tables = verdict_tables(frame, manifest, metric)
-    warnings = warning_blocks(tables)
+    warnings = warning_blocks(tables) + [f"**Warning — random init:** {w}" for w in verdicts.shared_inits(frame)]
     out = [("Warnings", warnings)] if warnings else []
     out += [
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),

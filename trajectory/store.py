@@ -73,6 +73,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "metric_core": pl.Utf8,
     "code_version": pl.Utf8,
     "key": pl.Utf8,
+    # the evaluation windows: documents they come from, the largest one's share, documents held out
+    "eval_documents": pl.Int64,
+    "eval_max_doc_share": pl.Float64,
+    "heldout_documents": pl.Int64,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
     # companion metrics (null unless the metric config asks for them; see trajectory.companions, .swap)

@@ -2,12 +2,12 @@
 measure every block at every scheduled step, in the loop.
 
 Each seed ``s`` of ``[twin] seeds`` is its own run: the model is drawn with the family's real init from
-``s`` (so twin step 0 is random-init seed ``s``), its data order is a child of ``s``
-(:func:`~trajectory.arms.training.data_seed`; shards, local or on the Hub, are read in Pythia's order
-whatever the seed, so there the seeds differ in their init and dropout only), and it is stored under
-seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the training spec, the seed, the
-architecture, the training tokens and the precision (fp32 on a CPU, bf16 autocast on CUDA), so a changed input
-is a new run.
+``s`` (the random-init band draws from child seeds, never a twin's init: :mod:`trajectory.arms.random_init`),
+its data order is a child of ``s`` (:func:`~trajectory.arms.training.data_seed`; shards, local or on the
+Hub, are read in Pythia's order whatever the seed, so there the seeds differ in their init and dropout only),
+and it is stored under seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the
+training spec, the seed, the architecture, the training tokens and the precision (fp32 on a CPU, bf16 autocast
+on CUDA), so a changed input is a new run.
 
 Schedule (:func:`~trajectory.config.twin_schedule`): the manifest's steps mapped onto the twin's budget
 by fraction of training.  Each unit is one scheduled step: :meth:`TwinArm.run` trains the seed's run up

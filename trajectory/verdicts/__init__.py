@@ -35,7 +35,7 @@ trajectories and a band → :func:`arm_verdicts`; a store's frame → :func:`ver
 one architecture: the trained band, each run's verdict, and whether the runs agree).
 """
 
-from .band import init_check, prediction_band, prediction_half_width, random_init_band
+from .band import init_check, prediction_band, prediction_half_width, random_init_band, shared_inits
 from .exits import MIN_FRACTION, MIN_POINTS, VERDICTS, Events, agreed, series_events, series_verdict, side
 from .frame import (
     BAND_ARM,
@@ -118,6 +118,7 @@ __all__ = [
     "prediction_band",
     "prediction_half_width",
     "random_init_band",
+    "shared_inits",
     "records",
     "seed_trajectories",
     "series_events",
