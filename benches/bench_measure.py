@@ -27,7 +27,9 @@ Times exclude model building.  The last line is machine-readable:
 (the memory ratio is named for the default sizes; it is big over small whatever they are).
 
     python benches/bench_measure.py [--tokens 16384] [--big-tokens 131072] [--repeats 3] [--big-repeats 1]
-                                    [--also float64,float32] [--device cpu|cuda] [--quick]
+                                    [--also float64,float32] [--device cpu|cuda] [--quick] [--ratio-only]
+
+``--ratio-only``: the interleaved runs alone, and a last line ``measure_over_forward=…`` (the device check's).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from trajectory.config import MetricConfig  # noqa: E402
 from trajectory.data.tokens import EvalTokens  # noqa: E402
 from trajectory.engine.adapters import adapter_for  # noqa: E402
-from trajectory.engine.measure import measure_blocks, sinks_for, split_by_sequence  # noqa: E402
+from trajectory.engine.measure import measure_blocks, sinks_for, split_by_document  # noqa: E402
 from trajectory.engine.probe import FFNProbe  # noqa: E402
 
 SEQ_LEN = 128  # the manifests' window length
@@ -138,7 +140,7 @@ def run_peer(model, tokens: EvalTokens, device: str, cutoff: float | None = None
 
         return hook
 
-    is_test = split_by_sequence(tokens.ids.shape[0], MetricConfig())
+    is_test = split_by_document(tokens, MetricConfig())
     # (b)'s train windows first: the train rows are then a prefix, split off by slicing as the peer does
     ordered = EvalTokens(ids=tokens.ids[np.argsort(is_test, kind="stable")], data_hash="", source="")
     n_train = int((~is_test).sum()) * SEQ_LEN
@@ -176,7 +178,7 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     first), timed per batch (the fits happen inside the first held-out batch), plus the scores at the end.
     """
     cfg = MetricConfig(batch_tokens=BATCH_TOKENS)
-    is_test = split_by_sequence(tokens.ids.shape[0], cfg)
+    is_test = split_by_document(tokens, cfg)
     order, per = np.argsort(is_test, kind="stable"), BATCH_TOKENS // SEQ_LEN
     t_fwd, t_meas = [], []
     probe = FFNProbe(model, adapter_for(model.config.model_type), sinks_for(cfg, len(model.layers)))
@@ -243,6 +245,10 @@ def bench(args, device: str) -> None:
         f"batch_tokens={BATCH_TOKENS} load={os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    if args.ratio_only:
+        runs = [spawn("interleaved", args.shape, args.tokens, device) for _ in range(args.repeats)]
+        print(f"measure_over_forward={statistics.median(r['measure'] / r['forward'] for r in runs):.3f}")
+        return
     small, big = [], []
     for r in range(args.repeats):
         methods = ["interleaved", "measure", "peer"]
@@ -312,6 +318,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--also", default="", help="other precisions to time once, e.g. float64,float32")
     parser.add_argument("--device", help="default: cpu, then cuda when available")
     parser.add_argument("--quick", action="store_true", help="a small model and sizes: checks the script only")
+    parser.add_argument(
+        "--ratio-only", action="store_true", help="only the interleaved runs: the measure_over_forward line"
+    )
     parser.add_argument(
         "--worker",
         choices=("interleaved", "measure", "peer", "peer-cutoff", "float64", "float32"),

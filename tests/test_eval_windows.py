@@ -13,7 +13,7 @@ from builders import tiny_config, tiny_tokenizer
 from trajectory.arms import random_init
 from trajectory.config import MetricConfig
 from trajectory.data.tokens import eval_tokens, windows
-from trajectory.engine.measure import split_windows
+from trajectory.engine.measure import split_by_document
 from trajectory.engine.models import fresh_model, weights_hash
 from trajectory.errors import ConfigError
 from trajectory.manifest import load_manifest
@@ -74,7 +74,7 @@ def test_short_documents_are_joined_and_a_small_corpus_still_fills_the_windows()
 def test_held_out_windows_share_no_document_with_train_windows(split):
     docs = _docs([700] * 60 + [5000] * 5)
     tokens = windows(docs, DocTokenizer(), 8192, 64, seed=1)
-    is_test = split_windows(tokens, MetricConfig(heldout_frac=0.2, seed=2, split=split))
+    is_test = split_by_document(tokens, MetricConfig(heldout_frac=0.2, seed=2, split=split))
     held, train = _doc_of(tokens.ids[is_test]), _doc_of(tokens.ids[~is_test])
     assert held and train and not held & train
     assert 0.2 <= is_test.mean() <= 0.2 + tokens.max_doc_share + 1e-12  # whole documents, at most one more

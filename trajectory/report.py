@@ -250,7 +250,7 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
             f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
             f"Data hash: {hashes}; evaluation: {manifest.data.kind} `{manifest.data.path}` column "
             f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}, "
-            f"data seed {manifest.data.seed}; {evaluation_sentence(frame)}",
+            f"data seed {manifest.data.seed}; {verdicts.evaluation_sentence(frame)}",
             f"Metric config: {configs} ({manifest.metric}).",
         ]
     return [
@@ -267,19 +267,6 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
             collapsed=True,
         ),
     ]
-
-
-def evaluation_sentence(frame: pl.DataFrame) -> str:
-    """The documents the evaluation windows come from, as the rows record them (trajectory.engine.measure)."""
-    cols = ("eval_documents", "eval_max_doc_share", "heldout_documents")
-    facts = frame.select(cols).drop_nulls().unique() if all(c in frame.columns for c in cols) else frame.clear()
-    if facts.height != 1:
-        return "the rows do not record the documents of their windows (measured before they did)."
-    n, share, held = facts.row(0)
-    return (
-        f"the windows come from {n} documents (the largest holds {share:.1%} of the tokens), split by document: "
-        f"{held} held out, {n - held} train."
-    )
 
 
 def figure_blocks(drawn: list) -> list[Block]:
@@ -319,7 +306,7 @@ def verdict_blocks(frame: pl.DataFrame, manifest, tables: dict[str, pl.DataFrame
             frame, ("r2_lin", "r2_lin_inf"), manifest.band_coverage, manifest.total_steps()
         )
         out.append(
-            "Finite-sample correction: `r2_lin_inf` is R²_lin extrapolated to unlimited train rows (README). "
+            "Finite-sample correction: `r2_lin_inf` is R²_lin extrapolated to unlimited train rows (docs/verdicts.md). "
             + " ".join(verdicts.metric_shift_sentences(shift))
         )
     return out
@@ -353,7 +340,7 @@ def sections(
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
+    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
     table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
     return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 

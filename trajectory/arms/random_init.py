@@ -13,7 +13,7 @@ seed ``s`` is ``fresh_model(config, band_seed(s))``, where :func:`band_seed` is 
 numpy's ``SeedSequence`` with its own spawn key, a 63-bit integer ≥ 2³²: so no band draw is a twin's
 init unless a twin seed is itself such a child.  That is checked before anything is measured
 (:func:`check_disjoint`, refused), and the report flags any random-init row whose weights hash equals a
-trained arm's step 0 (:func:`trajectory.verdicts.shared_inits`).  The band's draws are then independent of
+trained arm's step 0 (:func:`trajectory.verdicts.band.shared_inits`).  The band's draws are then independent of
 the twins it judges: with draw ``s`` = twin ``s`` (as before), a twin's step 0 was one of the band's own
 points and could lie at most (S − 1)/√S sd from its mean, so the init check could not fire.
 """

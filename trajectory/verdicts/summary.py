@@ -61,7 +61,7 @@ def arm_sentence(table: pl.DataFrame, arm: str) -> str:
 
 
 def metric_shift_sentences(shift: pl.DataFrame, base: str = "r2_lin", other: str = "r2_lin_inf") -> list[str]:
-    """How much the finite-sample correction moves the verdict, per arm (from :func:`compare_metrics`)."""
+    """How much the finite-sample correction moves the verdict, per arm (from :func:`.compare_metrics`)."""
     if shift.drop_nulls(f"final_{other}").is_empty():
         return [f"`{other}` is not in the store (rows measured before it existed), so it is not compared."]
     out = []
@@ -132,3 +132,16 @@ def as_json(table: pl.DataFrame, experiment: str, metric: str, coverage: float) 
         "warnings": sorted({w for w in table["warning"].to_list() if w}),
         "blocks": records(table),
     }
+
+
+def evaluation_sentence(frame: pl.DataFrame) -> str:
+    """The documents the evaluation windows come from, as the rows record them (trajectory.engine.measure)."""
+    cols = ("eval_documents", "eval_max_doc_share", "heldout_documents")
+    facts = frame.select(cols).drop_nulls().unique() if all(c in frame.columns for c in cols) else frame.clear()
+    if facts.height != 1:
+        return "the rows do not record the documents of their windows (measured before they did)."
+    n, share, held = facts.row(0)
+    return (
+        f"the windows come from {n} documents (the largest holds {share:.1%} of the tokens), split by document: "
+        f"{held} held out, {n - held} train."
+    )
