@@ -25,8 +25,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0, "allocator": 0,
-    "manifest": 1, "data": 1,
+    "errors": 0, "config": 0, "variants": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0, "allocator": 0,
+    "manifest": 1, "manifest_twin": 1, "data": 1,
     "engine": 2,
     "sources": 3,
     "store": 4, "stored": 4,

@@ -25,6 +25,7 @@ from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the 
     step_of,
     twin_schedule,
 )
+from .variants import PERTURBATION, TWIN, PerturbationSpec, Regulariser, is_twin, perturbation_steps, variant_arm  # noqa: F401
 
 #: The package version, stored with every row as ``code_version``.
 __version__ = "0.2.0"
@@ -73,7 +74,7 @@ class Arm(enum.StrEnum):
     HUB = "hub"  # a model's public checkpoints on the Hugging Face Hub
     LOCAL = "local"  # a folder of checkpoint sub-folders, one per revision
     RANDOM_INIT = "random-init"  # untrained draws of the architecture: its own prior
-    TWIN = "twin"  # the architecture trained by us from random init, measured in the loop
+    TWIN = TWIN  # the architecture trained by us from random init, measured in the loop
 
     @property
     def label(self) -> str:
@@ -231,9 +232,9 @@ class TwinSpec:
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
     gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and, for text
     sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
-    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
-    (:mod:`trajectory.data.traindata`).
-    ``save_checkpoints`` also writes each measured step as a model folder.
+    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
+    or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`).  ``regulariser`` adds a term to the loss
+    (:class:`Regulariser`).  ``save_checkpoints`` also writes each measured step as a model folder.
     """
 
     steps: int = 2000
@@ -250,6 +251,7 @@ class TwinSpec:
     seeds: tuple[int, ...] = (0,)
     save_checkpoints: bool = False
     train_data: str = "embedded"
+    regulariser: Regulariser | None = None
 
     def __post_init__(self) -> None:
         for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2)):
@@ -273,8 +275,11 @@ class TwinSpec:
         return max(1, self.batch_tokens // self.seq_len)
 
     def training_fields(self) -> dict:
-        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving.
+        No regulariser adds no key, so an unregularised run keeps the digest it had before regularisers existed."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+        reg = out.pop("regulariser")
+        return out if reg is None else {**out, "regulariser": asdict(reg)}
 
 
 # -- provenance ----------------------------------------------------------------------------------------------
@@ -340,7 +345,9 @@ class Manifest:
     models that exist only as a config; ``tokenizer`` overrides the repo's (a Hub id, a folder, or
     ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws, initialised by ``init_scheme``
     (:data:`INIT_SCHEMES`; None: the family's real init), and ``band_coverage`` is the coverage of the
-    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run.
+    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run,
+    ``twin_variants`` its variants (name, spec: ``[twin.variants.NAME]``, each the arm ``twin:NAME``) and
+    ``perturbation`` the perturbation null of one of its seeds (the arm ``twin:perturbation``).
     ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
     units in parallel.  ``reference_profile`` is a published final-step profile to draw.
     """
@@ -358,6 +365,8 @@ class Manifest:
     init_scheme: str | None = None
     band_coverage: float = DEFAULT_BAND_COVERAGE
     twin: TwinSpec | None = None
+    twin_variants: tuple[tuple[str, TwinSpec], ...] = ()
+    perturbation: PerturbationSpec | None = None
     store_dir: Path = Path("store")
     prefetch: int = 1
     workers: int = 1
@@ -370,16 +379,25 @@ class Manifest:
         """What the ``model`` column says: the repo, or for an inline config the experiment's name."""
         return self.repo or self.name
 
+    def twin_specs(self) -> dict[str, TwinSpec]:
+        """Each twin arm (``twin``, then ``twin:NAME`` per variant) → its training spec."""
+        if self.twin is None:
+            return {}
+        return {variant_arm(None): self.twin, **{variant_arm(n): s for n, s in self.twin_variants}}
+
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (a twin's from :func:`twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
+        for arm, spec in self.twin_specs().items():
+            out[arm] = tuple(t for t, _ in twin_schedule(self.schedule.steps, spec.steps))
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = perturbation_steps(out[str(Arm.TWIN)], self.perturbation.points)
         return out
 
     def total_steps(self) -> dict[str, int]:
-        """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
+        """Each trained arm's total training steps: the schedule's end, or a twin's update budget."""
         out = {str(arm): self.schedule.steps[-1] for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = self.twin.steps
+        out |= {arm: spec.steps for arm, spec in self.twin_specs().items()}
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = self.twin.steps
         return out

@@ -9,7 +9,8 @@ Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
 Pythia or dense rule, or ``rule = "branches"``: revisions found among the repo's branches when a sweep
 plans, :mod:`trajectory.discovery`; ``tokens_per_step``), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
-(seeds, init, band coverage), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
+(seeds, init, band coverage), ``[twin]`` (training settings; its variants and perturbation null:
+:mod:`trajectory.manifest_twin`), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
 
@@ -31,7 +32,6 @@ from .config import (
     Manifest,
     MetricConfig,
     Schedule,
-    TwinSpec,
     dense_steps,
     natural_key,
     pythia_steps,
@@ -39,6 +39,7 @@ from .config import (
 )
 from .discovery import BranchRule
 from .errors import ConfigError, ManifestError
+from .manifest_twin import twin_tables
 
 ARMS = tuple(str(a) for a in Arm)
 
@@ -276,23 +277,6 @@ def _random_init(r: _Reader, doc: dict) -> tuple[tuple[int, ...], str | None, fl
     return _seed_list(r, "random_init", tab.get("seeds", [0, 1, 2, 3, 4])), init, float(coverage)
 
 
-def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
-    """``[twin]``; ``seed = N`` is short for ``seeds = [N]``."""
-    if "twin" not in doc and "twin" not in arms:
-        return None
-    tab = dict(r.table(doc, "twin", {f.name for f in fields(TwinSpec)} | {"seed"}))
-    if "seed" in tab and "seeds" in tab:
-        raise r.fail("twin", "seed", "absent when 'seeds' is given", tab["seed"])
-    key = "seed" if "seed" in tab else "seeds"
-    if "seed" in tab:
-        tab["seeds"] = [tab.pop("seed")]
-    if "seeds" in tab:
-        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False, key=key)
-        if not tab["seeds"]:
-            raise r.fail("twin", "seeds", "a non-empty list", [])
-    return r.typed(TwinSpec, {"twin": tab}, "twin")
-
-
 def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
     tab = r.table(doc, "experiment", {"name", "arms", "description"})
     name = tab.get("name", r.path.stem)
@@ -349,7 +333,7 @@ def load_manifest(path: str | Path) -> Manifest:
     repo, config, tok = _model(r, doc)
     store, prefetch, workers = _sweep(r, doc, name)
     profile, label = _reference(r, doc)
-    twin = _twin(r, doc, arms)
+    twin, variants, perturbation = twin_tables(r, doc, arms)
     seeds, init, coverage = _random_init(r, doc)
     return Manifest(
         name=name,
@@ -365,6 +349,8 @@ def load_manifest(path: str | Path) -> Manifest:
         init_scheme=init,
         band_coverage=coverage,
         twin=twin,
+        twin_variants=variants,
+        perturbation=perturbation,
         store_dir=store,
         prefetch=prefetch,
         workers=workers,
