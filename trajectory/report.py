@@ -322,6 +322,7 @@ def sections(
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
         ("Figures", figure_blocks(drawn)),
     ]
+    out += [("Against the controls", c) for c in [control_blocks(frame, manifest, tables, metric)] if c]
     for arm, table in tables.items():
         out.append(
             (
@@ -336,12 +337,6 @@ def sections(
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
-
-
-def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
-    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
-    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:
@@ -417,3 +412,6 @@ def write_report(
     md.write_text(to_markdown(title, content), encoding="utf-8")
     page.write_text(to_html(title, content), encoding="utf-8")
     return md, page
+
+
+from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (it builds on Table, above)
