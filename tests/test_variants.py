@@ -194,3 +194,25 @@ def test_variants_killed_with_sigkill_resume_to_the_uninterrupted_rows(tmp_path,
     report = run_sweep(load_manifest(path), SweepOptions(progress=False, arms=("twin",)))
     assert not report.failed
     assert _rows(tmp_path / "cut" / "store").drop("commit").equals(_rows(tmp_path / "ref" / "store").drop("commit"))
+
+
+def test_the_report_shows_both_verdicts_and_the_regulariser_effect(tmp_path, tiny_dir, text_file, train_file):
+    from trajectory.report import read_experiment, verdict_json, write_report
+
+    path = _manifest(tmp_path, tiny_dir, text_file, train_file)
+    path.write_text(
+        path.read_text().replace("arms = ['twin']", "arms = ['random-init', 'twin']")
+        + "\n[random_init]\nseeds = [50, 51, 52]\n"
+    )
+    m = load_manifest(path)
+    for arm in ("random-init", "twin"):
+        assert {o.status for o in run_arm(m, arm)} == {"done"}
+    frame = read_experiment(m)[0]
+    out = verdict_json(frame, m)
+    controls = {r["control"] for r in out["controls"]}
+    assert controls == {"twin:random", "twin:shuffled", "twin:perturbation"}
+    assert {r["verdict"] for r in out["controls"]} <= {"learned-from-data", "like-control", "undetermined"}
+    assert {r["variant"] for r in out["regulariser"]} == {"twin:cosine"}
+    md, _ = write_report(frame, m, tmp_path / "fig", [], [])
+    text = md.read_text()
+    assert "## Against the controls" in text and "vs twin:random" in text and "Regulariser effect" in text
