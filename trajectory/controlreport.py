@@ -23,7 +23,7 @@ def control_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints: :func:`trajectory.verdicts.as_json` of the manifest's table, and
+    """What ``trajectory report --json`` prints: :func:`.summary.as_json` of the manifest's table, and
     :func:`control_json`."""
     table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
     return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage) | control_json(
