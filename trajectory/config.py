@@ -242,7 +242,7 @@ class TwinSpec:
     sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
     ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
     or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`).  ``regulariser`` adds a term to the loss
-    (:class:`Regulariser`).  ``save_checkpoints`` also writes each measured step as a model folder.
+    (:class:`~trajectory.variants.Regulariser`).  ``save_checkpoints`` also writes each measured step as a model folder.
     """
 
     steps: int = 2000

@@ -11,14 +11,23 @@ from .verdicts.controls import CONTROL_RULE, control_arms, controls_table
 from .verdicts.effects import regularised_arms, regulariser_effects
 
 
+def _arms(frame: pl.DataFrame, manifest) -> tuple[list[str], list[str]]:
+    """(controls, regularised variants): from the manifest, or for a store read alone (no specs) every
+    ``twin:NAME`` arm taken as a control (:func:`~trajectory.verdicts.controls.control_arms`) and no regulariser."""
+    if not hasattr(manifest, "twin_specs"):
+        return control_arms(None, frame), []
+    return control_arms(manifest), regularised_arms(manifest)
+
+
 def _f(v, d: int = 4) -> str:
     return "—" if v is None else f"{v:.{d}f}"
 
 
 def control_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
     """``controls`` and ``regulariser`` of ``trajectory report --json``."""
-    table = controls_table(frame, control_arms(manifest), metric, manifest.band_coverage, manifest.total_steps())
-    effects = regulariser_effects(frame, regularised_arms(manifest), metric, manifest.band_coverage)
+    controls, regularised = _arms(frame, manifest)
+    table = controls_table(frame, controls, metric, manifest.band_coverage, manifest.total_steps())
+    effects = regulariser_effects(frame, regularised, metric, manifest.band_coverage)
     return {"rule": CONTROL_RULE, "controls": table.to_dicts(), "regulariser": effects.to_dicts()}
 
 
@@ -33,9 +42,9 @@ def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
 
 def control_blocks(frame: pl.DataFrame, manifest, random_init: dict[str, pl.DataFrame], metric: str = "r2_lin"):
     """The section's blocks, or [] when the manifest has no control and no regulariser."""
-    controls = control_arms(manifest)
+    controls, regularised = _arms(frame, manifest)
     table = controls_table(frame, controls, metric, manifest.band_coverage, manifest.total_steps())
-    effects = regulariser_effects(frame, regularised_arms(manifest), metric, manifest.band_coverage)
+    effects = regulariser_effects(frame, regularised, metric, manifest.band_coverage)
     if table.is_empty() and effects.is_empty():
         return []
     out: list = [CONTROL_RULE]

@@ -5,7 +5,7 @@
 overrides any of those fields (``train_data``, ``lr``, ``steps``, ``weight_decay``, ``seeds``, ``regulariser``,
 …) and is validated as a whole ``[twin]`` table would be: a variant is a twin spec like any other, run, resumed
 and stored by the same machinery under the arm ``twin:NAME``.  ``[twin.perturbation]``
-(:class:`~trajectory.config.PerturbationSpec`) asks for the perturbation null of one plain-twin seed.
+(:class:`~trajectory.variants.PerturbationSpec`) asks for the perturbation null of one plain-twin seed.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The moved-but-not-learned null: models ``θ₀ + ε`` with ``ε`` of the trained run's size in no learned direction.
 
 At a measured step ``t`` of a trained seed ``s`` (``[twin.perturbation]``,
-:class:`~trajectory.config.PerturbationSpec`), draw ``k = 0 … K − 1`` builds, for each parameter tensor
+:class:`~trajectory.variants.PerturbationSpec`), draw ``k = 0 … K − 1`` builds, for each parameter tensor
 ``P`` of the model (every ``named_parameters`` entry, head included, in name order),
 
     ε_k[P] = g · ‖θ_t[P] − θ₀[P]‖_F / ‖g‖_F,    g ~ N(0, I) of P's shape (float32, drawn in float64 scale)
