@@ -82,7 +82,7 @@ def atomic_dir(path: str | Path, build: Callable[[Path], None], replace: bool = 
 
 
 def writable_folder(path: str | Path, what: str) -> Path:
-    """``path`` if a folder can be written there, else a one-line :class:`ConfigError`; creates nothing.
+    """``path`` if a folder can be written there, else a one-line :class:`.ConfigError`; creates nothing.
 
     A folder that exists must be writable; one that does not must have a nearest existing ancestor that is a
     writable folder.  Writable means :func:`os.access` allows it *and* a temporary folder can be made and

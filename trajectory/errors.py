@@ -44,5 +44,5 @@ class TrajectoryWarning(UserWarning):
     """Something the user should know that does not stop the run (a skipped store file, a restarted twin run).
 
     The CLI prints each as one ``trajectory: <message>`` line on stderr; the Python API leaves them to
-    :mod:`warnings`, so a notebook can filter or raise them.
+    ``warnings``, so a notebook can filter or raise them.
     """

@@ -1,7 +1,7 @@
 """Several experiments in one report: do the trained runs of one architecture reach the same place?
 
 ``trajectory report A.toml B.toml …``: the experiments are read and checked by :mod:`trajectory.experiments`,
-the numbers are :func:`trajectory.verdicts.compare_runs`, and the page is built from the same blocks as the
+the numbers are :func:`trajectory.verdicts.runs.compare_runs`, and the page is built from the same blocks as the
 single report (:mod:`trajectory.report`): warnings first, the answer in numbers with the bands and the rules
 that decide, the figure (:func:`trajectory.plots.runs.trained_band`), per block the trained band at the last
 common step beside the random-init band with the runs' verdicts and the answer, each run's verdict per block,

@@ -343,7 +343,7 @@ def sections(
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
+    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
     table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
     return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 

@@ -17,7 +17,7 @@ summary lists it.  Ctrl-C stops at once; finished units are kept.
 The device is resolved once, when the :class:`SweepOptions` are made (:func:`resolve_device`: ``auto`` is
 CUDA when torch sees a GPU).
 On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: a timed short update,
-extrapolated by tokens); when that exceeds :data:`~trajectory.config.TWIN_CPU_LIMIT_S` and ``--arms`` did
+extrapolated by tokens); when that exceeds :data:`.TWIN_CPU_LIMIT_S` and ``--arms`` did
 not name the arms, the twin is skipped with one line on stderr, the other arms run, and the summary says
 what was skipped and why.
 """
@@ -320,7 +320,7 @@ def twin_skip_reason(manifest: Manifest, options: SweepOptions, arms) -> str:
     """Why the twin is left out of this sweep ("" when it runs).
 
     The rule: on a CPU, when ``--arms`` did not name the arms, a twin whose training is estimated
-    (:func:`~trajectory.arms.twin.training_cost`) to take longer than :data:`TWIN_CPU_LIMIT_S` is skipped.
+    (:func:`~trajectory.arms.twin.training_cost`) to take longer than :data:`.TWIN_CPU_LIMIT_S` is skipped.
     A twin whose FLOPs fit the limit even at :data:`~trajectory.config.CPU_FLOPS_FLOOR` is not timed at all
     (the demo's: a probe on a loaded machine must never skip it).
     """

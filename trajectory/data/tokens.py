@@ -30,6 +30,7 @@ MAX_CHARS_PER_TOKEN = 50
 #: … and, over at least :data:`MIN_TOKENS_TO_JUDGE` text tokens, this many distinct ids (a tokenizer that maps
 #: every word to one unknown id gives 1; the tests' 320-id BPE gives 39 in the first 64 tokens of stdlib code).
 MIN_DISTINCT_IDS = 16
+#: Text tokens below which a tokenizer's distinct ids are not judged.
 MIN_TOKENS_TO_JUDGE = 64
 
 

@@ -4,7 +4,7 @@ Never ``trust_remote_code``; safetensors are preferred and a ``.bin`` goes
 through transformers' ``torch.load(weights_only=True)`` path (torch ≥ 2.6,
 CVE-2025-32434), so a pickle that needs more than tensors is refused.  The
 config is read first, so an unsupported architecture fails before any weights
-are fetched.  Hub failures become one-line :class:`TrajectoryError` messages.
+are fetched.  Hub failures become one-line :class:`~trajectory.errors.TrajectoryError` messages.
 """
 
 from __future__ import annotations
