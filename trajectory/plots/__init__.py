@@ -7,8 +7,8 @@
 5. ``twin_vs_pythia``  — the twin against the hub (or local) arm by fraction of training and by tokens
    seen; not drawn (``Drawn.skipped`` says why) unless both arms have usable rows;
 6. ``companions``      — the companion metrics the store holds, vs step (when there are any);
-6b. ``replaceability`` — replacement Δloss against R²_lin over blocks and steps (when the store has a Δloss);
-7. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
+7. ``replaceability`` — replacement Δloss against R²_lin over blocks and steps (when the store has a Δloss);
+8. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
    (:mod:`.runs`; drawn by ``trajectory report A.toml B.toml …``, not by :func:`plot_all`).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`~trajectory.plots.context.Drawn`

@@ -7,7 +7,7 @@ averaged over seeds, and the association is the **Spearman rank correlation** ρ
 replace by its affine map, so ρ < 0 is the expected sign.
 
 **Interval**: a percentile bootstrap over the (block, step) points: 2,000 resamples of the points with
-replacement (seeded, :data:`BOOT_SEED`), ρ recomputed on each, the 2.5% and 97.5% quantiles.  Points of one
+replacement (seeded by ``BOOT_SEED``), ρ recomputed on each, the 2.5% and 97.5% quantiles.  Points of one
 block at neighbouring steps are correlated, and the bootstrap treats them as independent, so the interval is
 narrower than one over independent models would be; it says how stable ρ is over these points, not how it
 would generalise to other models.
