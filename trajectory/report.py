@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
+from .atomic import atomic_bytes
 from .config import __version__, arm_label, natural_key
 from .errors import TrajectoryError
 from .store import Store
@@ -415,6 +416,6 @@ def write_report(
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, content), encoding="utf-8")
-    page.write_text(to_html(title, content), encoding="utf-8")
+    atomic_bytes(md, to_markdown(title, content))
+    atomic_bytes(page, to_html(title, content))
     return md, page

@@ -35,7 +35,7 @@ from pathlib import Path
 from .allocator import keep_freed_memory
 from .arms import ArmRunner, Unit, make_arm
 from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, natural_key
-from .errors import ConfigError, TrajectoryError
+from .errors import ConfigError, DiskFullError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
 
@@ -169,6 +169,8 @@ def run_group(
         else:
             try:
                 outcomes.append(_outcome(store, unit, arm.run(unit)))
+            except DiskFullError:  # every unit after it would fail alike, its failure record too: stop here
+                raise
             except Exception as exc:  # one unit's failure, whatever it is, is recorded and the sweep goes on
                 outcomes.append(_failed(store, unit, one_line(exc)))
                 broken = outcomes[-1].reason if arm.chained else ""
