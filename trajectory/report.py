@@ -1,5 +1,4 @@
 """The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
-
 Everything comes from the store's frame (and its failure records) through :mod:`trajectory.verdicts`; nothing
 is measured here.  ``report.md`` links the PNGs; ``report.html`` is self-contained (PNGs embedded as base64).
 
