@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
+from .atomic import atomic_bytes
 from .config import __version__
 from .experiments import Experiments, experiments_json, set_aside_sentences
 from .report import Block, Table, figure_blocks, fmt, to_html, to_markdown
@@ -165,8 +166,8 @@ def write_runs_report(exps: Experiments, cmp: verdicts.Comparison, out: str | Pa
     content = sections(exps, cmp, drawn)
     title = f"Do {len(cmp.runs)} trained runs reach the same place? {', '.join(exps.names)}"
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, content), encoding="utf-8")
-    page.write_text(to_html(title, content), encoding="utf-8")
+    atomic_bytes(md, to_markdown(title, content))
+    atomic_bytes(page, to_html(title, content))
     return md, page
 
 

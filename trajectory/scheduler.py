@@ -1,7 +1,7 @@
 """The scheduler: run every missing unit of a manifest's arms, once, under one failure policy.
 
 For each arm (:mod:`trajectory.arms`) it takes the arm's plan, skips every unit already in the store (its
-key is :meth:`~trajectory.config.Provenance.key` of its provenance, so a changed input is a new unit),
+key is :meth:`~trajectory.provenance.Provenance.key` of its provenance, so a changed input is a new unit),
 and runs the rest: in order in this process, or — with ``workers > 1`` — one group of units per job
 through joblib (local processes, each with ``cores // workers`` torch threads), or on a Dask cluster
 through joblib's dask backend.  A group is a unit alone, or the steps of one twin seed in order.
@@ -35,7 +35,7 @@ from pathlib import Path
 from .allocator import keep_freed_memory
 from .arms import ArmRunner, Unit, make_arm
 from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, natural_key
-from .errors import ConfigError, TrajectoryError
+from .errors import ConfigError, DiskFullError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
 
@@ -169,6 +169,8 @@ def run_group(
         else:
             try:
                 outcomes.append(_outcome(store, unit, arm.run(unit)))
+            except DiskFullError:  # every unit after it would fail alike, its failure record too: stop here
+                raise
             except Exception as exc:  # one unit's failure, whatever it is, is recorded and the sweep goes on
                 outcomes.append(_failed(store, unit, one_line(exc)))
                 broken = outcomes[-1].reason if arm.chained else ""
