@@ -26,7 +26,7 @@ from .config import (
     DEFAULT_BAND_COVERAGE,
     INIT_SCHEMES,
     MAX_SEED,
-    Arm,
+    SWEPT_ARMS,
     DataSpec,
     Manifest,
     MetricConfig,
@@ -40,7 +40,7 @@ from .config import (
 from .discovery import BranchRule
 from .errors import ConfigError, ManifestError
 
-ARMS = tuple(str(a) for a in Arm)
+ARMS = tuple(str(a) for a in SWEPT_ARMS)
 
 
 class _Reader:
