@@ -7,6 +7,9 @@
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
 #   make bench                    the measurement and sweep benchmarks (benches/)
+#   make docs                     the documentation into docs/_build/html, every warning an error
+#   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
+#   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,14 +18,14 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint test-slow test-gpu sweep plot report bench clean-venv
+.PHONY: test lint test-slow test-gpu sweep plot report bench docs gpu-check gpu-check-dry gpu-wheels clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@# An unpinned torch pulls a multi-GB CUDA build: pin the CPU 2.13.0 when none is there.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev,docs]'
 	@touch $@
 
 test: $(STAMP)
@@ -31,6 +34,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trajectory tests benches
 	$(VENV)/bin/ruff format --check trajectory tests benches
+
+# -W: every warning is an error; -n (nitpicky): a docstring role naming no documented object is one.
+# The API pages (docs/reference/_api) are generated afresh each time, so a removed module leaves no stale page.
+docs: $(STAMP)
+	rm -rf docs/_build docs/reference/_api
+	HF_HUB_OFFLINE=1 $(PY) -m sphinx -b html -W -n --keep-going -q docs docs/_build/html
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
@@ -53,6 +62,20 @@ report: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
 	$(PY) benches/bench_measure.py
+
+# On a GPU machine the system python3 holds torch with CUDA: no venv is made there.
+gpu-check:
+	bash benches/gpu_check.sh
+
+gpu-check-dry: $(STAMP)
+	PY=$(PY) bash benches/gpu_check.sh --dry-run
+
+# For a machine with CUDA's PyTorch but no registry (Python 3.12, x86-64): the wheels it lacks, no deps.
+GPU_WHEELS ?= polars polars-runtime-32
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
 
 clean-venv:
 	rm -rf $(VENV)

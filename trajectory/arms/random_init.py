@@ -51,7 +51,8 @@ def random_init_provenance(
 def draw_and_measure(
     config, seed: int, tokens: EvalTokens, metric, init: str | None = None, device: str = "cpu"
 ) -> list[dict]:
-    """Draw ``seed`` of ``config`` untrained (:func:`fresh_model`; the global RNG is left alone) and return its
+    """Draw ``seed`` of ``config`` untrained (:func:`~trajectory.engine.models.fresh_model`; the global RNG is
+    left alone) and return its
     per-block metrics, with its weights hash and timings (``seconds_fetch``: the draw)."""
     t0 = time.perf_counter()
     model = fresh_model(config, seed, with_head=needs_head(metric, config.model_type), init=init).to(device)

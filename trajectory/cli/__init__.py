@@ -1,7 +1,7 @@
 """The ``trajectory`` command line: a thin layer over the Python API.
 
 Every subcommand is a pair ``add_<name>(parser)`` / ``run_<name>(args)`` (in ``measure``, ``sweep``,
-``views``) registered in ``COMMANDS``.  A :class:`TrajectoryError` is printed as one line
+``views``) registered in ``COMMANDS``.  A :class:`~trajectory.errors.TrajectoryError` is printed as one line
 on stderr with exit status 2; nothing is written half-way.
 """
 
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from ..config import __version__
 from ..errors import TrajectoryError, TrajectoryWarning
 from .args import PRESETS
+from .compress import add_compress, run_compress
 from .measure import add_measure, run_measure
 from .sweep import add_sweep, run_sweep
 from .views import (
@@ -44,6 +45,11 @@ COMMANDS = {
         "figures of stored results (a manifest's or a --store's) into figures/<experiment>/",
     ),
     "report": (add_report, run_report, "figures plus report.md and report.html: the verdict per block"),
+    "compress": (
+        add_compress,
+        run_compress,
+        "per-block ablations (remove, mean, low-rank, affine), a plan under a loss budget, a smaller model",
+    ),
     "verify": (
         add_verify,
         run_verify,
@@ -70,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def one_line_warnings():
-    """Inside, every :class:`TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
+    """Inside, every :class:`.TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
     (each time it occurs); other warnings are shown as Python shows them."""
     shown = warnings.showwarning
 

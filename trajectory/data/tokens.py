@@ -30,6 +30,7 @@ MAX_CHARS_PER_TOKEN = 50
 #: … and, over at least :data:`MIN_TOKENS_TO_JUDGE` text tokens, this many distinct ids (a tokenizer that maps
 #: every word to one unknown id gives 1; the tests' 320-id BPE gives 39 in the first 64 tokens of stdlib code).
 MIN_DISTINCT_IDS = 16
+#: Text tokens below which a tokenizer's distinct ids are not judged.
 MIN_TOKENS_TO_JUDGE = 64
 
 
@@ -155,7 +156,12 @@ def check_tokenizer_output(n_chars: int, n_text: int, stream: list[int], eos: in
 
 def from_ids(ids, seq_len: int, describe: str = "token ids") -> EvalTokens:
     """Windows from token ids: a (n_seq, seq_len) array as it is, or a 1-D stream cut into whole windows."""
-    ids = np.asarray(ids)
+    try:
+        ids = np.asarray(ids)
+    except ValueError:  # lists of unequal lengths
+        raise DataError("tokens must be one stream of ids or windows of one length; rows differ") from None
+    if ids.size == 0:
+        raise DataError("token ids are empty; give at least one window of ≥ 2 tokens")
     if not np.issubdtype(ids.dtype, np.integer):
         raise DataError(f"token ids must be integers, got dtype {ids.dtype}")
     if ids.ndim == 1:

@@ -4,7 +4,7 @@ Never ``trust_remote_code``; safetensors are preferred and a ``.bin`` goes
 through transformers' ``torch.load(weights_only=True)`` path (torch ≥ 2.6,
 CVE-2025-32434), so a pickle that needs more than tensors is refused.  The
 config is read first, so an unsupported architecture fails before any weights
-are fetched.  Hub failures become one-line :class:`TrajectoryError` messages.
+are fetched.  Hub failures become one-line :class:`~trajectory.errors.TrajectoryError` messages.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
         return name, revision if revision is None else names.relative_name(revision, f"revision of {name}")
     if revision is None:
         return name, None
-    sub = revision_dir(root, revision)  # the sweep's own rule: a symlink may not lead out of the folder
+    sub = revision_dir(root, revision)  # the sweep's own rule: a name may not leave the folder
     if not sub.is_dir():
         have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)[:8]
         raise RevisionNotFoundError(

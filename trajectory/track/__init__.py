@@ -5,7 +5,8 @@
     tracker.step(model, t)                            # in a custom loop (or Lightning), after each update
     tj.TrajectoryCallback.attach(trainer, store="store/mine", eval=eval_ids)  # a transformers Trainer
 
-:mod:`.tracker` measures and writes (:class:`Tracker`); :mod:`.callback` is the Trainer's callback over it;
+:mod:`.tracker` measures and writes (:class:`~trajectory.track.tracker.Tracker`); :mod:`.callback` is the
+Trainer's callback over it;
 :mod:`.undisturbed` keeps a measurement from changing what training does next.  The callback's module
 imports ``transformers.TrainerCallback``; names load on first use.
 """

@@ -1,4 +1,5 @@
-"""A ``transformers`` Trainer tracked live: :class:`TrajectoryCallback`, a thin layer over :class:`Tracker`.
+"""A ``transformers`` Trainer tracked live: :class:`~trajectory.track.callback.TrajectoryCallback`, a thin layer over
+:class:`~trajectory.track.tracker.Tracker`.
 
 At ``on_train_begin`` (step 0, or the step a resumed run starts from) and at every ``on_step_end`` the
 tracker is handed the model in memory and ``state.global_step``.  Each measurement is passed to
@@ -46,7 +47,8 @@ class TrajectoryCallback(TrainerCallback):
     ``eval``: token ids, :class:`~trajectory.data.tokens.EvalTokens`, a DataSpec or a text file (tokenized with
     the trainer's tokenizer into windows of ``seq_len``).  ``schedule``: ``"dense"`` (default), ``"pythia"``,
     every ``k`` updates, or a list of steps, over ``state.max_steps``.  ``experiment`` defaults to the name of
-    ``args.output_dir``; ``metric`` (a :class:`MetricConfig`) to the defaults, ``companions`` added to it.
+    ``args.output_dir``; ``metric`` (a :class:`~trajectory.config.MetricConfig`) to the defaults, ``companions``
+    added to it.
     """
 
     def __init__(
@@ -68,16 +70,16 @@ class TrajectoryCallback(TrainerCallback):
         self.trainer, self.store, self.eval, self.schedule = trainer, store, eval, schedule
         self.options = dict(random_init=random_init, companions=companions, seq_len=seq_len, init=init)
         self.experiment, self.metric = experiment, metric or MetricConfig()
-        self.tracker: Tracker | None = None
+        self.tracker = None  # a Tracker, made at on_train_begin on the main process
 
     @classmethod
-    def attach(cls, trainer, **options) -> TrajectoryCallback:
+    def attach(cls, trainer, **options):
         """A callback of ``options`` for ``trainer``, added to it: ``TrajectoryCallback.attach(trainer, store=…)``."""
         callback = cls(trainer, **options)
         trainer.add_callback(callback)
         return callback
 
-    def _tracker(self, args, state, processing_class) -> Tracker:
+    def _tracker(self, args, state, processing_class):
         o = self.options
         spec = TrackSpec(
             experiment=self.experiment or Path(args.output_dir).name,
@@ -105,7 +107,7 @@ class TrajectoryCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if self.tracker is not None:
             self._control = control
-            total = {f"trajectory/{k}": v for k, v in self.tracker.summary().items() if v is not None}
+            total = {f"cost/{k}": v for k, v in self.tracker.summary().items() if v is not None}
             self._log(total)
 
     def _step(self, model, state) -> None:

@@ -1,11 +1,12 @@
-"""A training run measured in its own loop: :class:`Tracker` writes the same store a sweep writes.
+"""A training run measured in its own loop: :class:`~trajectory.track.tracker.Tracker` writes a sweep's store.
 
 ``tracker.step(model, step)`` is called after every optimiser update (and once before the first, at step 0).
 At the steps of its schedule (:func:`~trajectory.schedule.run_schedule`: ``pythia``, ``dense``, every ``k``
 updates, or a list) it measures every block of the model in memory on fixed evaluation windows, chosen once
 and content-hashed, and stores one unit: arm ``run``, revision ``step<t>``, with the run's provenance.
 
-**Provenance.**  ``commit`` is ``run:<digest>``, the digest of the architecture (:func:`config_hash`) and of
+**Provenance.**  ``commit`` is ``run:<digest>``, the digest of the architecture
+(:func:`~trajectory.engine.models.config_hash`) and of
 ``run`` (a label of the training recipe; the Trainer callback hashes the TrainingArguments that decide the
 weights), so a restarted or resumed run finds its measured steps stored and skips them, and another recipe
 under the same experiment name is another run.  ``seed`` is the run's seed, ``weights_hash`` the weights'
@@ -15,7 +16,7 @@ hash at the step, ``tokens_seen`` what the caller says.
 same config (the family's real init, :func:`~trajectory.engine.models.fresh_model`; seeds 0 … N−1, without
 touching the global RNG) and stores them as the ``random-init`` arm's units, exactly as a sweep would.  The
 run's step 0 is then held to that band (:func:`~trajectory.verdicts.band.init_check`): a run that did not
-start from this init is named in a :class:`TrajectoryWarning`.
+start from this init is named in a :class:`~trajectory.errors.TrajectoryWarning`.
 
 **Cost.**  Training time is the wall time between calls, measuring excluded.  Each measured unit stores its
 training time since the previous measurement (``seconds_fetch``, as the twin does), its own
@@ -102,10 +103,10 @@ class Measured:
             for key, value in row.items():
                 if isinstance(value, int | float) and not isinstance(value, bool) and key in LOGGED:
                     out[f"{key}/block_{row['block']}"] = float(value)
-        out["trajectory/measure_seconds"] = self.seconds_measure
+        out["cost/measure_seconds"] = self.seconds_measure
         for name, value in (("measure_fraction", self.fraction), ("measure_fraction_total", self.fraction_total)):
             if value is not None:
-                out[f"trajectory/{name}"] = value
+                out[f"cost/{name}"] = value
         return out
 
 
@@ -117,7 +118,8 @@ LOGGED = (
 
 
 def eval_windows(source, tokenizer=None, seq_len: int = DEFAULT_SEQ_LEN) -> EvalTokens:
-    """Evaluation windows from :class:`EvalTokens` (as they are), token ids (1-D, cut into ``seq_len`` windows,
+    """Evaluation windows from :class:`~trajectory.data.tokens.EvalTokens` (as they are), token ids (1-D, cut
+    into ``seq_len`` windows,
     or (n_seq, seq_len)), a :class:`~trajectory.config.DataSpec`, or a text file's path (the last two are
     tokenized with ``tokenizer``, with the DataSpec's or the default window budget)."""
     if isinstance(source, EvalTokens):
@@ -275,7 +277,8 @@ class Tracker:
         return m
 
     def _check_start(self) -> None:
-        """Step 0 of the run against its band (:func:`init_check`): a warning when it lies outside."""
+        """Step 0 of the run against its band (:func:`~trajectory.verdicts.band.init_check`): a warning when it
+        lies outside."""
         if self.spec.random_init < 2:
             return
         frame = self.store.read().filter(

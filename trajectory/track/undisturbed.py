@@ -3,7 +3,7 @@
 Inside :func:`undisturbed` every module is in eval mode (no dropout) and autograd is off; on the way out,
 whatever happens inside, each module's own ``training`` flag, autograd's enabled state and every random
 generator a training step may draw from are put back: torch's CPU generator and each CUDA device's
-(:func:`torch.random.fork_rng`), numpy's global generator and Python's :mod:`random`.  Nothing inside
+(:func:`torch.random.fork_rng`), numpy's global generator and Python's ``random``.  Nothing inside
 touches a parameter's ``.grad`` (no backward pass runs), so gradient state needs no copy.
 """
 
