@@ -6,7 +6,7 @@
 #   make sweep                    the embedded demo: no network needed
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
-#   make bench                    the measurement and sweep benchmarks (benches/)
+#   make bench                    the measurement, sweep and compression benchmarks (benches/)
 #   make docs                     the documentation into docs/_build/html, every warning an error
 #   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
 #   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
@@ -32,8 +32,8 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not gpu"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trajectory tests benches
-	$(VENV)/bin/ruff format --check trajectory tests benches
+	$(VENV)/bin/ruff check trajectory tests benches docs/conf.py docs/tutorial
+	$(VENV)/bin/ruff format --check trajectory tests benches docs/conf.py docs/tutorial
 
 # -W: every warning is an error; -n (nitpicky): a docstring role naming no documented object is one.
 # The API pages (docs/reference/_api) are generated afresh each time, so a removed module leaves no stale page.
@@ -61,6 +61,7 @@ report: $(STAMP)
 # bench_measure runs last: `make bench` ends with its line of medians.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
+	HF_HUB_OFFLINE=1 $(PY) benches/bench_compress.py
 	$(PY) benches/bench_measure.py
 
 # On a GPU machine the system python3 holds torch with CUDA: no venv is made there.

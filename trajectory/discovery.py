@@ -47,8 +47,12 @@ class BranchRule:
     ``log_points`` (N log-spaced; 0 keeps all): see the module docstring."""
 
     pattern: str = r"step(?P<step>\d+)(?:-tokens(?P<tokens>\d+)(?P<unit>[KMBGT]?))?"
+    """A regular expression that a branch name must match whole, with a group ``step`` and optional ``tokens`` and
+    ``unit``."""
     thin: int = 1
+    """Keep every k-th matching branch in step order, and the last."""
     log_points: int = 0
+    """Keep this many points spaced evenly in log(step), step 0 when present and the last (0: every match)."""
 
     def __post_init__(self) -> None:
         try:
