@@ -28,7 +28,7 @@ from .config import (
     INIT_SCHEMES,
     MAX_NAME_BYTES,
     MAX_SEED,
-    Arm,
+    SWEPT_ARMS,
     DataSpec,
     Manifest,
     MetricConfig,
@@ -42,7 +42,7 @@ from .discovery import BranchRule
 from .errors import ConfigError, ManifestError
 from .manifest_twin import twin_tables
 
-ARMS = tuple(str(a) for a in Arm)
+ARMS = tuple(str(a) for a in SWEPT_ARMS)
 
 
 class _Reader:

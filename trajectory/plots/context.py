@@ -33,9 +33,9 @@ METRIC_LABELS = {
     "r2_lin_inf": "R²_lin extrapolated to unlimited train rows (unitless)",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
-ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
+ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b", "run": "#2a9d4b"}
 #: Colours of the twin's variants (``twin:NAME``), in the order of their names.
-VARIANT_COLOURS = ("#2a9d8f", "#e9a03b", "#8e5ea2", "#6c757d", "#3d348b", "#7a9e2f")
+VARIANT_COLOURS = ("#17becf", "#e9a03b", "#8e5ea2", "#6c757d", "#3d348b", "#7a9e2f")
 
 
 def arm_colour(arm: str, arms: list[str] | None = None) -> str:
