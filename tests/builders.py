@@ -86,6 +86,10 @@ def tiny_config(model_type: str, **overrides):
             intermediate_size=2 * h,
             max_position_embeddings=pos,
         )
+    elif model_type == "bloom":
+        from transformers import BloomConfig
+
+        cfg = BloomConfig(vocab_size=vocab, hidden_size=h, n_layer=layers, n_head=heads, bos_token_id=0, eos_token_id=0)
     else:
         raise ValueError(model_type)
     for key, value in overrides.items():
