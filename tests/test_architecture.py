@@ -8,7 +8,7 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
     3 sources/                                  where checkpoints, configs and tokenizers come from
     4 store, stored                             parquet units keyed by provenance; what a store alone records
-    5 arms/                                     plan() → units, run(unit) → rows
+    5 arms/, compress/                         plan() → units, run(unit) → rows; ablations, plans, compressed folders
     6 scheduler                                 runs the arms' units, one failure policy
     7 verdicts, verify                          numbers from the store
     8 plots/                                    figures from the store
@@ -30,12 +30,12 @@ LAYERS = {
     "engine": 2,
     "sources": 3,
     "store": 4, "stored": 4,
-    "arms": 5,
+    "arms": 5, "compress": 5,
     "scheduler": 6,
     "verdicts": 7, "verify": 7,
     "plots": 8,
     "report": 9, "experiments": 9, "multireport": 9,
-    "api": 10, "cli": 10, "__main__": 10, "__init__": 10,
+    "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 
 

@@ -15,7 +15,8 @@ from .config import __version__
 
 _EXPORTS = {
     "measure": "api", "measure_revision": "api", "sweep": "api", "results": "api", "verdict": "api",
-    "compare": "api",
+    "compare": "api", "compress": "api_compress", "ablations": "api_compress",
+    "load_compressed": "api_compress",
     "load_manifest": "manifest", "quick_manifest": "manifest",
     "Manifest": "config", "MetricConfig": "config", "DataSpec": "config", "TwinSpec": "config",
     "Schedule": "config", "Provenance": "config", "Arm": "config",

@@ -42,7 +42,8 @@ DEFAULT_TOKENIZER = "embedded:4096"
 #: 3: ``r2_lin_inf``; the k-fold interval uses the exact t quantile and is named ``r2_lin_cv_low/high``.
 METRIC_VERSION = 3
 #: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
-COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap")
+#: ``remove`` and ``lowrank`` are the compression companions (:func:`trajectory.engine.replaced.ablation_companions`).
+COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap", "remove", "lowrank")
 #: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
 PRECISION_NAMES = ("mixed", "float64", "float32")
 #: Where evaluation text can come from (:mod:`trajectory.data.tokens`).
@@ -54,6 +55,8 @@ INIT_SCHEMES = ("gpt-neox", "hf-default")
 DEFAULT_BAND_COVERAGE = 0.95
 #: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
 MAX_SEED = 2**63 - 1
+#: Longest experiment name: it names folders (``figures/<name>/``, temporary names beside them), under 255 bytes.
+MAX_NAME_BYTES = 120
 #: Where a sweep runs: ``auto`` is CUDA when torch sees a GPU, else the CPU (resolved once per sweep).
 DEVICES = ("auto", "cpu", "cuda")
 #: A twin whose training would not finish overnight on a CPU (12 h, extrapolated from a timed update) is
@@ -124,7 +127,8 @@ class MetricConfig:
     ``numpy.linalg.lstsq(rcond=…)`` applies); ``compute_dtype``: precision of the per-batch products
     (:data:`PRECISION_NAMES`); ``batch_tokens``: tokens per forward pass (does not change results, not
     hashed); ``companions``: extra metrics (:data:`COMPANIONS`, or ``"all"``); ``folds``: k of the k-fold
-    interval (``ci``); ``companion_points``: measure the companions at only this many of each trained arm's
+    interval (``ci``); ``lowrank_tol``: the Δloss (nats) within which ``lowrank`` looks for the smallest
+    rank; ``companion_points``: measure the companions at only this many of each trained arm's
     steps, spread evenly over its schedule, the first and last included (0: at every step; R²_lin is
     measured at every step either way; not hashed: a unit's digest says whether it has companions).
     """
@@ -138,6 +142,7 @@ class MetricConfig:
     companions: tuple[str, ...] = ()
     folds: int = 5
     companion_points: int = 0
+    lowrank_tol: float = 0.05
 
     def __post_init__(self) -> None:
         raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
@@ -158,6 +163,7 @@ class MetricConfig:
         _seed(self.seed, "metric seed")
         if not (isinstance(self.batch_tokens, int) and self.batch_tokens >= 1):
             raise ConfigError(f"batch_tokens must be a positive integer, got {self.batch_tokens!r}")
+        _finite(self.lowrank_tol, "lowrank_tol", 0.0)
         if not (isinstance(self.companion_points, int) and self.companion_points >= 0):
             raise ConfigError(f"companion_points must be an integer ≥ 0, got {self.companion_points!r}")
 
@@ -182,6 +188,8 @@ class MetricConfig:
             values.pop("companions")
         if "ci" not in self.companions:
             values.pop("folds")
+        if "lowrank" not in self.companions:
+            values.pop("lowrank_tol")
         values["metric_version"] = METRIC_VERSION
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -256,11 +264,17 @@ class TwinSpec:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ConfigError(f"[twin] {name} must be an integer ≥ {low}, got {value!r}")
+        if self.batch_tokens < self.seq_len:  # one window per update would silently train seq_len tokens
+            raise ConfigError(f"[twin] batch_tokens must be ≥ seq_len ({self.seq_len}), got {self.batch_tokens}")
         _finite(self.lr, "[twin] lr", 0.0, 10.0, open_low=True)
-        for name in ("warmup_frac", "min_lr_frac", "beta1", "beta2"):
+        for name in ("warmup_frac", "min_lr_frac"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0, 1.0)
-        for name in ("weight_decay", "clip"):
-            _finite(getattr(self, name), f"[twin] {name}", 0.0)
+        for name in ("beta1", "beta2"):  # AdamW divides by 1 − βᵗ: β = 1 fails at the first update
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise ConfigError(f"[twin] {name} must be a finite number in [0.0, 1.0), got {value!r}")
+        _finite(self.weight_decay, "[twin] weight_decay", 0.0)
+        _finite(self.clip, "[twin] clip", 0.0, open_low=True)  # clip = 0 scales every gradient to zero
         _finite(self.eps, "[twin] eps", 0.0, open_low=True)  # eps = 0 divides 0 by 0 for a never-seen token's row
         seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
         if not seeds:

@@ -87,11 +87,17 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "swap_loss": pl.Float64,
     "swap_dloss": pl.Float64,
     "swap_dppl": pl.Float64,
+    "remove_loss": pl.Float64,  # the FFN outputs 0 (trajectory.engine.replaced)
+    "remove_dloss": pl.Float64,
+    "lowrank_rank": pl.Int64,  # smallest rank within [metric] lowrank_tol nats
+    "lowrank_dloss": pl.Float64,
     # why a requested companion has no number ("ok" where it has one; trajectory.engine.measure.COMPANION_KEYS)
     "status_linearity_score": pl.Utf8,
     "status_effective_rank": pl.Utf8,
     "status_ci": pl.Utf8,
     "status_swap": pl.Utf8,
+    "status_remove": pl.Utf8,
+    "status_lowrank": pl.Utf8,
 }
 #: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from ..config import __version__
 from ..errors import TrajectoryError, TrajectoryWarning
 from .args import PRESETS
+from .compress import add_compress, run_compress
 from .measure import add_measure, run_measure
 from .sweep import add_sweep, run_sweep
 from .views import (
@@ -44,6 +45,11 @@ COMMANDS = {
         "figures of stored results (a manifest's or a --store's) into figures/<experiment>/",
     ),
     "report": (add_report, run_report, "figures plus report.md and report.html: the verdict per block"),
+    "compress": (
+        add_compress,
+        run_compress,
+        "per-block ablations (remove, mean, low-rank, affine), a plan under a loss budget, a smaller model",
+    ),
     "verify": (
         add_verify,
         run_verify,

@@ -28,7 +28,8 @@ def add_measure(p: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
         "score of h_l→h_l+1), effective_rank, ci (k-fold mean and its 95%% interval), swap (Δloss when the "
-        "FFN is replaced by its affine fit); or 'all'",
+        "FFN is replaced by its affine fit), remove (Δloss when it outputs 0), lowrank (smallest rank within "
+        "lowrank_tol nats); or 'all'",
     )
     p.add_argument(
         "--precision",

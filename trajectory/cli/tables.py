@@ -28,6 +28,9 @@ TABLE = (
     ("swap_loss", "swap_loss", 9, ".4f"),
     ("swap_dloss", "swap_dloss", 10, ".4f"),
     ("swap_dppl", "swap_dppl", 9, ".3f"),
+    ("remove_dloss", "rm_dloss", 8, ".4f"),
+    ("lowrank_rank", "lr_rank", 7, "d"),
+    ("lowrank_dloss", "lr_dloss", 8, ".4f"),
 )
 
 

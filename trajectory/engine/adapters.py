@@ -29,6 +29,11 @@ norm₂ is not part of it (BERT's post-LN is left out the same way).  Fitting
 norm₂(mlp(h')) instead would fold the RMSNorm's per-token rescaling, a
 nonlinearity of its own, into the map.
 
+:meth:`Adapter.replace_ffn` puts a module in the FFN's place, so that ``y = module(x)``: the FFN module
+itself where x and y belong to one module; for BERT the ``intermediate`` module becomes the identity (its
+output is ``output.dense``'s input, so x reaches ``output.dense``'s place unchanged) and ``output.dense``
+becomes the module (:mod:`trajectory.compress` uses it for replaced and removed FFNs).
+
 ``init`` is the family's real initialisation for random-init baselines and the
 twin (``None``: the Hugging Face default is the family's own).  ``rotary``: the
 family encodes positions by rotation (GPT-NeoX, Llama), so a window longer than
@@ -53,6 +58,15 @@ def _path(obj, dotted: str):
     return obj
 
 
+def _set(obj, dotted: str, module: nn.Module) -> tuple[str, nn.Module]:
+    """Put ``module`` at ``dotted`` under ``obj``; returns (dotted, the module that was there)."""
+    head, _, last = dotted.rpartition(".")
+    parent = _path(obj, head) if head else obj
+    old = getattr(parent, last)
+    setattr(parent, last, module)
+    return dotted, old
+
+
 @dataclass(frozen=True)
 class Adapter:
     """Where the FFN of each block lives, for one model family."""
@@ -75,6 +89,19 @@ class Adapter:
     def ffn_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
         """(module whose first positional input is x, module whose output is y)."""
         return _path(block, self.ffn_in_path), _path(block, self.ffn_out_path)
+
+    def replace_ffn(self, block: nn.Module, module: nn.Module) -> Callable[[], None]:
+        """Make ``block``'s FFN compute ``y = module(x)`` (module docstring); returns what undoes it."""
+        swaps = [(self.ffn_out_path, module)]
+        if self.ffn_in_path != self.ffn_out_path:
+            swaps.insert(0, (self.ffn_in_path, nn.Identity()))
+        undo = [_set(block, path, new) for path, new in swaps]
+
+        def restore() -> None:
+            for path, old in reversed(undo):
+                _set(block, path, old)
+
+        return restore
 
     def residual_modules(self, block: nn.Module) -> tuple[nn.Module, nn.Module]:
         """The block itself: its first positional input is h_l, its output h_{l+1}."""

@@ -43,15 +43,41 @@ import numpy as np
 from .stats import MomentAccumulator, fit_affine, merged, r2_scores
 from .tdist import t_quantile
 
-__all__ = ["effective_rank", "kfold_interval", "linearity_scores", "merged", "minus_input", "reduced_rank_r2"]
+__all__ = [
+    "effective_rank",
+    "kfold_interval",
+    "linearity_scores",
+    "low_rank_fit",
+    "merged",
+    "minus_input",
+    "reduced_rank_directions",
+    "reduced_rank_r2",
+]
+
+
+def reduced_rank_directions(train: MomentAccumulator, rcond: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """(B, V): the full least-squares map ``B = Sxx⁺ Sxy`` (d_in, d_out) and the eigenvectors of ``Bᵀ Sxx B``
+    as columns of V (d_out, d_out), leading direction first (module docstring)."""
+    b = fit_affine(train, rcond).w  # (d_in, d_out)
+    _, evecs = np.linalg.eigh(b.T @ train.sxx @ b)
+    return b, evecs[:, ::-1]
+
+
+def low_rank_fit(train: MomentAccumulator, rank: int, rcond: float = 1e-6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(U, Vᵀ, b): the best rank-``rank`` affine map ``y ≈ (xU)Vᵀ + b`` on the train moments.
+
+    ``U = B V_r`` (d_in, r) and ``Vᵀ = V_rᵀ`` (r, d_out), so ``U Vᵀ = B_r = B V_r V_rᵀ``; ``b = my − B_rᵀ mx``
+    (module docstring).  At ``rank = d_out`` the projector is the identity and the map is the full affine fit.
+    """
+    b, v = reduced_rank_directions(train, rcond)
+    v_r = v[:, :rank]  # (d_out, r)
+    u = b @ v_r  # (d_in, r)
+    return u, v_r.T, train.my - (train.mx @ u) @ v_r.T
 
 
 def reduced_rank_r2(train: MomentAccumulator, test: MomentAccumulator, rcond: float = 1e-6) -> np.ndarray:
     """Held-out variance-weighted R² of the best rank-r affine map, for r = 1 … d_out."""
-    fit = fit_affine(train, rcond)
-    b = fit.w  # (d_in, d_out)
-    evals, evecs = np.linalg.eigh(b.T @ train.sxx @ b)
-    v = evecs[:, ::-1]  # (d_out, d_out), leading direction first
+    b, v = reduced_rank_directions(train, rcond)  # (d_in, d_out), (d_out, d_out)
     cross = np.einsum("ji,jk,ki->i", v, b.T @ test.sxy, v)
     quad = np.einsum("ji,jk,ki->i", v, b.T @ test.sxx @ b, v)
     a = test.my - train.my

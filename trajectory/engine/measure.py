@@ -24,7 +24,9 @@ from .probe import FFNProbe, moments
 from .stats import BlockResult, BlockStats
 
 #: Companions that need the FFN's held-out moments, not just its held-out residuals.
-NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci")
+NEEDS_HELDOUT_MOMENTS = ("effective_rank", "ci", "lowrank")
+#: Companions scored by the held-out next-token loss: a causal LM's only (and they need its head).
+LOSS_COMPANIONS = ("swap", "remove", "lowrank")
 #: The keys each companion adds to a block's row; every requested key is present in every row, ``None``
 #: where the metric is undefined, with the reason in ``status_<companion>`` (``ok`` where it is defined).
 COMPANION_KEYS = {
@@ -37,6 +39,8 @@ COMPANION_KEYS = {
     "effective_rank": ("effective_rank",),
     "ci": ("r2_lin_cv", "r2_lin_cv_low", "r2_lin_cv_high"),
     "swap": ("swap_loss", "swap_dloss", "swap_dppl"),
+    "remove": ("remove_loss", "remove_dloss"),
+    "lowrank": ("lowrank_rank", "lowrank_dloss"),
 }
 
 
@@ -128,8 +132,8 @@ def _finalize(block: int, stats: BlockResult, rcond: float, inf_gain: float | No
 
 
 def needs_head(cfg: MetricConfig, model_type: str) -> bool:
-    """Whether measuring with ``cfg`` needs the LM head loaded (the swap metric on a causal LM)."""
-    return "swap" in cfg.companions and adapter_for(model_type).causal
+    """Whether measuring with ``cfg`` needs the LM head loaded (a loss companion on a causal LM)."""
+    return any(c in cfg.companions for c in LOSS_COMPANIONS) and adapter_for(model_type).causal
 
 
 def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
@@ -189,6 +193,26 @@ def _swap(
     for row in swap_losses(model, adapter, fits, heldout, batch, device):
         if ok[row["block"]]:
             rows[row["block"]].update({k: v for k, v in row.items() if k != "block"})
+
+
+def _ablations(model, adapter, stats, rows: list[dict], heldout: np.ndarray, batch: int, device: str, cfg) -> None:
+    """The ``remove`` and ``lowrank`` companions (:mod:`trajectory.engine.replaced`)."""
+    from .replaced import HeldoutCost, lowrank_ranks, remove_costs
+
+    if model.get_output_embeddings() is None:
+        raise ConfigError("the 'remove' and 'lowrank' metrics need the LM head: load the model with its head")
+    cost = HeldoutCost(model, adapter, heldout, batch, device)
+    ok = [r["status"] == "ok" for r in rows]
+    extras = [{} for _ in rows]
+    if "remove" in cfg.companions:
+        extras = [{**e, **x} for e, x in zip(extras, remove_costs(model, adapter, ok, cost))]
+    if "lowrank" in cfg.companions:
+        trains = [s.train if good else None for s, good in zip(stats, ok)]
+        extras = [
+            {**e, **x} for e, x in zip(extras, lowrank_ranks(model, adapter, trains, cost, cfg.lowrank_tol, cfg.rcond))
+        ]
+    for row, extra in zip(rows, extras):
+        row.update(extra)
 
 
 def sinks_for(cfg: MetricConfig, n_groups: int) -> dict:
@@ -257,6 +281,8 @@ def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress
         rows.append(row)
     if "swap" in cfg.companions:
         _swap(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg.rcond)
+    if {"remove", "lowrank"} & set(cfg.companions) and adapter.causal:
+        _ablations(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg)
     return [with_every_companion_key(row, cfg, adapter.causal) for row in rows]
 
 
@@ -267,10 +293,10 @@ def with_every_companion_key(row: dict, cfg: MetricConfig, causal: bool) -> dict
         keys = COMPANION_KEYS[name]
         if row["status"] != "ok":
             why = f"block not measured: {row['status']}"
-        elif name == "swap" and not causal:
+        elif name in LOSS_COMPANIONS and not causal:
             why = "undefined for an encoder (no next-token loss)"
         else:
-            why = "ok" if all(k in row for k in keys) else "not computed"
+            why = row.get(f"status_{name}") or ("ok" if all(k in row for k in keys) else "not computed")
         row.update({k: row.get(k) if why == "ok" else None for k in keys})
         row[f"status_{name}"] = why
     return row

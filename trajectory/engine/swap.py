@@ -41,16 +41,21 @@ def swapped(adapter: Adapter, block: torch.nn.Module, fit: AffineFit):
             h.remove()
 
 
-@torch.no_grad()
 def lm_loss(model, ids: np.ndarray, batch_size: int, device: str = "cpu") -> float:
     """Mean next-token cross-entropy (nats) over every predicted position of ``ids`` (n_seq, seq_len)."""
-    total, count = 0.0, 0
+    return float(window_losses(model, ids, batch_size, device).mean())  # every window predicts seq_len-1 tokens
+
+
+@torch.no_grad()
+def window_losses(model, ids: np.ndarray, batch_size: int, device: str = "cpu") -> np.ndarray:
+    """(n_seq,) float64: each window's mean next-token cross-entropy (nats) over its seq_len − 1 predictions."""
+    out = []
     for start in range(0, len(ids), batch_size):
         batch = torch.as_tensor(ids[start : start + batch_size], dtype=torch.long, device=device)
         logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()  # (b, seq-1, vocab)
-        total += F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten(), reduction="sum").item()
-        count += batch[:, 1:].numel()
-    return total / count
+        ce = F.cross_entropy(logits.transpose(1, 2), batch[:, 1:], reduction="none")  # (b, seq-1)
+        out.append(ce.double().mean(1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def swap_losses(
