@@ -70,6 +70,8 @@ class BranchRule:
     step_map: tuple[tuple[str, int, int | None], ...] = ()
 
     def __post_init__(self) -> None:
+        if isinstance(self.step_map, dict):  # a manifest's [schedule.step_map] table
+            object.__setattr__(self, "step_map", step_map_entries(self.step_map))
         try:
             groups = set(re.compile(self.pattern).groupindex)
         except (re.error, TypeError) as exc:

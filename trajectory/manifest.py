@@ -38,7 +38,7 @@ from .config import (
     pythia_steps,
     step_of,
 )
-from .discovery import BranchRule, step_map_entries
+from .discovery import LISTINGS, BranchRule
 from .errors import ConfigError, ManifestError
 from .schedule import segment_steps
 
@@ -122,35 +122,26 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
 
 
 def _branches(r: _Reader, tab: dict) -> Schedule:
-    """``rule = "branches"``, ``"commits"`` or ``"repos"``: the revisions are found among the repo's branches,
-    a branch's commit titles or an author's repos when a sweep plans (:mod:`trajectory.discovery`); until then
-    the schedule has a rule and no points."""
+    """``rule = "branches"``, ``"commits"`` or ``"repos"`` (:mod:`trajectory.discovery`): found when a sweep plans."""
     extra = sorted(set(tab) - {"rule", *BRANCH_KEYS})
     if extra:
         keys = ", ".join(BRANCH_KEYS)
         raise r.fail("schedule", extra[0], f"absent when rule = {tab['rule']!r} (give {keys})", extra[0])
-    given = {k: v for k, v in tab.items() if k in ("rule", *BRANCH_KEYS) and k != "step_map"}
-    try:
-        given["step_map"] = step_map_entries(tab.get("step_map", {}))
-    except ConfigError as exc:
-        raise ManifestError(f"manifest {r.path.name}: [schedule] {exc}") from None
-    rule = r.typed(BranchRule, {"schedule": given}, "schedule")
+    rule = r.typed(BranchRule, {"schedule": {k: v for k, v in tab.items() if k in ("rule", *BRANCH_KEYS)}}, "schedule")
     return Schedule((), rule=rule)
 
 
 BRANCH_KEYS = ("pattern", "thin", "log_points", "branch", "step_scale", "step_map")
-DISCOVERED = ("branches", "commits", "repos")
 
 
 def _schedule(r: _Reader, doc: dict) -> Schedule:
     keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", "tokens_per_step"}
-    keys |= {"segments"}
-    keys |= set(BRANCH_KEYS)
+    keys |= {"segments", *BRANCH_KEYS}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
         raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
-    if tab.get("rule") in DISCOVERED:
+    if tab.get("rule") in LISTINGS:
         return _branches(r, tab)
     for key in BRANCH_KEYS:
         if key in tab:
@@ -172,7 +163,7 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
     if "segments" in tab and rule != "segments":
         raise r.fail("schedule", "segments", "absent unless rule = 'segments'", tab["segments"])
     if rule not in RULES:
-        rules = ", ".join(repr(k) for k in [*RULES, *DISCOVERED])
+        rules = ", ".join(repr(k) for k in [*RULES, *LISTINGS])
         raise r.fail("schedule", "rule", f"one of {rules} (or give 'steps' or 'revisions')", rule)
     make, defaults = RULES[rule]
     extra = sorted(set(tab) - {"rule", "revision_format", "tokens_per_step", *defaults})
