@@ -8,6 +8,7 @@
 #   make plot MODEL=…             figures and report from the store only
 #   make seeds-report             PolyPythia: do the data-seed or the weight-seed runs spread further? (docs/suites.md)
 #   make bench                    the measurement and sweep benchmarks (benches/)
+#   make docs                     the documentation into docs/_build/html, every warning an error
 #   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
 #   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
 
@@ -18,14 +19,14 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: seeds-report test lint test-slow test-gpu sweep plot report bench gpu-check gpu-check-dry gpu-wheels clean-venv
+.PHONY: seeds-report test lint test-slow test-gpu sweep plot report bench docs gpu-check gpu-check-dry gpu-wheels clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip
 	@# An unpinned torch pulls a multi-GB CUDA build: pin the CPU 2.13.0 when none is there.
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q -c constraints.txt torch
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -e '.[dev,docs]'
 	@touch $@
 
 test: $(STAMP)
@@ -34,6 +35,12 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check trajectory tests benches
 	$(VENV)/bin/ruff format --check trajectory tests benches
+
+# -W: every warning is an error; -n (nitpicky): a docstring role naming no documented object is one.
+# The API pages (docs/reference/_api) are generated afresh each time, so a removed module leaves no stale page.
+docs: $(STAMP)
+	rm -rf docs/_build docs/reference/_api
+	HF_HUB_OFFLINE=1 $(PY) -m sphinx -b html -W -n --keep-going -q docs docs/_build/html
 
 test-slow: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow

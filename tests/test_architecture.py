@@ -2,7 +2,7 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-    0 errors, config, discovery, names,         leaves: settings, schedules read from branch names,
+    0 errors, config, discovery, names, online, leaves: settings, schedules read from branch names,
       atomic, progress, allocator               safe names, atomic writes, malloc thresholds
     1 manifest, data/                           TOML → config; evaluation and training tokens
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
@@ -26,6 +26,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
     "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0, "allocator": 0,
+    "online": 0,
     "manifest": 1, "data": 1,
     "engine": 2,
     "sources": 3,

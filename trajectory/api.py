@@ -72,7 +72,7 @@ API_WORDS = {
 
 @contextmanager
 def api_wording():
-    """Inside, a :class:`TrajectoryError` leaves with its CLI flags replaced by :data:`API_WORDS`."""
+    """Inside, a :class:`.TrajectoryError` leaves with its CLI flags replaced by :data:`API_WORDS`."""
     try:
         yield
     except TrajectoryError as exc:
@@ -235,7 +235,7 @@ def _manifest(manifest: Manifest | str | Path) -> Manifest:
 
 
 def sweep(manifest: Manifest | str | Path, **options) -> SweepReport:
-    """Measure every unit of ``manifest`` that its store lacks; ``options`` as :class:`SweepOptions`."""
+    """Measure every unit of ``manifest`` that its store lacks; ``options`` as :class:`.SweepOptions`."""
     return checked_sweep(_manifest(manifest), SweepOptions(**options))
 
 
@@ -310,7 +310,7 @@ def compare(
     ``agreement``, ``verdict``, ``reason`` (do the runs' verdicts agree?) and ``final_agreement``,
     ``final_reason`` (do their final values?).  ``per="block"``: one row per block with the answers and both
     bands at the last common step.  ``per="run"``: each run's verdict table per block (the single-run rules).
-    Manifests over different architectures or evaluations raise a :class:`ConfigError` naming which differs.
+    Manifests over different architectures or evaluations raise a :class:`.ConfigError` naming which differs.
 
     >>> tj.compare(["manifests/pythia-160m.toml", "manifests/pythia-160m-seed1.toml"], per="block")  # doctest: +SKIP
     """

@@ -79,7 +79,7 @@ def compress(
     """Per-block ablations (remove, mean, rank r, affine; ``table``), the greedy joint plan within
     ``budget_dloss`` (nats of held-out loss) and, with ``out``, a folder :func:`load_compressed` reads back:
     a :class:`trajectory.compress.run.CompressionResult`.  ``model``: in memory, or a Hub id / local folder
-    (with ``revision``); text as for :func:`measure`, or ``embedded="stdlib"`` (the embedded corpus's
+    (with ``revision``); text as for :func:`.api.measure`, or ``embedded="stdlib"`` (the embedded corpus's
     evaluation part).  The split, the maps and the interval: docs/compress.md."""
     from .compress.run import compress_model
     from .compress.spec import CompressConfig

@@ -42,7 +42,7 @@ DEFAULT_TOKENIZER = "embedded:4096"
 #: 3: ``r2_lin_inf``; the k-fold interval uses the exact t quantile and is named ``r2_lin_cv_low/high``.
 METRIC_VERSION = 3
 #: Companion metrics a metric config may ask for (:mod:`trajectory.engine.companions`, :mod:`.engine.swap`).
-#: ``remove`` and ``lowrank`` are the compression companions (:func:`trajectory.engine.replaced.ablation_companions`).
+#: ``remove`` and ``lowrank`` are the compression companions (:mod:`trajectory.engine.replaced`).
 COMPANIONS = ("linearity_score", "effective_rank", "ci", "swap", "remove", "lowrank")
 #: Names of the product precisions (their dtypes: :data:`trajectory.engine.stats.PRECISIONS`).
 PRECISION_NAMES = ("mixed", "float64", "float32")
@@ -385,7 +385,7 @@ class Manifest:
         return self.repo or self.name
 
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (the twin's from :func:`.twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
         if self.twin is not None:
             out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))

@@ -25,6 +25,10 @@ class HubUnreachableError(TrajectoryError):
     """The Hugging Face Hub (or the endpoint configured in its place) could not be contacted."""
 
 
+class DiskFullError(TrajectoryError):
+    """A write that found no space left on its filesystem; the message names the path and the space free."""
+
+
 class DataError(TrajectoryError):
     """Evaluation or training text that is missing, too short, or unusable with the tokenizer."""
 
@@ -44,5 +48,5 @@ class TrajectoryWarning(UserWarning):
     """Something the user should know that does not stop the run (a skipped store file, a restarted twin run).
 
     The CLI prints each as one ``trajectory: <message>`` line on stderr; the Python API leaves them to
-    :mod:`warnings`, so a notebook can filter or raise them.
+    ``warnings``, so a notebook can filter or raise them.
     """

@@ -15,7 +15,7 @@ its discovered schedule, one evaluation, one init), and holds every one to the f
 
 A difference is one line naming the manifest and how it differs.  The runs are, per experiment, its first
 trained arm (hub, local, twin) and each of its seeds; steps are matched by step number.  The numbers are
-:func:`trajectory.verdicts.compare_runs`; the page is :mod:`trajectory.multireport`.
+:func:`trajectory.verdicts.runs.compare_runs`; the page is :mod:`trajectory.multireport`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Experiment:
     @property
     def evaluation(self) -> tuple[str, str]:
         """``(data_hash, R²_lin config)``: the config is ``metric_core``, the digest without companions, which
-        every unit of one evaluation shares (:func:`~trajectory.verdicts.one_evaluation`); ``metric_config``
+        every unit of one evaluation shares (:func:`~trajectory.verdicts.frame.one_evaluation`); ``metric_config``
         differs between units measured with and without companions (``companion_points``)."""
         row = self.frame.row(0, named=True)
         return row["data_hash"], row.get("metric_core") or row["metric_config"]
@@ -226,7 +226,7 @@ def shared_checkpoint(items: list[Experiment]) -> str | None:
 
 
 def compare(exps: Experiments) -> verdicts.Comparison:
-    """The numbers: :func:`trajectory.verdicts.compare_runs` on the experiments' runs."""
+    """The numbers: :func:`trajectory.verdicts.runs.compare_runs` on the experiments' runs."""
     return verdicts.compare_runs(exps.frame, exps.runs, exps.metric, exps.coverage)
 
 

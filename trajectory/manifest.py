@@ -302,7 +302,7 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
 
 
 def _folds_fit(r: _Reader, metric: MetricConfig, data: DataSpec) -> MetricConfig:
-    """A k-fold interval needs two windows per fold (:func:`trajectory.engine.measure.probe_groups`)."""
+    """A k-fold interval needs two windows per fold (:func:`trajectory.engine.measure.groups_of`)."""
     windows = data.tokens // data.seq_len
     if "ci" in metric.companions and 2 * metric.folds > windows:
         raise r.fail("metric", "folds", f"at most {windows // 2} ([data] gives {windows} windows)", metric.folds)

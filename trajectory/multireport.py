@@ -1,7 +1,7 @@
 """Several experiments in one report: do the trained runs of one architecture reach the same place?
 
 ``trajectory report A.toml B.toml …``: the experiments are read and checked by :mod:`trajectory.experiments`,
-the numbers are :func:`trajectory.verdicts.compare_runs`, and the page is built from the same blocks as the
+the numbers are :func:`trajectory.verdicts.runs.compare_runs`, and the page is built from the same blocks as the
 single report (:mod:`trajectory.report`): warnings first, the answer in numbers with the bands and the rules
 that decide, the figure (:func:`trajectory.plots.runs.trained_band`), per block the trained band at the last
 common step beside the random-init band with the runs' verdicts and the answer, each run's verdict per block,
@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
+from .atomic import atomic_bytes
 from .config import __version__
 from .experiments import Experiments, experiments_json, set_aside_sentences
 from .report import Block, Table, figure_blocks, fmt, to_html, to_markdown
@@ -165,8 +166,8 @@ def write_runs_report(exps: Experiments, cmp: verdicts.Comparison, out: str | Pa
     content = sections(exps, cmp, drawn)
     title = f"Do {len(cmp.runs)} trained runs reach the same place? {', '.join(exps.names)}"
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, content), encoding="utf-8")
-    page.write_text(to_html(title, content), encoding="utf-8")
+    atomic_bytes(md, to_markdown(title, content))
+    atomic_bytes(page, to_html(title, content))
     return md, page
 
 

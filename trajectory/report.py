@@ -26,6 +26,7 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
+from .atomic import atomic_bytes
 from .config import __version__, arm_label, natural_key
 from .errors import TrajectoryError
 from .store import Store
@@ -339,7 +340,7 @@ def sections(
 
 
 def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`trajectory.verdicts.as_json` of the manifest's table)."""
+    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
     table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
     return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
@@ -414,6 +415,6 @@ def write_report(
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, content), encoding="utf-8")
-    page.write_text(to_html(title, content), encoding="utf-8")
+    atomic_bytes(md, to_markdown(title, content))
+    atomic_bytes(page, to_html(title, content))
     return md, page

@@ -17,7 +17,7 @@ summary lists it.  Ctrl-C stops at once; finished units are kept.
 The device is resolved once, when the :class:`SweepOptions` are made (:func:`resolve_device`: ``auto`` is
 CUDA when torch sees a GPU).
 On a CPU the twin is first costed (:func:`~trajectory.arms.twin.training_cost`: a timed short update,
-extrapolated by tokens); when that exceeds :data:`~trajectory.config.TWIN_CPU_LIMIT_S` and ``--arms`` did
+extrapolated by tokens); when that exceeds :data:`.TWIN_CPU_LIMIT_S` and ``--arms`` did
 not name the arms, the twin is skipped with one line on stderr, the other arms run, and the summary says
 what was skipped and why.
 """
@@ -35,7 +35,7 @@ from pathlib import Path
 from .allocator import keep_freed_memory
 from .arms import ArmRunner, Unit, make_arm
 from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, natural_key
-from .errors import ConfigError, TrajectoryError
+from .errors import ConfigError, DiskFullError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
 from .stored import mislabelled
@@ -173,6 +173,8 @@ def run_group(
         else:
             try:
                 outcomes.append(_outcome(store, unit, arm.run(unit)))
+            except DiskFullError:  # every unit after it would fail alike, its failure record too: stop here
+                raise
             except Exception as exc:  # one unit's failure, whatever it is, is recorded and the sweep goes on
                 outcomes.append(_failed(store, unit, one_line(exc)))
                 broken = outcomes[-1].reason if arm.chained else ""
@@ -329,7 +331,7 @@ def twin_skip_reason(manifest: Manifest, options: SweepOptions, arms) -> str:
     """Why the twin is left out of this sweep ("" when it runs).
 
     The rule: on a CPU, when ``--arms`` did not name the arms, a twin whose training is estimated
-    (:func:`~trajectory.arms.twin.training_cost`) to take longer than :data:`TWIN_CPU_LIMIT_S` is skipped.
+    (:func:`~trajectory.arms.twin.training_cost`) to take longer than :data:`.TWIN_CPU_LIMIT_S` is skipped.
     A twin whose FLOPs fit the limit even at :data:`~trajectory.config.CPU_FLOPS_FLOOR` is not timed at all
     (the demo's: a probe on a loaded machine must never skip it).
     """

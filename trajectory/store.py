@@ -75,7 +75,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "key": pl.Utf8,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
-    # companion metrics (null unless the metric config asks for them; see trajectory.companions, .swap)
+    # companion metrics (null unless the metric config asks for them; see trajectory.engine.companions, .swap)
     "linearity_score": pl.Float64,
     "linearity_score_heldout": pl.Float64,
     "linearity_score_nores": pl.Float64,

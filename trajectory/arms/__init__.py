@@ -1,5 +1,5 @@
-"""The arms of an experiment.  Each one turns a manifest into units (:meth:`plan`) and a unit into rows
-(:meth:`run`); :mod:`trajectory.scheduler` runs them, skips what is stored and records what fails.
+"""The arms of an experiment.  Each one turns a manifest into units (:meth:`.ArmRunner.plan`) and a unit into rows
+(:meth:`.ArmRunner.run`); :mod:`trajectory.scheduler` runs them, skips what is stored and records what fails.
 
 * :mod:`.checkpoints`: ``hub`` and ``local``, a model's saved checkpoints;
 * :mod:`.random_init`: untrained draws of the architecture, one unit per seed;

@@ -110,7 +110,7 @@ STATE_KEYS = ("step", "model", "optimizer", "losses")
 
 
 def load_state(folder: Path, device: str) -> dict | None:
-    """The saved training state, or None when there is none; a :class:`LoadError` when it cannot be read
+    """The saved training state, or None when there is none; a :class:`.LoadError` when it cannot be read
     (truncated, or not a state this module wrote)."""
     path = folder / "state.pt"
     if not path.is_file():

@@ -9,7 +9,7 @@ seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the 
 architecture, the training tokens and the precision (fp32 on a CPU, bf16 autocast on CUDA), so a changed input
 is a new run.
 
-Schedule (:func:`~trajectory.config.twin_schedule`): the manifest's steps mapped onto the twin's budget
+Schedule (:func:`~trajectory.schedule.twin_schedule`): the manifest's steps mapped onto the twin's budget
 by fraction of training.  Each unit is one scheduled step: :meth:`TwinArm.run` trains the seed's run up
 to that step (passing cached steps without measuring them), measures it on the manifest's evaluation
 tokens (float32 weights, no autocast), and saves the training state, so a run resumes from its last

@@ -1,7 +1,7 @@
 """The ``trajectory`` command line: a thin layer over the Python API.
 
 Every subcommand is a pair ``add_<name>(parser)`` / ``run_<name>(args)`` (in ``measure``, ``sweep``,
-``views``) registered in ``COMMANDS``.  A :class:`TrajectoryError` is printed as one line
+``views``) registered in ``COMMANDS``.  A :class:`~trajectory.errors.TrajectoryError` is printed as one line
 on stderr with exit status 2; nothing is written half-way.
 """
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def one_line_warnings():
-    """Inside, every :class:`TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
+    """Inside, every :class:`.TrajectoryWarning` is printed as one ``trajectory: <message>`` line on stderr
     (each time it occurs); other warnings are shown as Python shows them."""
     shown = warnings.showwarning
 

@@ -1,4 +1,4 @@
-"""A compressed model as a folder, and loading it back: data only, every file checked against its sha256.
+"""A compressed model as a folder, and loading it back: data only, every file checked against its sha256::
 
     DIR/base/               the intact base model: config.json, model.safetensors (and its tokenizer, if given)
     DIR/maps.safetensors    the chosen maps' tensors, ``block<l>.<name>`` (name: bias, w, u, v; float64)
@@ -7,7 +7,7 @@
 
 :func:`load_compressed` reads JSON and safetensors only: the base model is loaded with
 ``trust_remote_code=False`` through :func:`trajectory.sources.loading.load_model`, each chosen FFN is then
-replaced in memory by an :class:`~trajectory.engine.ablation.FFNMap` (:meth:`Adapter.replace_ffn`), and the
+replaced in memory by an :class:`~trajectory.engine.ablation.FFNMap` (:meth:`.Adapter.replace_ffn`), and the
 result is a standard ``transformers`` model.  Nothing in the folder is executed.  A folder whose files do not
 match the recorded sha256 values, or that holds a file the record does not list, is refused in one line.
 """

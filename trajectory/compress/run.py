@@ -1,5 +1,5 @@
 """One compression run: split once, score the intact model once, then the ablation table, the plan and the
-folder, each when asked for (what ``trajectory compress`` and :func:`trajectory.api.compress` do)."""
+folder, each when asked for (what ``trajectory compress`` and :func:`trajectory.api_compress.compress` do)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``[twin] train_data`` names the source:
 
 * ``embedded`` (or ``embedded:NAME``): the *train* part of an embedded corpus
-  (:mod:`trajectory.corpus`), whose documents are disjoint from its ``eval`` part;
+  (:mod:`trajectory.data.corpus`), whose documents are disjoint from its ``eval`` part;
 * ``text:PATH``: a UTF-8 file, documents separated by blank lines;
 * ``shards:PREFIX``: Pythia's pre-shuffled Megatron shards (:mod:`trajectory.data.shards`),
   read in their own order, never re-shuffled;

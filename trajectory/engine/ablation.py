@@ -11,7 +11,7 @@ residual add; :class:`~trajectory.engine.adapters.Adapter`):
   regression, :func:`~trajectory.engine.companions.low_rank_fit`: ``U Vᵀ = B V_r V_rᵀ`` with V_r the top r
   eigenvectors of ``Bᵀ Sxx B``, ``b_r = my − (U Vᵀ)ᵀ mx``).  At r = d it is the affine map.
 
-Every map is an :class:`FFNMap`, a module that :meth:`Adapter.replace_ffn` puts in the FFN's place.
+Every map is an :class:`FFNMap`, a module that :meth:`.Adapter.replace_ffn` puts in the FFN's place.
 
 **Counting convention** (:func:`module_cost`).  *Parameters*: every element of every parameter of the
 FFN's modules (weights and biases), each counted once.  *FLOPs per token*: 2 per element of every 2-D

@@ -1,6 +1,6 @@
 """Companion linearity metrics computed from the same streaming moments as R²_lin.
 
-All of them are closed-form functions of :class:`~trajectory.stats.MomentAccumulator`
+All of them are closed-form functions of :class:`~trajectory.engine.stats.MomentAccumulator`
 statistics; none needs a stored activation.
 
 **Effective rank** (reduced-rank affine map).  With ``B = Sxx⁺ Sxy`` the full

@@ -3,21 +3,21 @@
 The probe feeds every train window before the first held-out one (it sorts
 windows by group), so when a block's first held-out row arrives its train
 moments are complete.  :class:`FitThenScore` fits the affine map there
-(:func:`trajectory.stats.fit_affine`), drops the train Gram matrices, and from
+(:func:`trajectory.engine.stats.fit_affine`), drops the train Gram matrices, and from
 then on keeps only three float64 sums per output dim j:
 
     Σ r_j²,   Σ (y_j - c_j),   Σ (y_j - c_j)²,        r = y - Wᵀx - b,
 
 where c is a fixed shift near the mean.  ``SSE_j = Σ r_j²`` and
 ``SST_j = Σ (y_j - c_j)² - n (mean of y_j - c_j)²`` then give the same scores
-as :func:`trajectory.stats.r2_scores` on held-out moments (via
-:func:`trajectory.stats.scores_from_sums`), but a held-out row costs one product
+as :func:`trajectory.engine.stats.r2_scores` on held-out moments (via
+:func:`trajectory.engine.stats.scores_from_sums`), but a held-out row costs one product
 ``(x - c_x) W`` instead of the Gram and cross products, and no held-out d×d
 accumulator is ever allocated.
 
 The residual is formed about the train shift, ``r = (y - c_y) - Wᵀ(x - c_x) - δ``
 with ``δ = b + Wᵀc_x - c_y``, in the cross-product dtype of ``precision``
-(:data:`trajectory.stats.PRECISIONS`); its squares are summed in float64.  Under
+(:data:`trajectory.engine.stats.PRECISIONS`); its squares are summed in float64.  Under
 ``mixed`` that is float32: on the tests' inputs of cond 1e8 the one-pass score
 stayed within 3e-9 of float64 lstsq (``tests/test_perf_paths.py``), closer than
 scoring held-out moments (5e-7), whose float32 cross product meets the fit's
@@ -28,7 +28,7 @@ estimation error that shrinks with the number ``n`` of train rows, so held-out
 R² rises with ``n``.  Under a linear model with noise independent of x and
 conditional on the train rows, a held-out residual has
 ``E[e_t² | x_t] = σ² (1 + 1/n + h_t)``, with ``h_t = (x_t − mx)ᵀ Sxx⁺ (x_t − mx)``
-its leverage under the train Gram matrix (:attr:`AffineFit.whiten`).  So
+its leverage under the train Gram matrix (:attr:`~trajectory.engine.stats.AffineFit.whiten`).  So
 
     SSE_∞ = Σ_t ‖e_t‖² / (1 + 1/n + h_t),     r2_lin_inf = r2_lin + (SSE − SSE_∞) / SST
 
@@ -39,7 +39,7 @@ row.  Rows within a window are correlated, which the formula ignores, so on real
 activations it removes most but not all of the bias (docs/verdicts.md, "Finite-sample bias").
 
 The k-fold interval and the effective rank need the held-out moments
-themselves, so :mod:`trajectory.measure` then keeps per-group moments and scores
+themselves, so :mod:`trajectory.engine.measure` then keeps per-group moments and scores
 the held-out rows in the same pass (:class:`MomentsThenScore`).
 """
 
@@ -83,7 +83,7 @@ class HeldoutResiduals:
         self._sse_inf = 0.0
 
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), in :func:`~trajectory.stats.row_chunks`."""
+        """Add held-out rows ``x`` (n, d_in), ``y`` (n, d_out), in :func:`~trajectory.engine.stats.row_chunks`."""
         n = x.shape[0]
         x, y = x.reshape(n, -1), y.reshape(n, -1)
         if self._w.device != x.device:
@@ -171,7 +171,7 @@ class FitThenScore:
         return self.affine_fit() is not None and self.heldout.finite()
 
     def finalize(self, rcond: float | None = None) -> dict[str, float]:
-        """The flat per-block result, as :meth:`trajectory.stats.BlockStats.finalize` gives it."""
+        """The flat per-block result, as :meth:`trajectory.engine.stats.BlockStats.finalize` gives it."""
         self.affine_fit(rcond)
         out = self.heldout.scores()
         out.update(n_train=self.n_train, n_test=self.heldout.n, cond=self.fit.cond, rank=self.fit.rank)

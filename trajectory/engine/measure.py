@@ -138,7 +138,7 @@ def needs_head(cfg: MetricConfig, model_type: str) -> bool:
 
 def groups_of(is_test: np.ndarray, cfg: MetricConfig) -> np.ndarray:
     """Probe group per window: ``is_test`` (0/1), or ``fold + folds·is_test`` when a k-fold interval is asked
-    for (every train group before every held-out group, as :class:`MomentsThenScore` needs).
+    for (every train group before every held-out group, as :class:`~trajectory.engine.heldout.MomentsThenScore` needs).
 
     Folds are dealt round-robin over a permutation seeded by a child of ``cfg.seed``.
     """

@@ -2,8 +2,8 @@
 
 One forward pass of the trunk (never the LM head) over each batch of windows
 updates every block's *sink* — per-group moment accumulators
-(:class:`~trajectory.stats.GroupMoments`) or a one-pass fit-then-score
-(:class:`~trajectory.heldout.FitThenScore`); no activation is kept beyond its batch.
+(:class:`~trajectory.engine.stats.GroupMoments`) or a one-pass fit-then-score
+(:class:`~trajectory.engine.heldout.FitThenScore`); no activation is kept beyond its batch.
 Rows are routed by the *group* of the sequence they come from — by default
 group 0 = train and 1 = held-out, so a held-out token never shares a window
 with a train token; k-fold intervals use more groups (``2·fold + held_out``).
@@ -39,7 +39,7 @@ class Sink(Protocol):
 
 
 def moments(n_groups: int = 2, precision: str = "float64") -> Callable[[int, int], GroupMoments]:
-    """A sink factory: per-group moment accumulators (:class:`~trajectory.stats.GroupMoments`)."""
+    """A sink factory: per-group moment accumulators (:class:`~trajectory.engine.stats.GroupMoments`)."""
     return lambda d_in, d_out: GroupMoments(d_in, d_out, n_groups, precision)
 
 
@@ -110,7 +110,7 @@ class FFNProbe:
         ``groups`` (n_seq,) is a bool (held-out) or integer group label per window.
         Windows are sorted by group (stably), so batches rarely mix groups and every
         row of group g reaches a sink before any row of a later group, which
-        :class:`~trajectory.heldout.FitThenScore` relies on; the statistics do not
+        :class:`~trajectory.engine.heldout.FitThenScore` relies on; the statistics do not
         depend on the batching.
         """
         groups = np.asarray(groups).astype(np.int64)

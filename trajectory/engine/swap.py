@@ -1,7 +1,7 @@
 """The compression signal: replace one block's FFN by its fitted affine map, measure the LM loss.
 
 For block l the FFN output ``y = FFN(x)`` is replaced by ``ŷ = Wᵀx + b``, the
-map fitted on train tokens (:func:`trajectory.stats.fit_affine`), and the mean
+map fitted on train tokens (:func:`trajectory.engine.stats.fit_affine`), and the mean
 next-token cross-entropy on the held-out windows is compared with the intact
 model's: ``swap_dloss = L_swap - L``, ``swap_dppl = exp(L_swap) - exp(L)``
 (nats and perplexity).  One intact pass plus one pass per block, each with only

@@ -1,7 +1,7 @@
 """Student's t distribution for integer degrees of freedom: its CDF in closed form and its quantile.
 
 No SciPy: the CDF for integer ν is a finite sum (Abramowitz & Stegun 26.7.3–4).  With
-``θ = atan(t / √ν)`` and ``A(t|ν) = P(|T| ≤ t)``,
+``θ = atan(t / √ν)`` and ``A(t|ν) = P(|T| ≤ t)``::
 
     ν odd:   A = (2/π) [θ + sin θ (cos θ + (2/3) cos³θ + … + (2·4···(ν−3))/(1·3···(ν−2)) cos^(ν−2) θ)]
              (for ν = 1 the bracket is θ alone: the Cauchy distribution)

@@ -10,7 +10,7 @@
 7. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
    (:mod:`.runs`; drawn by ``trajectory report A.toml B.toml …``, not by :func:`plot_all`).
 
-Each function reads a store frame (``Store.read()``) and returns a :class:`Drawn`
+Each function reads a store frame (``Store.read()``) and returns a :class:`~trajectory.plots.context.Drawn`
 with the data it drew, so tests can hold a figure to the store's numbers.
 """
 

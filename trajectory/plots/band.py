@@ -2,7 +2,7 @@
 the final-step profile against the band and a published reference (fig. 4).
 
 The band is the random-init prediction band for one new draw, ``mean ± t·sd·√(1 + 1/S)`` over the ``S``
-seeds at the manifest's coverage (:func:`trajectory.verdicts.random_init_band`).  Each trained seed is its
+seeds at the manifest's coverage (:func:`trajectory.verdicts.band.random_init_band`).  Each trained seed is its
 own line; a panel marks the persistent exit of the verdict's arm only where it holds
 (:mod:`trajectory.verdicts`), so a value that has not stayed outside long enough carries no marker.
 """

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 from matplotlib.ticker import NullLocator
 
+from ..atomic import atomic_write
 from ..config import ARM_LABELS as _ARM_LABELS
 from ..config import DEFAULT_BAND_COVERAGE
 
@@ -155,6 +156,7 @@ def doubling_phase_end(steps) -> int | None:
 def save(fig, out: Path, name: str) -> tuple[Path, ...]:
     """Write ``fig`` as ``out/name.png`` (150 dpi) and ``out/name.svg``, then close it.
 
+    Each file is written atomically (a full disk leaves the old figure or none, never half of one).
     The same store gives the same bytes: the SVG carries no date and its element ids are salted with
     ``name`` instead of drawn at random, so re-drawing committed figures changes nothing in git.
     """
@@ -162,7 +164,8 @@ def save(fig, out: Path, name: str) -> tuple[Path, ...]:
     paths = tuple(out / f"{name}.{fmt}" for fmt in FORMATS)
     with matplotlib.rc_context({"svg.hashsalt": name}):
         for path in paths:
-            fig.savefig(path, dpi=150, metadata={"Date": None} if path.suffix == ".svg" else None)
+            meta = {"Date": None} if path.suffix == ".svg" else None
+            atomic_write(path, lambda tmp, f=path.suffix[1:], m=meta: fig.savefig(tmp, format=f, dpi=150, metadata=m))
             fig.set_layout_engine("none")  # keep the layout solved for the first file; re-solving is slow
     plt.close(fig)
     return paths

@@ -2,9 +2,9 @@
 
 One panel per block (small multiples, shared axes): the random-init prediction band as a grey span, each
 run's measured values as a thin line, and over the steps every run measured the trained band — the
-prediction interval for one new run (:data:`trajectory.verdicts.TRAINED_BAND`) — as a blue ribbon around the
-runs' mean.  The panel's title carries the block's answer (:func:`trajectory.verdicts.runs_agree`) and the
-final values' agreement (:func:`trajectory.verdicts.final_agreement`).  Only measured values are drawn.
+prediction interval for one new run (:data:`trajectory.verdicts.runs.TRAINED_BAND`) — as a blue ribbon around the
+runs' mean.  The panel's title carries the block's answer (:func:`trajectory.verdicts.runs.runs_agree`) and the
+final values' agreement (:func:`trajectory.verdicts.runs.final_agreement`).  Only measured values are drawn.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Checkpoint sources: where a revision's weights come from, behind one interface.
 
 A source lists the revision names it has (``revision_names``, for a schedule discovered among them),
-``pin``s each scheduled revision to a commit id once (``None``: the revision does not exist, a
-schedule gap), gives a folder with the tokenizer, ``fetch``es one pinned revision into a folder that
-``from_pretrained`` loads, and ``release``s it when measured.
+pins (``pin``) each scheduled revision to a commit id once (``None``: the revision does not exist, a
+schedule gap), gives a folder with the tokenizer, fetches (``fetch``) one pinned revision into a folder that
+``from_pretrained`` loads, and releases (``release``) it when measured.
 
 - :class:`~trajectory.sources.hub.HubSource`: a Hugging Face Hub model repo through ``huggingface_hub``;
 - :class:`~trajectory.sources.local.LocalDirSource`: a folder with one checkpoint sub-folder per revision

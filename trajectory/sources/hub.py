@@ -1,4 +1,4 @@
-"""The Hugging Face Hub as a checkpoint source (:class:`HubSource`), with retries and eviction.
+"""The Hugging Face Hub as a checkpoint source (:class:`~trajectory.sources.hub.HubSource`), with retries and eviction.
 
 The branches are listed once (``list_repo_refs``) and each revision is pinned to its commit SHA, written
 to the HF cache's ``refs/`` as ``hf_hub_download`` itself does, so that a later offline run
@@ -31,6 +31,7 @@ from . import CONFIG, TOKENIZER_FILES, Fetched
 from .cache import Lease
 from .loading import HUB_UNREACHABLE
 
+#: The result type of the call that :func:`with_retries` retries.
 T = TypeVar("T")
 #: Weight layouts in order of preference: (index file or None, single file).
 WEIGHT_LAYOUTS = (

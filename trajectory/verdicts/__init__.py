@@ -25,12 +25,12 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
 
 ``z = (final − mean) / sd`` of the last measured value is reported beside the verdict but does not decide it.
 
-The band uses the random-init draws of one init scheme only (:func:`one_init`: the manifest's
+The band uses the random-init draws of one init scheme only (:func:`.one_init`: the manifest's
 ``[random_init] init``); draws of another init left in the store are set aside.
 
 Modules: :mod:`.frame` (usable rows, one evaluation, one init, trajectories, spread across blocks), :mod:`.band`,
 :mod:`.exits` (the rules on one series, plain lists), :mod:`.table` (the rules on frames: one arm's per-seed
-trajectories and a band → :func:`arm_verdicts`; a store's frame → :func:`verdict_table`), :mod:`.summary`
+trajectories and a band → :func:`.arm_verdicts`; a store's frame → :func:`.verdict_table`), :mod:`.summary`
 (the sentences and JSON records that follow from a verdict table), :mod:`.runs` (several trained runs of
 one architecture: the trained band, each run's verdict, and whether the runs agree).
 """

@@ -34,17 +34,20 @@ AGREEMENT = ("agree", "disagree", "undetermined")
 TRAINED_COLUMNS = ("trained_runs", "trained_mean", "trained_sd", "trained_min", "trained_max", "trained_t",
                    "trained_low", "trained_high", "trained_width")  # fmt: skip
 
+#: The trained band in words (the report and ``--json`` print it).
 TRAINED_BAND = (
     "Trained band: at each step that every run measured (per block), over the R runs' values: mean, sd (ddof 1), "
     "min–max, and the prediction interval for one new run, mean ± t(1 − α/2, R − 1) · sd · √(1 + 1/R) (the "
     "random-init band's formula, over trained runs instead of untrained draws); its width is 2 · t · sd · √(1 + 1/R)."
 )
+#: The rule across runs, per block, in words.
 BLOCK_RULE = (
     "Rule across runs: each run gets its own verdict per block under the single-run rule, against the random-init "
     "band. A block's runs agree when every run has the same verdict (learned-above, learned-below or within-band); "
     "they disagree when two runs have different ones of those three; otherwise (a run is undetermined, or fewer "
     "than 2 runs have a verdict) the answer is undetermined."
 )
+#: The rule for the runs' final values (the F test), in words.
 FINAL_RULE = (
     "Rule for final values: at the block's last common step, the runs' sd s_T against the random-init draws' sd s_0, "
     "F = s_T² / s_0² on (R − 1, S − 1) degrees of freedom, two-sided p (normal draws assumed), α = 1 − coverage. "

@@ -61,7 +61,7 @@ def arm_sentence(table: pl.DataFrame, arm: str) -> str:
 
 
 def metric_shift_sentences(shift: pl.DataFrame, base: str = "r2_lin", other: str = "r2_lin_inf") -> list[str]:
-    """How much the finite-sample correction moves the verdict, per arm (from :func:`compare_metrics`)."""
+    """How much the finite-sample correction moves the verdict, per arm (from :func:`.compare_metrics`)."""
     if shift.drop_nulls(f"final_{other}").is_empty():
         return [f"`{other}` is not in the store (rows measured before it existed), so it is not compared."]
     out = []
