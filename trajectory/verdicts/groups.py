@@ -16,6 +16,7 @@ import polars as pl
 from ..engine.fdist import variance_ratio_p
 from .runs import Comparison
 
+#: The rule between two groups of runs, per block, in words (``groups.md`` prints it).
 GROUP_RULE = (
     "Rule between two groups of runs: per block, each group's sd of final values (s_A over its R_A runs, s_B over "
     "its R_B, at each group's last common step), F = s_B² / s_A² on (R_B − 1, R_A − 1) degrees of freedom, two-sided "
@@ -33,7 +34,7 @@ def _finals(cmp: Comparison) -> pl.DataFrame:
 
 def which_decides(a: Comparison, b: Comparison, names: tuple[str, str], coverage: float) -> pl.DataFrame:
     """Per block: each group's final spread, the F test and the answer (``names[0]``, ``names[1]`` or
-    ``undetermined``) with one sentence, by :data:`GROUP_RULE`."""
+    ``undetermined``) with one sentence, by :data:`~trajectory.verdicts.groups.GROUP_RULE`."""
     joined = _finals(a).join(_finals(b), on="block", suffix="_b").sort("block")
     rows = []
     for r in joined.iter_rows(named=True):
@@ -48,7 +49,7 @@ def which_decides(a: Comparison, b: Comparison, names: tuple[str, str], coverage
 def decide(
     sd_a: float | None, n_a: int, sd_b: float | None, n_b: int, names: tuple[str, str], coverage: float
 ) -> tuple[str, float | None, str]:
-    """``(answer, p, sentence)`` for one block, by :data:`GROUP_RULE`."""
+    """``(answer, p, sentence)`` for one block, by :data:`~trajectory.verdicts.groups.GROUP_RULE`."""
     if n_a < 2 or n_b < 2 or sd_a is None or sd_b is None or not (math.isfinite(sd_a) and math.isfinite(sd_b)):
         return "undetermined", None, f"undetermined: each group needs ≥ 2 runs with a final value (has {n_a}, {n_b})"
     if sd_a == 0 and sd_b == 0:
