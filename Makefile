@@ -7,7 +7,7 @@
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
 #   make seeds-report             PolyPythia: do the data-seed or the weight-seed runs spread further? (docs/suites.md)
-#   make bench                    the measurement and sweep benchmarks (benches/)
+#   make bench                    the measurement, sweep and compression benchmarks (benches/)
 #   make docs                     the documentation into docs/_build/html, every warning an error
 #   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
 #   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
@@ -68,6 +68,7 @@ seeds-report: $(STAMP)
 # bench_measure runs last: `make bench` ends with its line of medians.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
+	HF_HUB_OFFLINE=1 $(PY) benches/bench_compress.py
 	$(PY) benches/bench_measure.py
 
 # On a GPU machine the system python3 holds torch with CUDA: no venv is made there.
