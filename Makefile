@@ -33,8 +33,8 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not gpu"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trajectory tests benches
-	$(VENV)/bin/ruff format --check trajectory tests benches
+	$(VENV)/bin/ruff check trajectory tests benches docs/conf.py docs/tutorial
+	$(VENV)/bin/ruff format --check trajectory tests benches docs/conf.py docs/tutorial
 
 # -W: every warning is an error; -n (nitpicky): a docstring role naming no documented object is one.
 # The API pages (docs/reference/_api) are generated afresh each time, so a removed module leaves no stale page.

@@ -2,9 +2,10 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-    0 errors, config, discovery, names, online, leaves: settings, schedules read from branch names,
-      atomic, progress, allocator               safe names, atomic writes, malloc thresholds
-    1 manifest, data/                           TOML → config; evaluation and training tokens
+    0 errors, config, provenance, discovery,    leaves: settings, a unit's arm and provenance, schedules read from
+      names, online, atomic, progress,          branch names, safe names, online state, atomic writes, malloc
+      allocator                                 thresholds
+    1 manifest, data/, reference                TOML → config; evaluation and training tokens; the manifest reference
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
     3 sources/                                  where checkpoints, configs and tokenizers come from
     4 store, stored                             parquet units keyed by provenance; what a store alone records
@@ -25,9 +26,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0, "allocator": 0,
-    "online": 0,
-    "manifest": 1, "data": 1,
+    "errors": 0, "config": 0, "provenance": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
+    "allocator": 0, "online": 0,
+    "manifest": 1, "data": 1, "reference": 1,
     "engine": 2,
     "sources": 3,
     "store": 4, "stored": 4,

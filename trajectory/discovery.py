@@ -62,12 +62,21 @@ class BranchRule:
     docstring.  ``step_map``: (name, step, tokens or None) triples."""
 
     pattern: str = r"step(?P<step>\d+)(?:-tokens(?P<tokens>[\d.]+)(?P<unit>[KMBGT]?))?"
+    """A regular expression that a listed name (branch, commit title or repo name) must match whole, with a group
+    ``step`` (unless ``step_map`` gives the steps) and optional ``tokens`` and ``unit``."""
     thin: int = 1
+    """Keep every k-th matching branch in step order, and the last."""
     log_points: int = 0
+    """Keep this many points spaced evenly in log(step), step 0 when present and the last (0: every match)."""
     rule: str = "branches"
+    """Which listing: ``branches`` (branch and tag names), ``commits`` (commit titles on ``branch``) or ``repos``
+    (the model repos of the author that ``[model] repo`` names)."""
     branch: str = "main"
+    """With ``rule = "commits"``: the branch whose history is listed."""
     step_scale: int = 1
+    """The step is the ``step`` group times this (1000 for names that count in thousands, MultiBERTs' ``20k``)."""
     step_map: tuple[tuple[str, int, int | None], ...] = ()
+    """``[schedule.step_map]``: ``NAME = { step = S, tokens = T }`` for names that carry no step (Amber)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.step_map, dict):  # a manifest's [schedule.step_map] table

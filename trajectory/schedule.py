@@ -81,8 +81,11 @@ class Schedule:
     """
 
     points: tuple[tuple[int, str], ...]
+    """Each measured step with its revision name, in step order."""
     tokens: tuple[int | None, ...] = ()
+    """Training tokens seen at each point, when the names or the manifest say so (empty: unknown)."""
     rule: BranchRule | None = None
+    """A rule that finds the points among the repo's branches when a sweep plans (None: the points are given)."""
 
     @property
     def resolved(self) -> bool:

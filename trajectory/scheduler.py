@@ -1,7 +1,7 @@
 """The scheduler: run every missing unit of a manifest's arms, once, under one failure policy.
 
 For each arm (:mod:`trajectory.arms`) it takes the arm's plan, skips every unit already in the store (its
-key is :meth:`~trajectory.config.Provenance.key` of its provenance, so a changed input is a new unit),
+key is :meth:`~trajectory.provenance.Provenance.key` of its provenance, so a changed input is a new unit),
 and runs the rest: in order in this process, or — with ``workers > 1`` — one group of units per job
 through joblib (local processes, each with ``cores // workers`` torch threads), or on a Dask cluster
 through joblib's dask backend.  A group is a unit alone, or the steps of one twin seed in order.

@@ -1,7 +1,7 @@
 """The results store: one parquet file per finished unit, named by its provenance key.
 
 A *unit* is one (arm, model, seed, revision) measurement: one row per block.
-Its key is a hash of everything that decides its numbers (:meth:`trajectory.config.Provenance.key`), so
+Its key is a hash of everything that decides its numbers (:meth:`trajectory.provenance.Provenance.key`), so
 a cache hit is exactly "this provenance was measured before", and a changed
 input (a new commit, other evaluation tokens, another metric config) is a miss
 that can never return a stale number.
@@ -99,7 +99,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "status_remove": pl.Utf8,
     "status_lowrank": pl.Utf8,
 }
-#: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
+#: Identity of a unit: what its key hashes (:meth:`trajectory.provenance.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS
 
 
@@ -122,7 +122,7 @@ def unit_problem(path: Path, frame: pl.DataFrame) -> tuple[str, str] | None:
     """Why ``frame`` (read from ``path``) is not the unit its file name says, as (kind, detail); ``None``
     when it is.  Kinds: ``unreadable`` (no rows, or not a unit file) and ``inconsistent`` (rows naming
     another key, several provenances, a block twice, or a key that is not the hash of the rows' own
-    provenance, :meth:`~trajectory.config.Provenance.key`: an edited, copied or renamed file)."""
+    provenance, :meth:`~trajectory.provenance.Provenance.key`: an edited, copied or renamed file)."""
     missing = sorted(set(KEY_FIELDS) - set(frame.columns))
     if missing or frame.is_empty():
         return "unreadable", f"not a unit file (no rows, or lacks {missing})"

@@ -1,7 +1,7 @@
 """``trajectory verify [MANIFEST]``: check every stored unit against its provenance, offline.
 
 A store is a folder of unit files, ``units/<key>.parquet``, where ``key`` is
-:meth:`~trajectory.config.Provenance.key` of the unit's provenance (see
+:meth:`~trajectory.provenance.Provenance.key` of the unit's provenance (see
 :mod:`trajectory.store`).  Verification reads each file on its own and says
 what is wrong, in six kinds:
 
@@ -12,7 +12,7 @@ what is wrong, in six kinds:
 - **inconsistent**: a readable unit whose rows disagree with its name: rows
   naming another key, several provenances in one file, a block twice, or a key
   that is not the hash of the row's own provenance (recomputed for every arm:
-  :meth:`~trajectory.config.Provenance.key`) — an edited or renamed file.
+  :meth:`~trajectory.provenance.Provenance.key`) — an edited or renamed file.
 - **duplicated**: several units for one (experiment, arm, model, seed,
   revision) under the same evaluation (data hash and metric config): the same
   measurement stored twice, e.g. after a Hub branch moved to a new commit.
