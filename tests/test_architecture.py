@@ -11,7 +11,8 @@ Layers, bottom to top (a module may import its own layer and the ones below):
     4 store, stored                             parquet units keyed by provenance; what a store alone records
     5 arms/, compress/                         plan() → units, run(unit) → rows; ablations, plans, compressed folders
     6 scheduler                                 runs the arms' units, one failure policy
-    7 verdicts, verify                          numbers from the store
+    7 verdicts, verify, track                   numbers from the store; a training run measured in its loop
+                                                (its band checked at step 0)
     8 plots/                                    figures from the store
     9 report, experiments, multireport          figures + verdicts → Markdown and HTML (one experiment, or several)
    10 api, cli, tables, __main__, __init__             the public surface
@@ -34,7 +35,7 @@ LAYERS = {
     "store": 4, "stored": 4,
     "arms": 5, "compress": 5,
     "scheduler": 6,
-    "verdicts": 7, "verify": 7,
+    "verdicts": 7, "verify": 7, "track": 7,
     "plots": 8,
     "report": 9, "experiments": 9, "multireport": 9,
     "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .provenance import ARM_LABELS, TRAINED_ARMS, Arm, Provenance, arm_label  # noqa: F401  (re-exported)
+from .provenance import (  # noqa: F401  (re-exported)
+    ARM_LABELS,
+    SWEPT_ARMS,
+    TRAINED_ARMS,
+    Arm,
+    Provenance,
+    arm_label,
+)
 from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the settings)
     Schedule,
     dense_steps,

@@ -27,7 +27,7 @@ from .config import (
     INIT_SCHEMES,
     MAX_NAME_BYTES,
     MAX_SEED,
-    Arm,
+    SWEPT_ARMS,
     DataSpec,
     Manifest,
     MetricConfig,
@@ -42,7 +42,7 @@ from .discovery import LISTINGS, BranchRule
 from .errors import ConfigError, ManifestError
 from .schedule import segment_steps
 
-ARMS = tuple(str(a) for a in Arm)
+ARMS = tuple(str(a) for a in SWEPT_ARMS)
 
 
 class _Reader:

@@ -20,6 +20,7 @@ class Arm(enum.StrEnum):
     LOCAL = "local"  # a folder of checkpoint sub-folders, one per revision
     RANDOM_INIT = "random-init"  # untrained draws of the architecture: its own prior
     TWIN = "twin"  # the architecture trained by us from random init, measured in the loop
+    RUN = "run"  # a user's own training run, measured in its loop by trajectory.track (never swept)
 
     @property
     def label(self) -> str:
@@ -35,10 +36,13 @@ ARM_LABELS = {
     Arm.HUB: "hub checkpoints",
     Arm.LOCAL: "local checkpoints",
     Arm.TWIN: "twin (our run)",
+    Arm.RUN: "tracked run",
     Arm.RANDOM_INIT: "random init",
 }
 #: Trained arms in the order figures and reports list them.
-TRAINED_ARMS = (Arm.HUB, Arm.LOCAL, Arm.TWIN)
+TRAINED_ARMS = (Arm.HUB, Arm.LOCAL, Arm.TWIN, Arm.RUN)
+#: The arms a manifest may name: a sweep measures them (a tracked run is measured by its own training loop).
+SWEPT_ARMS = (Arm.HUB, Arm.LOCAL, Arm.RANDOM_INIT, Arm.TWIN)
 
 
 def arm_label(arm: str) -> str:

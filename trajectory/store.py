@@ -28,7 +28,8 @@ seed, revision, step``), the engine's per-block metrics, and the provenance
 (``commit, weights_hash, data_hash, metric_config, code_version, key``) plus
 timings.  Arms: ``hub`` (public checkpoints), ``local`` (a directory of
 checkpoints), ``random-init`` (untrained, one row set per seed), ``twin``
-(our own run from random init, with ``pythia_step`` and ``tokens_seen``).
+(our own run from random init, with ``pythia_step`` and ``tokens_seen``), ``run`` (a user's training run
+measured in its own loop by :mod:`trajectory.track`, with ``measure_fraction`` and ``measure_fraction_total``).
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "key": pl.Utf8,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
+    # a tracked run's cost (trajectory.track): seconds_measure ÷ the training seconds since the last measurement
+    # (seconds_fetch), and all its measuring so far ÷ all its training so far
+    "measure_fraction": pl.Float64,
+    "measure_fraction_total": pl.Float64,
     # companion metrics (null unless the metric config asks for them; see trajectory.engine.companions, .swap)
     "linearity_score": pl.Float64,
     "linearity_score_heldout": pl.Float64,

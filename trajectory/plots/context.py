@@ -33,7 +33,7 @@ METRIC_LABELS = {
     "r2_lin_inf": "R²_lin extrapolated to unlimited train rows (unitless)",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
-ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
+ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b", "run": "#2a9d4b"}
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
 _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")
