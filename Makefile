@@ -7,6 +7,8 @@
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
 #   make bench                    the measurement and sweep benchmarks (benches/)
+#   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
+#   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -15,7 +17,7 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint test-slow test-gpu sweep plot report bench clean-venv
+.PHONY: test lint test-slow test-gpu sweep plot report bench gpu-check gpu-check-dry gpu-wheels clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +55,20 @@ report: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
 	$(PY) benches/bench_measure.py
+
+# On a GPU machine the system python3 holds torch with CUDA: no venv is made there.
+gpu-check:
+	bash benches/gpu_check.sh
+
+gpu-check-dry: $(STAMP)
+	PY=$(PY) bash benches/gpu_check.sh --dry-run
+
+# For a machine with CUDA's PyTorch but no registry (Python 3.12, x86-64): the wheels it lacks, no deps.
+GPU_WHEELS ?= polars polars-runtime-32
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
 
 clean-venv:
 	rm -rf $(VENV)

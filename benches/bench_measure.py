@@ -27,7 +27,9 @@ Times exclude model building.  The last line is machine-readable:
 (the memory ratio is named for the default sizes; it is big over small whatever they are).
 
     python benches/bench_measure.py [--tokens 16384] [--big-tokens 131072] [--repeats 3] [--big-repeats 1]
-                                    [--also float64,float32] [--device cpu|cuda] [--quick]
+                                    [--also float64,float32] [--device cpu|cuda] [--quick] [--ratio-only]
+
+``--ratio-only``: the interleaved runs alone, and a last line ``measure_over_forward=…`` (the device check's).
 """
 
 from __future__ import annotations
@@ -243,6 +245,10 @@ def bench(args, device: str) -> None:
         f"batch_tokens={BATCH_TOKENS} load={os.getloadavg()[0]:.2f}",
         flush=True,
     )
+    if args.ratio_only:
+        runs = [spawn("interleaved", args.shape, args.tokens, device) for _ in range(args.repeats)]
+        print(f"measure_over_forward={statistics.median(r['measure'] / r['forward'] for r in runs):.3f}")
+        return
     small, big = [], []
     for r in range(args.repeats):
         methods = ["interleaved", "measure", "peer"]
@@ -312,6 +318,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--also", default="", help="other precisions to time once, e.g. float64,float32")
     parser.add_argument("--device", help="default: cpu, then cuda when available")
     parser.add_argument("--quick", action="store_true", help="a small model and sizes: checks the script only")
+    parser.add_argument(
+        "--ratio-only", action="store_true", help="only the interleaved runs: the measure_over_forward line"
+    )
     parser.add_argument(
         "--worker",
         choices=("interleaved", "measure", "peer", "peer-cutoff", "float64", "float32"),

@@ -1,6 +1,6 @@
-"""Every input of the README's "What happens when …" list that used to end in a traceback: the real CLI, driven
-in-process, answers one ``trajectory: …`` line on stderr, nothing on stdout, exit status 2, and writes nothing
-(no store folder, no partial file: the tree under the test's folder is byte-for-byte what it was)."""
+"""Every input of the "What happens when …" list (docs/reliability.md) that used to end in a traceback: the real
+CLI, driven in-process, answers one ``trajectory: …`` line on stderr, nothing on stdout, exit status 2, and writes
+nothing (no store folder, no partial file: the tree under the test's folder is byte-for-byte what it was)."""
 
 from __future__ import annotations
 

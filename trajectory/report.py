@@ -305,7 +305,7 @@ def verdict_blocks(frame: pl.DataFrame, manifest, tables: dict[str, pl.DataFrame
             frame, ("r2_lin", "r2_lin_inf"), manifest.band_coverage, manifest.total_steps()
         )
         out.append(
-            "Finite-sample correction: `r2_lin_inf` is R²_lin extrapolated to unlimited train rows (README). "
+            "Finite-sample correction: `r2_lin_inf` is R²_lin extrapolated to unlimited train rows (docs/verdicts.md). "
             + " ".join(verdicts.metric_shift_sentences(shift))
         )
     return out

@@ -36,7 +36,7 @@ estimates the held-out error of the map that unlimited train rows would give
 (the population least-squares map), on the same held-out rows.  It needs each
 held-out row's residual, one extra product ``(x − mx) · whiten`` per held-out
 row.  Rows within a window are correlated, which the formula ignores, so on real
-activations it removes most but not all of the bias (README, "r2_lin_inf").
+activations it removes most but not all of the bias (docs/verdicts.md, "Finite-sample bias").
 
 The k-fold interval and the effective rank need the held-out moments
 themselves, so :mod:`trajectory.measure` then keeps per-group moments and scores
