@@ -226,9 +226,9 @@ store = "{store}"
 
 
 #: Tolerance for float64 statistics compared across thread counts or process layouts.  A float reduction
-#: split over k threads adds k partial sums in another order, so the last bits move: issue 21 measured
-#: |ΔR²_lin| ≈ 1e-9 between one process of 2 threads and two of 1 on an Intel Xeon (0 on an AMD EPYC).
-#: 1e-8 is ten times that and still a millionth of the smallest difference a verdict reads (the band's width).
+#: split over k threads adds k partial sums in another order, so the last bits move: issue 21 reports
+#: |ΔR²_lin| ≈ 1e-9 between one process of 2 threads and two of 1 on a 2-core Intel Xeon.
+#: 1e-8 is ten times that; a difference a verdict could read is many orders larger.
 LAYOUT_TOL = 1e-8
 
 
