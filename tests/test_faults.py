@@ -304,9 +304,12 @@ def test_truncated_garbage_and_copied_units_are_moved_aside_and_measured_again(m
 
 
 # -- symlinked checkpoint folders: measure and the sweep follow one rule -------------------------------------------
-def test_a_symlinked_revision_inside_the_folder_is_measured_and_one_leading_out_is_refused_alike(
+def test_a_symlinked_revision_is_measured_wherever_it_leads_and_a_name_leaving_the_folder_is_refused_alike(
     ckpts, text_file, tmp_path, capsys
 ):
+    """A folder of links into scratch storage is a common layout: reading through the user's own link is safe
+    (nothing is written there), so a link leading out of the folder is measured like one inside it.  A revision
+    *name* that leaves the folder (``../x``) is still refused, by ``measure`` and the sweep alike."""
     import shutil
 
     run_dir = tmp_path / "run"
@@ -315,15 +318,29 @@ def test_a_symlinked_revision_inside_the_folder_is_measured_and_one_leading_out_
     (run_dir / "step0").symlink_to(run_dir / "saved" / "step0")  # stays inside the checkpoint folder
     (run_dir / "step4").symlink_to(tmp_path / "elsewhere" / "step4")  # leads out of it
     args = ["--text-file", text_file, "--tokens", 1024, "--seq-len", 64]
-    code, out, err = run(capsys, "measure", run_dir, "--revision", "step0", *args, "--json")
-    assert code == 0, err
-    _, direct, _ = run(capsys, "measure", ckpts, "--revision", "step0", *args, "--json")
-    assert json.loads(out)["blocks"] == json.loads(direct)["blocks"]
-    code, out, err = run(capsys, "sweep", "--repo", run_dir, "--revisions", "step0", *args, "--store", tmp_path / "a")
-    assert code == 0 and "1 measured" in out, err
-    refused = one_line(*run(capsys, "measure", run_dir, "--revision", "step4", *args))
-    assert "'step4' resolves outside" in refused
-    swept = one_line(
-        *run(capsys, "sweep", "--repo", run_dir, "--revisions", "step0,step4", *args, "--store", tmp_path / "b")
+    for rev in ("step0", "step4"):
+        code, out, err = run(capsys, "measure", run_dir, "--revision", rev, *args, "--json")
+        assert code == 0, err
+        _, direct, _ = run(capsys, "measure", ckpts, "--revision", rev, *args, "--json")
+        assert json.loads(out)["blocks"] == json.loads(direct)["blocks"]
+    code, out, err = run(
+        capsys, "sweep", "--repo", run_dir, "--revisions", "step0,step4", *args, "--store", tmp_path / "a"
     )
-    assert swept == refused and not (tmp_path / "b").exists()
+    assert code == 0 and "2 measured" in out, err
+    (run_dir / "step8").symlink_to(tmp_path / "elsewhere" / "step4")
+    refused = one_line(*run(capsys, "measure", run_dir / "saved", "--revision", "../step8", *args))
+    assert "'../step8' is not a plain name" in refused
+    swept = one_line(
+        *run(
+            capsys,
+            "sweep",
+            "--repo",
+            run_dir / "saved",
+            "--revisions",
+            "step0,../step8",
+            *args,
+            "--store",
+            tmp_path / "b",
+        )
+    )
+    assert "'../step8' is not a plain name" in swept and not (tmp_path / "b").exists()

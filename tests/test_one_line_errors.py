@@ -277,7 +277,7 @@ def test_arms_that_name_no_arm_are_one_line_not_every_arm(capsys, work, no_sweep
 # -- manifests -------------------------------------------------------------------------------------------------
 OUT_OF_RANGE = {
     "twin seq_len 0": ("[twin]\nseq_len = 0\n", "[twin] seq_len must be an integer ≥ 2, got 0"),
-    "twin beta1 2": ("[twin]\nbeta1 = 2\n", "[twin] beta1 must be a finite number in [0.0, 1.0], got 2.0"),
+    "twin beta1 2": ("[twin]\nbeta1 = 2\n", "[twin] beta1 must be a finite number in [0.0, 1.0), got 2.0"),
     "twin lr nan": ("[twin]\nlr = nan\n", "[twin] lr must be a finite number in (0.0, 10.0], got nan"),
     "twin eps < 0": ("[twin]\neps = -1e-8\n", "[twin] eps must be a finite number in (0.0, inf], got -1e-08"),
     "twin eps 0": ("[twin]\neps = 0.0\n", "[twin] eps must be a finite number in (0.0, inf], got 0.0"),

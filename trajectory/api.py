@@ -14,6 +14,8 @@ The command line (:mod:`trajectory.cli`) is a thin layer over these functions.
 from __future__ import annotations
 
 import math
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -23,6 +25,7 @@ from .config import (
     DEFAULT_HELDOUT_FRAC,
     DEFAULT_SEQ_LEN,
     DEFAULT_TOKENS,
+    DEVICES,
     DataSpec,
     Manifest,
     MetricConfig,
@@ -54,6 +57,60 @@ def _device_of(model) -> str:
     return str(param.device) if param is not None else "cpu"
 
 
+#: How the API names what the CLI calls by a flag: a message raised below :func:`measure` is reworded with
+#: these, so a notebook reads the argument it passes (``n_tokens``), never a flag it has not got.
+API_WORDS = {
+    "--tokens": "n_tokens",
+    "--seq-len": "seq_len",
+    "seq-len": "seq_len",
+    "--allow-long": "allow_long=True",
+    "--device": "device",
+    "--heldout-frac": "heldout_frac",
+    "heldout-frac": "heldout_frac",
+}
+
+
+@contextmanager
+def api_wording():
+    """Inside, a :class:`TrajectoryError` leaves with its CLI flags replaced by :data:`API_WORDS`."""
+    try:
+        yield
+    except TrajectoryError as exc:
+        message = str(exc)
+        for flag, word in API_WORDS.items():
+            message = message.replace(flag, word)
+        raise type(exc)(message) from None
+
+
+def _check_model_object(model, revision) -> None:
+    """A model object must be a loaded transformers model, and a revision (for a model by name) is refused."""
+    if not (hasattr(model, "config") and hasattr(model, "parameters")):
+        raise ConfigError(f"model must be a transformers model, a Hub id or a local folder, got {type(model).__name__}")
+    if revision is not None:
+        raise ConfigError(
+            f"revision={revision!r} is for a model given by name; a model object is measured as it is, "
+            "so the revision would be ignored"
+        )
+    if any(p.is_meta for p in model.parameters()):
+        raise ConfigError("the model's weights are on the meta device (never loaded); load or materialise them")
+
+
+def _check_by_name(tokenizer, text, tokens) -> None:
+    """A model by name brings its own tokenizer and reads ``text_file``: anything else would be ignored."""
+    for name, value in (("tokenizer", tokenizer), ("text", text), ("tokens", tokens)):
+        if value is not None:
+            raise ConfigError(
+                f"{name}= is for a model object; a model given by name uses its own tokenizer on text_file=, "
+                f"so {name}= would be ignored"
+            )
+
+
+def _whole(name: str, value) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool)):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    return value
+
+
 def measure(
     model,
     tokenizer=None,
@@ -69,6 +126,7 @@ def measure(
     precision: str = "mixed",
     device: str | None = None,
     revision: str | None = None,
+    allow_long: bool = False,
 ) -> pl.DataFrame:
     """R²_lin of every FFN block of ``model``: a polars DataFrame with one row per block.
 
@@ -78,23 +136,42 @@ def measure(
     ``tokens`` (token ids, 1-D or (n_seq, seq_len)); ``n_tokens`` are cut into windows of ``seq_len``.
     Windows are split by sequence into train and held-out (``heldout_frac``, seeded by ``seed``); the affine
     map is fitted on train rows in closed form and scored on held-out rows.  ``companions``: any of
-    ``linearity_score``, ``effective_rank``, ``ci``, ``swap``, or ``"all"``.
+    ``linearity_score``, ``effective_rank``, ``ci``, ``swap``, or ``"all"``.  ``allow_long`` lets windows
+    run past a rotary model's ``max_position_embeddings`` (refused otherwise, as the CLI refuses them).
+
+    What a call could not use is refused, never ignored: ``revision`` with a model object; ``tokenizer``,
+    ``text`` or ``tokens`` with a model by name (it brings its own tokenizer and reads ``text_file``).
+    Every refusal is one :class:`~trajectory.errors.TrajectoryError` line naming the argument.
 
     >>> df = measure(model, tokenizer, text_file="eval.txt", n_tokens=4096, seq_len=64)  # doctest: +SKIP
     >>> df.select("block", "r2_lin")                                                      # doctest: +SKIP
     """
-    cfg = MetricConfig(heldout_frac=heldout_frac, seed=seed, companions=companions, compute_dtype=precision)
-    if isinstance(model, str | Path):
-        data = DataSpec("text", str(text_file), tokens=n_tokens, seq_len=seq_len) if text_file else None
-        if data is None:
-            raise ConfigError("a model given by name needs text_file=")
-        result = measure_revision(str(model), revision, data, cfg, device or "cpu")
-        return blocks_frame(result)
-    from .engine.measure import check_budget, measure_blocks, split_by_sequence
+    with api_wording():
+        return _measure(model, tokenizer, text, text_file, tokens, n_tokens, seq_len, heldout_frac, seed,
+                        companions, precision, device, revision, allow_long)  # fmt: skip
 
+
+def _measure(model, tokenizer, text, text_file, tokens, n_tokens, seq_len, heldout_frac, seed, companions,
+             precision, device, revision, allow_long) -> pl.DataFrame:  # fmt: skip
+    """:func:`measure`, its arguments checked before any work, in the order a caller would fix them."""
+    n_tokens, seq_len = _whole("n_tokens", n_tokens), _whole("seq_len", seq_len)
+    if companions is None:
+        raise ConfigError("companions must be a list of names (or 'all'); give () for none, got None")
+    cfg = MetricConfig(heldout_frac=heldout_frac, seed=seed, companions=companions, compute_dtype=precision)
     if device is not None:
         check_device(device)
+    if isinstance(model, str | Path):
+        _check_by_name(tokenizer, text, tokens)
+        if text_file is None:
+            raise ConfigError("a model given by name needs text_file=")
+        data = DataSpec("text", str(text_file), tokens=n_tokens, seq_len=seq_len, allow_long=allow_long)
+        return blocks_frame(measure_revision(str(model), revision, data, cfg, device or "cpu"))
+    from .engine.measure import check_budget, check_positions, check_vocab, measure_blocks, split_by_sequence
+
+    _check_model_object(model, revision)
     windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
+    check_positions(model.config, windows.ids.shape[1], allow_long, what="seq_len")
+    check_vocab(windows, model.config.vocab_size)
     check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
     blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
     return blocks_frame({"data_hash": windows.data_hash, "metric_config": cfg.digest(), "blocks": blocks})
@@ -128,7 +205,10 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
 
 
 def check_device(device: str) -> None:
-    """A CUDA device must exist before anything is loaded or any unit runs (checked once, here)."""
+    """``device`` is one of :data:`~trajectory.config.DEVICES` or ``cuda:N``, and a CUDA device must exist
+    before anything is loaded or any unit runs (checked once, here)."""
+    if not (isinstance(device, str) and (device in DEVICES or re.fullmatch(r"cuda:\d+", device))):
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)} or cuda:N, got {device!r}")
     if str(device).startswith("cuda"):
         import torch
 

@@ -54,6 +54,8 @@ INIT_SCHEMES = ("gpt-neox", "hf-default")
 DEFAULT_BAND_COVERAGE = 0.95
 #: Largest seed accepted: seeds go into numpy's SeedSequence and torch generators as signed 64-bit integers.
 MAX_SEED = 2**63 - 1
+#: Longest experiment name: it names folders (``figures/<name>/``, temporary names beside them), under 255 bytes.
+MAX_NAME_BYTES = 120
 #: Where a sweep runs: ``auto`` is CUDA when torch sees a GPU, else the CPU (resolved once per sweep).
 DEVICES = ("auto", "cpu", "cuda")
 #: A twin whose training would not finish overnight on a CPU (12 h, extrapolated from a timed update) is
@@ -260,11 +262,17 @@ class TwinSpec:
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ConfigError(f"[twin] {name} must be an integer ≥ {low}, got {value!r}")
+        if self.batch_tokens < self.seq_len:  # one window per update would silently train seq_len tokens
+            raise ConfigError(f"[twin] batch_tokens must be ≥ seq_len ({self.seq_len}), got {self.batch_tokens}")
         _finite(self.lr, "[twin] lr", 0.0, 10.0, open_low=True)
-        for name in ("warmup_frac", "min_lr_frac", "beta1", "beta2"):
+        for name in ("warmup_frac", "min_lr_frac"):
             _finite(getattr(self, name), f"[twin] {name}", 0.0, 1.0)
-        for name in ("weight_decay", "clip"):
-            _finite(getattr(self, name), f"[twin] {name}", 0.0)
+        for name in ("beta1", "beta2"):  # AdamW divides by 1 − βᵗ: β = 1 fails at the first update
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise ConfigError(f"[twin] {name} must be a finite number in [0.0, 1.0), got {value!r}")
+        _finite(self.weight_decay, "[twin] weight_decay", 0.0)
+        _finite(self.clip, "[twin] clip", 0.0, open_low=True)  # clip = 0 scales every gradient to zero
         _finite(self.eps, "[twin] eps", 0.0, open_low=True)  # eps = 0 divides 0 by 0 for a never-seen token's row
         seeds = (self.seeds,) if isinstance(self.seeds, int) else tuple(self.seeds)
         if not seeds:

@@ -232,12 +232,13 @@ def compare(exps: Experiments) -> verdicts.Comparison:
 
 def default_name(names: list[str]) -> str:
     """A folder name for the experiments: their names joined by ``+`` when that is short, else the first
-    name, how many more, and 6 hex digits of them all (so two different sets never share a folder)."""
+    name (cut to 40 characters), how many more, and 6 hex digits of them all, so two different sets never
+    share a folder: also when a name holds a ``+`` (``p+q``, ``r`` and ``p``, ``q+r`` would both join to ``p+q+r``)."""
     joined = "+".join(names)
-    if len(joined) <= 60:
+    if len(joined) <= 60 and not any("+" in n for n in names):
         return joined
     digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:6]
-    return f"{names[0]}+{len(names) - 1}-more-{digest}"
+    return f"{names[0][:40]}+{len(names) - 1}-more-{digest}"
 
 
 def experiments_json(exps: Experiments) -> list[dict]:

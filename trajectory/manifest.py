@@ -25,6 +25,7 @@ from typing import Any
 from .config import (
     DEFAULT_BAND_COVERAGE,
     INIT_SCHEMES,
+    MAX_NAME_BYTES,
     MAX_SEED,
     Arm,
     DataSpec,
@@ -189,6 +190,9 @@ def _tokens_per_step(r: _Reader, doc: dict, schedule: Schedule) -> Schedule:
         return schedule
     if not _count(per_step, 1):
         raise r.fail("schedule", "tokens_per_step", "a positive integer (training tokens per optimiser step)", per_step)
+    last = schedule.steps[-1] if schedule.resolved else 1
+    if per_step * max(1, last) > 2**63 - 1:  # tokens seen are stored as signed 64-bit integers
+        raise r.fail("schedule", "tokens_per_step", f"at most (2⁶³ − 1) / {max(1, last)} (the last step)", per_step)
     return schedule.with_tokens_per_step(per_step)
 
 
@@ -293,11 +297,20 @@ def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
     return r.typed(TwinSpec, {"twin": tab}, "twin")
 
 
+def _folds_fit(r: _Reader, metric: MetricConfig, data: DataSpec) -> MetricConfig:
+    """A k-fold interval needs two windows per fold (:func:`trajectory.engine.measure.probe_groups`)."""
+    windows = data.tokens // data.seq_len
+    if "ci" in metric.companions and 2 * metric.folds > windows:
+        raise r.fail("metric", "folds", f"at most {windows // 2} ([data] gives {windows} windows)", metric.folds)
+    return metric
+
+
 def _experiment(r: _Reader, doc: dict) -> tuple[str, tuple[str, ...], str]:
     tab = r.table(doc, "experiment", {"name", "arms", "description"})
     name = tab.get("name", r.path.stem)
-    if not _plain(name) or "/" in name or name.startswith("."):
-        raise r.fail("experiment", "name", "a plain name (no '/', no control characters)", name)
+    if not _plain(name) or "/" in name or name.startswith(".") or len(name.encode()) > MAX_NAME_BYTES:
+        what = f"a plain name of at most {MAX_NAME_BYTES} bytes (it names folders; no '/', no control characters)"
+        raise r.fail("experiment", "name", what, name if len(name) <= 40 else name[:40] + "…")
     arms = tab.get("arms", ["hub", "random-init"])
     if not (isinstance(arms, list) and arms and all(a in ARMS for a in arms)):
         raise r.fail("experiment", "arms", f"a non-empty list drawn from {list(ARMS)}", arms)
@@ -351,6 +364,7 @@ def load_manifest(path: str | Path) -> Manifest:
     profile, label = _reference(r, doc)
     twin = _twin(r, doc, arms)
     seeds, init, coverage = _random_init(r, doc)
+    data = _data(r, doc)
     return Manifest(
         name=name,
         source=path,
@@ -359,8 +373,8 @@ def load_manifest(path: str | Path) -> Manifest:
         model_config=config,
         tokenizer=tok,
         schedule=_tokens_per_step(r, doc, _schedule(r, doc)),
-        data=_data(r, doc),
-        metric=r.typed(MetricConfig, doc, "metric"),
+        data=data,
+        metric=_folds_fit(r, r.typed(MetricConfig, doc, "metric"), data),
         random_init_seeds=seeds,
         init_scheme=init,
         band_coverage=coverage,

@@ -155,7 +155,12 @@ def check_tokenizer_output(n_chars: int, n_text: int, stream: list[int], eos: in
 
 def from_ids(ids, seq_len: int, describe: str = "token ids") -> EvalTokens:
     """Windows from token ids: a (n_seq, seq_len) array as it is, or a 1-D stream cut into whole windows."""
-    ids = np.asarray(ids)
+    try:
+        ids = np.asarray(ids)
+    except ValueError:  # lists of unequal lengths
+        raise DataError("tokens must be one stream of ids or windows of one length; rows differ") from None
+    if ids.size == 0:
+        raise DataError("token ids are empty; give at least one window of ≥ 2 tokens")
     if not np.issubdtype(ids.dtype, np.integer):
         raise DataError(f"token ids must be integers, got dtype {ids.dtype}")
     if ids.ndim == 1:

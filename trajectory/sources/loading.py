@@ -76,7 +76,7 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
         return name, revision if revision is None else names.relative_name(revision, f"revision of {name}")
     if revision is None:
         return name, None
-    sub = revision_dir(root, revision)  # the sweep's own rule: a symlink may not lead out of the folder
+    sub = revision_dir(root, revision)  # the sweep's own rule: a name may not leave the folder
     if not sub.is_dir():
         have = sorted((p.name for p in root.iterdir() if p.is_dir()), key=natural_key)[:8]
         raise RevisionNotFoundError(

@@ -2,8 +2,9 @@
 run, or a twin's saved checkpoints).  A revision's "commit" is the sha256 of its files, so an edited
 checkpoint is a new unit and never a stale number.
 
-A revision folder may be a symlink that stays inside ``root`` (``step0 -> runs/a/step0``); one that leads
-out of it is refused, by ``measure`` and the sweep alike (:func:`revision_dir`).
+A revision folder may be a symlink, wherever it leads (``step0 -> /scratch/run/step0``, a common layout):
+nothing is ever written there, so reading through the user's own link is safe.  A revision *name* that
+leaves the folder (``../x``, ``/x``) is refused, by ``measure`` and the sweep alike (:func:`revision_dir`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import TrajectoryError
-from ..names import inside
+from ..names import relative_name
 from . import CONFIG, TOKENIZER_FILES, Fetched
 
 
@@ -30,8 +31,8 @@ def content_hash(folder: Path) -> str:
 
 
 def revision_dir(root: Path, revision: str) -> Path:
-    """``root/revision``: a plain name whose path, symlinks resolved, stays inside ``root``; else one line."""
-    return inside(Path(root), revision, f"revision of {root}")
+    """``root/revision`` for a plain relative name (no ``..``, no root); a symlink there is followed."""
+    return Path(root) / relative_name(revision, f"revision of {root}")
 
 
 @dataclass
