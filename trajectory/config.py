@@ -235,7 +235,11 @@ class TwinSpec:
     sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
     ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
     or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`).  ``regulariser`` adds a term to the loss
-    (:class:`~trajectory.variants.Regulariser`).  ``save_checkpoints`` also writes each measured step as a model folder.
+    (:class:`~trajectory.variants.Regulariser`).
+    ``save_checkpoints`` also writes each measured step as a model folder.  ``threads``: the torch
+    threads every seed trains and is measured with, whatever ``--workers`` gives the process: a float sum
+    splits into per-thread partial sums, so another count can round a weight differently; the count is
+    hashed into the run's digest, so a run resumed under another count is a new run, never a mixed one.
     """
 
     steps: int = 2000
@@ -270,9 +274,12 @@ class TwinSpec:
     or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`)."""
     regulariser: Regulariser | None = None
     """A term added to the loss (:class:`~trajectory.variants.Regulariser`); None: none."""
+    threads: int = 1
+    """Torch threads each seed trains with, whatever ``--workers`` is (in the run digest: a resume under another
+    count is a new run, never a mixed one)."""
 
     def __post_init__(self) -> None:
-        for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2)):
+        for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2), ("threads", 1)):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ConfigError(f"[twin] {name} must be an integer ≥ {low}, got {value!r}")

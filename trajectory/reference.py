@@ -29,7 +29,9 @@ SECTIONS: dict[str, list[tuple[str, tuple[type, str] | None]]] = {
     "schedule": [("revisions", None), ("steps", None), ("rule", None), ("log_until", None), ("every", None),
                  ("last", None), ("points", None), ("revision_format", None), ("tokens_per_step", None),
                  ("pattern", (BranchRule, "pattern")), ("thin", (BranchRule, "thin")),
-                 ("log_points", (BranchRule, "log_points"))],
+                 ("log_points", (BranchRule, "log_points")), ("branch", (BranchRule, "branch")),
+                 ("step_scale", (BranchRule, "step_scale")), ("step_map", (BranchRule, "step_map")),
+                 ("segments", None)],
     "data": [("text_file", None), ("parquet", None), ("dataset", None), ("embedded", None),
              *((f.name, (DataSpec, f.name)) for f in dataclasses.fields(DataSpec) if f.name not in ("kind", "path"))],
     "metric": [(f.name, (MetricConfig, f.name)) for f in dataclasses.fields(MetricConfig)],
@@ -58,8 +60,14 @@ TOML_ONLY: dict[tuple[str, str], tuple[str, str, str]] = {
         "str",
         '"pythia"',
         "`pythia` (0, the doubling steps to `log_until`, then every `every` to `last`), `dense` (the doubling "
-        "steps to `log_until`, then `points` evenly to `last`) or `branches` (found among the repo's "
-        "branches)."
+        "steps to `log_until`, then `points` evenly to `last`), `segments` (half-open ranges), or found when a "
+        "sweep plans: `branches` (branch and tag names), `commits` (commit titles on `branch`), `repos` (one repo "
+        "per checkpoint under the author `[model] repo` names); docs/suites.md."
+    ),
+    ("schedule", "segments"): (
+        "list[[int, int, int]]",
+        "—",
+        "`segments`: `[[start, stop, every], …]`, the union of `range(start, stop, every)` (Stanford CRFM's 609).",
     ),
     ("schedule", "log_until"): (
         "int",

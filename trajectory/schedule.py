@@ -41,6 +41,26 @@ def dense_steps(log_until: int, points: int, last: int) -> list[int]:
     return sorted(set(head) | tail)
 
 
+def segment_steps(segments) -> list[int]:
+    """The union of half-open ranges ``[start, stop)`` taken every ``every``: ``[[start, stop, every], …]``.
+
+    Stanford CRFM's GPT-2 runs: ``[[0, 100, 10], [100, 2000, 50], [2000, 20000, 100], [20000, 401000, 1000]]``
+    gives 0, 10, …, 90, 100, 150, …, 1950, 2000, 2100, …, 19900, 20000, 21000, …, 400000 (609 steps).
+    """
+    ok = isinstance(segments, list) and segments
+    for seg in segments if ok else []:
+        good = (
+            isinstance(seg, list) and len(seg) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in seg)
+        )
+        if not (good and 0 <= seg[0] < seg[1] and seg[2] >= 1):
+            raise ConfigError(
+                f"segments: each must be [start, stop, every] with 0 ≤ start < stop and every ≥ 1, got {seg!r}"
+            )
+    if not ok:
+        raise ConfigError(f"segments must be a non-empty list of [start, stop, every], got {segments!r}")
+    return sorted({step for start, stop, every in segments for step in range(start, stop, every)})
+
+
 _STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
 
 

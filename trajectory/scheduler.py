@@ -38,6 +38,7 @@ from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, n
 from .errors import ConfigError, DiskFullError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
+from .stored import mislabelled
 
 
 def cuda_available() -> bool:
@@ -95,6 +96,7 @@ class SweepReport:
     outcomes: list[UnitOutcome] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    mislabelled: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +123,8 @@ class SweepReport:
             line += "; flagged: " + ", ".join(f"{o.label} ({o.reason})" for o in self.flagged)
         if self.duplicates:
             line += "; identical weights: " + ", ".join("=".join(g) for g in self.duplicates)
+        if self.mislabelled:
+            line += "; mislabelled: " + ", ".join(self.mislabelled)
         if self.gaps:
             line += "; missing: " + ", ".join(self.gaps)
         if self.moved:
@@ -288,6 +292,11 @@ def run_arm(arm: ArmRunner, store: Store, options: SweepOptions, workers: int) -
         finally:
             arm.close()
     report.duplicates = duplicate_groups(store, units)
+    report.mislabelled = [
+        f"{rev} (same weights as the final checkpoint, {last})"
+        for model, rev, last in mislabelled(store.read())
+        if any(u.provenance.model == model and u.provenance.revision == rev for u in units)
+    ]
     prune_failures(store, units)
     return report
 
@@ -366,5 +375,6 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
         report.outcomes += part.outcomes
         report.gaps += part.gaps
         report.duplicates += part.duplicates
+        report.mislabelled += part.mislabelled
     report.moved = [(path.name, why) for path, why in store.moved]
     return report

@@ -315,7 +315,9 @@ class Store:
             return None
         try:
             record = json.loads(path.read_text())
-            if record["model"] != manifest.repo or record["rule"] != asdict(rule):
+            # as JSON keeps it (tuples become lists), and a record written before a rule field existed has its default
+            wanted = json.loads(json.dumps(asdict(rule)))
+            if record["model"] != manifest.repo or {**wanted, **record["rule"]} != wanted:
                 return None
             points = [(int(p["step"]), names.relative_name(p["revision"], "revision")) for p in record["points"]]
             tokens = [None if p["tokens"] is None else int(p["tokens"]) for p in record["points"]]

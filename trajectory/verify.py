@@ -3,10 +3,12 @@
 A store is a folder of unit files, ``units/<key>.parquet``, where ``key`` is
 :meth:`~trajectory.provenance.Provenance.key` of the unit's provenance (see
 :mod:`trajectory.store`).  Verification reads each file on its own and says
-what is wrong, in five kinds:
+what is wrong, in six kinds:
 
 - **unreadable**: a unit file that is not parquet, or lacks the provenance
   columns (truncated, foreign); a failure record that is not JSON.
+- **mislabelled**: a checkpoint whose weights equal its run's final checkpoint's while its step is earlier
+  (:func:`~trajectory.stored.mislabelled`);
 - **inconsistent**: a readable unit whose rows disagree with its name: rows
   naming another key, several provenances in one file, a block twice, or a key
   that is not the hash of the row's own provenance (recomputed for every arm:
@@ -39,9 +41,10 @@ from pathlib import Path
 from .config import Arm, natural_key
 from .errors import TrajectoryError
 from .store import KEY_FIELDS, Store, read_unit, with_discovered_schedule
+from .stored import mislabelled
 
 IDENTITY = ("experiment", "arm", "model", "seed", "revision")
-KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
+KINDS = ("unreadable", "inconsistent", "duplicated", "mislabelled", "stale", "missing")
 
 
 @dataclass(frozen=True)
@@ -289,6 +292,10 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
         store.root, units=len(units) + sum(f.where.startswith("units/") for f in findings), rows=rows, findings=findings
     )
     result.findings += duplicates(units)
+    result.findings += [
+        Finding("mislabelled", f"{model}@{rev}", f"same weights as the final checkpoint ({last})")
+        for model, rev, last in mislabelled(store.read())
+    ]
     if manifest is not None:
         manifest = with_discovered_schedule(manifest)  # a schedule found among branches: as the sweep found it
         arms, notes = expected_arms(manifest)

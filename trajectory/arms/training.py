@@ -16,6 +16,8 @@ resumes exactly as an uninterrupted one continues.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,21 @@ def data_seed(seed: int) -> int:
 def dropout_seed(seed: int) -> int:
     """The seed of torch's generator while the run trains (dropout masks)."""
     return child_seed(seed, 2)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's count.
+
+    A reduction split over ``k`` threads adds ``k`` partial sums in another order than one thread does, so
+    float results (a trained weight's last bits) depend on ``k``; training under a fixed ``n`` makes them
+    independent of how many threads the process was given (``--workers``, ``OMP_NUM_THREADS``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def update(

@@ -6,8 +6,9 @@ Each seed ``s`` of ``[twin] seeds`` is its own run: the model is drawn with the 
 (:func:`~trajectory.arms.training.data_seed`; shards, local or on the Hub, are read in Pythia's order
 whatever the seed, so there the seeds differ in their init and dropout only), and it is stored under
 seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the training spec, the seed, the
-architecture, the training tokens and the precision (fp32 on a CPU, bf16 autocast on CUDA), so a changed input
-is a new run.
+architecture, the training tokens, the precision (fp32 on a CPU, bf16 autocast on CUDA) and ``[twin] threads``
+(every seed trains with that many torch threads, whatever ``--workers`` gives its process: the weights of a
+sequential and a parallel sweep are the same computation), so a changed input is a new run.
 
 Schedule (:func:`~trajectory.schedule.twin_schedule`): the manifest's steps mapped onto the twin's budget
 by fraction of training.  Each unit is one scheduled step: :meth:`TwinArm.run` trains the seed's run up
@@ -60,11 +61,13 @@ from .training import (
     save_checkpoint,
     save_state,
     set_rng_state,
+    torch_threads,
     update,
 )
 
 ARM = str(Arm.TWIN)
-TWIN_VERSION = 2  # bumped when a change to the training loop could change a trained weight (2: seeded RNG)
+TWIN_VERSION = 3  # bumped when a change to the training loop could change a trained weight
+# (2: seeded RNG; 3: every seed trains with [twin] threads torch threads, not the count --workers left)
 
 
 @dataclass
@@ -229,26 +232,21 @@ def training_flops(manifest: Manifest) -> float:
 def training_cost(manifest: Manifest, device: str = "cpu", probe_tokens: int = TWIN_PROBE_TOKENS) -> TwinCost:
     """Time clipped AdamW updates of the twin's model on a batch of ≤ ``probe_tokens`` random ids, after a
     2-token warm-up update (allocations, optimiser state), and scale the faster of two (a momentary load
-    spike must not decide) to every seed's training tokens.  Timed on one torch thread, as the sweep's
-    parallel seeds train: spin-waiting threads on a busy machine would make a probe of two look days long."""
+    spike must not decide) to every seed's training tokens.  Timed with ``[twin] threads`` torch threads, as
+    every seed trains (:class:`TwinArm`)."""
     spec = manifest.twin
     if spec is None:
         raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
     config = architecture(manifest)
     length = min(spec.seq_len, probe_tokens)
     rows = max(1, min(spec.per_batch, probe_tokens // length))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the probe draws dropout masks; the caller's RNG stays
-            torch.manual_seed(0)
-            model = fresh_model(config, spec.seeds[0], with_head=True).to(device).train()
-            opt = make_optimizer(model, spec)
-            ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
-            update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
-            seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(spec.threads), torch.random.fork_rng(devices=[]):  # the probe draws dropout masks
+        torch.manual_seed(0)
+        model = fresh_model(config, spec.seeds[0], with_head=True).to(device).train()
+        opt = make_optimizer(model, spec)
+        ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
+        update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
+        seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
     return TwinCost(rows, length, seconds, spec.steps * spec.per_batch * spec.seq_len * len(spec.seeds))
 
 
@@ -373,6 +371,12 @@ class TwinArm(BaseArm):
         return self._active[key]
 
     def run(self, unit: Unit) -> list[dict]:
+        """Train the unit's seed up to its step and measure it, with ``[twin] threads`` torch threads
+        whatever the process has (a sequential sweep, a ``--workers`` process), so the weights are the same."""
+        with torch_threads(self.manifest.twin.threads):
+            return self._run(unit)
+
+    def _run(self, unit: Unit) -> list[dict]:
         p = unit.provenance
         key = (ARM, self.manifest.perturbation.seed) if p.arm == PERTURB_ARM else (p.arm, p.seed)
         training = self._training(*key, p.step)
