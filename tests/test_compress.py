@@ -7,6 +7,7 @@ other FFN matters to the loss.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -279,6 +280,9 @@ def test_the_cli_prints_the_table_and_the_plan_and_writes_a_folder(planted, toke
         isinstance(model.gpt_neox.layers[1].mlp, torch.nn.Module)
         and "FFNMap" in type(model.gpt_neox.layers[1].mlp).__name__
     )
+    assert main([*args, "--ranks", "4", "--budget-dloss", "0.01", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["plan"]["settings"]["budget_dloss"] == 0.01 and printed["ablations"] is None
     assert main([*args, "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("trajectory: --out writes the plan's model") and err.count("\n") == 1

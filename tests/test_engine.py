@@ -22,6 +22,8 @@ FFN_SITES = {
     # its post-feed-forward RMSNorm (test_olmo2_x_is_the_residual_stream_and_y_precedes_its_output_norm)
     "olmo2": lambda m: [(b.mlp, b.mlp) for b in m.model.layers],
     "bert": lambda m: [(b.intermediate, b.output.dense) for b in m.encoder.layer],
+    # BLOOM: the MLP adds the residual inside its forward, so y is the down-projection's output (before the add)
+    "bloom": lambda m: [(b.mlp, b.mlp.dense_4h_to_h) for b in m.transformer.h],
 }
 
 

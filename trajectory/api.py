@@ -276,6 +276,7 @@ def verdict(
     metric: str = "r2_lin",
     coverage: float | None = None,
     data_hash: str | None = None,
+    controls: bool = False,
 ) -> pl.DataFrame:
     """The verdict table (:mod:`trajectory.verdicts`), from stored rows only: one row per trained arm, block and
     seed with the random-init prediction band (``band_low``, ``band_high``), the final value and ``z``, the first
@@ -284,8 +285,10 @@ def verdict(
 
     ``source`` is a manifest (its band coverage and training lengths are used), its path, a store folder or a
     frame; ``coverage`` overrides the band's; ``data_hash`` picks one evaluation when the store holds several.
+    ``controls``: the verdict against each control instead (:mod:`trajectory.verdicts.controls`, docs/controls.md).
     """
     from . import verdicts as rules
+    from .verdicts import controls as against
 
     manifest = _manifest(source) if isinstance(source, Manifest) or str(source).endswith(".toml") else None
     if manifest is not None:  # a schedule found among branches: as the sweep recorded it (as `report` reads it)
@@ -295,6 +298,8 @@ def verdict(
     frame, _ = rules.one_init(frame, manifest.init_scheme if manifest else None)
     cover = coverage if coverage is not None else (manifest.band_coverage if manifest else DEFAULT_BAND_COVERAGE)
     totals = manifest.total_steps() if manifest else None
+    if controls:
+        return against.controls_table(frame, against.control_arms(manifest, frame), metric, cover, totals)
     return rules.verdict_table(frame, metric, cover, totals, [arm] if arm else None)
 
 

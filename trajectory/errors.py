@@ -25,6 +25,10 @@ class HubUnreachableError(TrajectoryError):
     """The Hugging Face Hub (or the endpoint configured in its place) could not be contacted."""
 
 
+class DiskFullError(TrajectoryError):
+    """A write that found no space left on its filesystem; the message names the path and the space free."""
+
+
 class DataError(TrajectoryError):
     """Evaluation or training text that is missing, too short, or unusable with the tokenizer."""
 

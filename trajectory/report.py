@@ -1,15 +1,14 @@
 """The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
-
-Everything comes from the store's frame (and its failure records) through
-:mod:`trajectory.verdicts`; nothing is measured here.  ``report.md`` links the
-PNGs beside it; ``report.html`` is self-contained (PNGs embedded as base64).
+Everything comes from the store's frame (and its failure records) through :mod:`trajectory.verdicts`; nothing
+is measured here.  ``report.md`` links the PNGs; ``report.html`` is self-contained (PNGs embedded as base64).
 
 Sections: warnings first (a trained arm whose step 0 lies outside its own
 random-init band), the verdict in numbers (counts per verdict, the band and the
 rule that decides, and how much ``r2_lin_inf`` moves the verdict), the figures,
 per trained arm a table per block (band, final value, z, first exit, peak,
 persistent exit, the k-fold interval beside its own mean, verdict and reason)
-and the spread across blocks per step against the spread at init, what is
+and the spread across blocks per step against the spread at init, whether R²_lin
+predicts what replacing a block costs (when the store has a Δloss), what is
 missing (scheduled steps without usable rows, rows whose status is not ``ok``,
 seeds, failed units, rows of other evaluations set aside), and provenance at
 the foot.
@@ -26,9 +25,11 @@ from pathlib import Path
 import polars as pl
 
 from . import verdicts
+from .atomic import atomic_bytes
 from .config import __version__, arm_label, natural_key
 from .errors import TrajectoryError
 from .store import Store
+from .verdicts import replaceability as replaceable
 
 
 @dataclass(frozen=True)
@@ -323,6 +324,7 @@ def sections(
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
         ("Figures", figure_blocks(drawn)),
     ]
+    out += [("Against the controls", c) for c in [control_blocks(frame, manifest, tables, metric)] if c]
     for arm, table in tables.items():
         out.append(
             (
@@ -334,15 +336,12 @@ def sections(
                 ],
             )
         )
+    parts = [x for a in replaceable.found(frame, metric) for x in replaceable.report_parts(a, metric)]
+    if parts:  # docs/compress.md: each Δloss's ρ and interval, then every point
+        out.append(("Does linearity predict replaceability?", [p if isinstance(p, str) else Table(*p) for p in parts]))
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
-
-
-def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
-    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
-    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:
@@ -407,14 +406,14 @@ def write_report(
     """Write ``out/report.md`` and ``out/report.html``; returns both paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ignored = (
-        ignored
-        if ignored is not None
-        else pl.DataFrame(schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "rows": pl.UInt32})
-    )
+    empty = pl.DataFrame(schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "rows": pl.UInt32})
+    ignored = ignored if ignored is not None else empty
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(title, content), encoding="utf-8")
-    page.write_text(to_html(title, content), encoding="utf-8")
+    atomic_bytes(md, to_markdown(title, content))
+    atomic_bytes(page, to_html(title, content))
     return md, page
+
+
+from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (it builds on Table, above)

@@ -1,7 +1,7 @@
 """The results store: one parquet file per finished unit, named by its provenance key.
 
 A *unit* is one (arm, model, seed, revision) measurement: one row per block.
-Its key is a hash of everything that decides its numbers (:meth:`trajectory.config.Provenance.key`), so
+Its key is a hash of everything that decides its numbers (:meth:`trajectory.provenance.Provenance.key`), so
 a cache hit is exactly "this provenance was measured before", and a changed
 input (a new commit, other evaluation tokens, another metric config) is a miss
 that can never return a stale number.
@@ -28,7 +28,8 @@ seed, revision, step``), the engine's per-block metrics, and the provenance
 (``commit, weights_hash, data_hash, metric_config, code_version, key``) plus
 timings.  Arms: ``hub`` (public checkpoints), ``local`` (a directory of
 checkpoints), ``random-init`` (untrained, one row set per seed), ``twin``
-(our own run from random init, with ``pythia_step`` and ``tokens_seen``).
+(our own run from random init, with ``pythia_step`` and ``tokens_seen``), ``run`` (a user's training run
+measured in its own loop by :mod:`trajectory.track`, with ``measure_fraction`` and ``measure_fraction_total``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "heldout_documents": pl.Int64,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
+    # a tracked run's cost (trajectory.track): seconds_measure ÷ the training seconds since the last measurement
+    # (seconds_fetch), and all its measuring so far ÷ all its training so far
+    "measure_fraction": pl.Float64,
+    "measure_fraction_total": pl.Float64,
     # companion metrics (null unless the metric config asks for them; see trajectory.engine.companions, .swap)
     "linearity_score": pl.Float64,
     "linearity_score_heldout": pl.Float64,
@@ -103,7 +108,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "status_remove": pl.Utf8,
     "status_lowrank": pl.Utf8,
 }
-#: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
+#: Identity of a unit: what its key hashes (:meth:`trajectory.provenance.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS
 
 
@@ -126,7 +131,7 @@ def unit_problem(path: Path, frame: pl.DataFrame) -> tuple[str, str] | None:
     """Why ``frame`` (read from ``path``) is not the unit its file name says, as (kind, detail); ``None``
     when it is.  Kinds: ``unreadable`` (no rows, or not a unit file) and ``inconsistent`` (rows naming
     another key, several provenances, a block twice, or a key that is not the hash of the rows' own
-    provenance, :meth:`~trajectory.config.Provenance.key`: an edited, copied or renamed file)."""
+    provenance, :meth:`~trajectory.provenance.Provenance.key`: an edited, copied or renamed file)."""
     missing = sorted(set(KEY_FIELDS) - set(frame.columns))
     if missing or frame.is_empty():
         return "unreadable", f"not a unit file (no rows, or lacks {missing})"
@@ -314,7 +319,9 @@ class Store:
             return None
         try:
             record = json.loads(path.read_text())
-            if record["model"] != manifest.repo or record["rule"] != asdict(rule):
+            # as JSON keeps it (tuples become lists), and a record written before a rule field existed has its default
+            wanted = json.loads(json.dumps(asdict(rule)))
+            if record["model"] != manifest.repo or {**wanted, **record["rule"]} != wanted:
                 return None
             points = [(int(p["step"]), names.relative_name(p["revision"], "revision")) for p in record["points"]]
             tokens = [None if p["tokens"] is None else int(p["tokens"]) for p in record["points"]]

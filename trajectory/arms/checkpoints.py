@@ -122,10 +122,14 @@ class CheckpointArm(BaseArm):
         rule = self.manifest.schedule.rule
         if rule is None:
             return self.manifest.schedule
-        names = self.source.revision_names(lambda name: rule.parse(name) is not None)
-        found = rule.select(names, self.source.model)
+        store = Store(self.manifest.store_dir)
+        if rule.rule == "commits" and getattr(self.source, "offline", False):
+            recorded = store.read_schedule(self.manifest)  # a branch's history cannot be read from the cache
+            if recorded is not None:
+                return recorded
+        found = rule.select_labelled(self.source.listing(rule), self.source.model)
         schedule = Schedule(tuple((s, n) for s, n, _ in found), tuple(t for *_, t in found), rule)
-        Store(self.manifest.store_dir).write_schedule(self.manifest, schedule)
+        store.write_schedule(self.manifest, schedule)
         return schedule
 
     def _tokens(self, revision: str, commit: str) -> EvalTokens:

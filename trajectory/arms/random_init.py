@@ -60,16 +60,45 @@ def init_commit(config, init: str | None = None) -> str:
     return f"init:{init_name(config, init)}/config:{config_hash(config)}/draw:band"
 
 
-def measure_seed(manifest: Manifest, config, seed: int, tokens: EvalTokens, device: str = "cpu") -> list[dict]:
-    """One random-init seed's per-block metrics, with its weights hash and timings."""
+def random_init_provenance(
+    experiment: str, model: str, config, seed: int, data_hash: str, metric, init: str | None = None
+) -> Provenance:
+    """The unit of random-init draw ``seed``: revision ``init``, step 0, commit :func:`init_commit`; the same
+    whether a sweep or a tracked run (:mod:`trajectory.track`) draws it, so either finds the other's units."""
+    return Provenance(
+        experiment=experiment,
+        arm=str(Arm.RANDOM_INIT),
+        model=model,
+        revision="init",
+        step=0,
+        commit=init_commit(config, init),
+        data_hash=data_hash,
+        **metric_fields(metric),
+        seed=seed,
+        pythia_step=0,
+        tokens_seen=0,
+    )
+
+
+def draw_and_measure(
+    config, seed: int, tokens: EvalTokens, metric, init: str | None = None, device: str = "cpu"
+) -> list[dict]:
+    """Draw ``seed`` of ``config`` untrained (:func:`~trajectory.engine.models.fresh_model` of
+    :func:`band_seed`, never a twin's init; the global RNG is left alone) and return its
+    per-block metrics, with its weights hash and timings (``seconds_fetch``: the draw)."""
     t0 = time.perf_counter()
-    head = needs_head(manifest.metric, config.model_type)
-    model = fresh_model(config, band_seed(seed), with_head=head, init=manifest.init_scheme).to(device)
+    model = fresh_model(config, band_seed(seed), with_head=needs_head(metric, config.model_type), init=init)
+    model = model.to(device)
     wh = weights_hash(model)
     t1 = time.perf_counter()
-    blocks = measure_blocks(model, tokens, manifest.metric, device=device)
+    blocks = measure_blocks(model, tokens, metric, device=device)
     extra = {"weights_hash": wh, "seconds_fetch": t1 - t0, "seconds_measure": time.perf_counter() - t1}
     return [{**b, **extra} for b in blocks]
+
+
+def measure_seed(manifest: Manifest, config, seed: int, tokens: EvalTokens, device: str = "cpu") -> list[dict]:
+    """One random-init seed's per-block metrics, with its weights hash and timings."""
+    return draw_and_measure(config, seed, tokens, manifest.metric, manifest.init_scheme, device)
 
 
 class RandomInitArm(BaseArm):
@@ -83,30 +112,21 @@ class RandomInitArm(BaseArm):
         adapter_for(self.config.model_type)  # an unsupported family fails before anything is built
         init_name(self.config, manifest.init_scheme)  # so does an init the family does not have
         check_positions(self.config, manifest.data.seq_len, manifest.data.allow_long)
-        check_disjoint(manifest.random_init_seeds, manifest.twin.seeds if manifest.twin else ())
+        twin_seeds = tuple(s for spec in manifest.twin_specs().values() for s in spec.seeds)  # every variant's
+        check_disjoint(manifest.random_init_seeds, twin_seeds)
         self.tokens = eval_tokens(manifest.data, manifest_tokenizer(manifest))
         check_vocab(self.tokens, self.config.vocab_size)
 
     def plan(self) -> list[Unit]:
-        commit = init_commit(self.config, self.manifest.init_scheme)
+        m = self.manifest
         return [
             Unit(
-                Provenance(
-                    experiment=self.manifest.name,
-                    arm=self.arm,
-                    model=self.manifest.model_name,
-                    revision="init",
-                    step=0,
-                    commit=commit,
-                    data_hash=self.tokens.data_hash,
-                    **metric_fields(self.manifest.metric),
-                    seed=seed,
-                    pythia_step=0,
-                    tokens_seen=0,
+                random_init_provenance(
+                    m.name, m.model_name, self.config, seed, self.tokens.data_hash, m.metric, m.init_scheme
                 ),
                 group=f"seed{seed}",
             )
-            for seed in self.manifest.random_init_seeds
+            for seed in m.random_init_seeds
         ]
 
     def run(self, unit: Unit) -> list[dict]:

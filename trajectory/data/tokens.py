@@ -78,13 +78,15 @@ def _dataset_file(spec: str) -> Path:
     from huggingface_hub import errors as hf
     from huggingface_hub import hf_hub_download
 
+    from ..online import hub_offline
+
     repo, sep, path = spec.partition(":")
     if not sep or not repo or not path:
         raise ConfigError(f"--dataset must be REPO:PATH (a parquet file in a Hub dataset), got {spec!r}")
     names.repo_id(repo, "--dataset repo")
     names.relative_name(path, "--dataset file")
     try:
-        return Path(hf_hub_download(repo, path, repo_type="dataset"))
+        return Path(hf_hub_download(repo, path, repo_type="dataset", local_files_only=hub_offline()))
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
         raise HubUnreachableError(
             f"dataset file {spec} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE=1 or no "

@@ -7,7 +7,8 @@
 5. ``twin_vs_pythia``  — the twin against the hub (or local) arm by fraction of training and by tokens
    seen; not drawn (``Drawn.skipped`` says why) unless both arms have usable rows;
 6. ``companions``      — the companion metrics the store holds, vs step (when there are any);
-7. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
+7. ``replaceability`` — replacement Δloss against R²_lin over blocks and steps (when the store has a Δloss);
+8. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
    (:mod:`.runs`; drawn by ``trajectory report A.toml B.toml …``, not by :func:`plot_all`).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`~trajectory.plots.context.Drawn`
@@ -25,6 +26,7 @@ from ..errors import TrajectoryError
 from .band import final_profile, small_multiples
 from .companions import companion_metrics
 from .context import Drawn, FigureContext, context_from
+from .replaceability import replaceability
 from .runs import trained_band
 from .trajectories import heatmap, lines_by_block, twin_vs_pythia
 
@@ -59,5 +61,5 @@ def plot_all(frame: pl.DataFrame, ctx: FigureContext, out: str | Path) -> list[D
         final_profile(frame, ctx, out),
         twin_vs_pythia(frame, ctx, out),
     ]
-    extra = companion_metrics(frame, ctx, out, arm)
-    return drawn + ([extra] if extra is not None else [])
+    extras = [companion_metrics(frame, ctx, out, arm), replaceability(frame, ctx, out)]
+    return drawn + [e for e in extras if e is not None]

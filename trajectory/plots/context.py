@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 from matplotlib.ticker import NullLocator
 
+from ..atomic import atomic_write
 from ..config import ARM_LABELS as _ARM_LABELS
 from ..config import DEFAULT_BAND_COVERAGE
 
@@ -32,7 +33,19 @@ METRIC_LABELS = {
     "r2_lin_inf": "R²_lin extrapolated to unlimited train rows (unitless)",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
-ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
+ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b", "run": "#2a9d4b"}
+#: Colours of the twin's variants (``twin:NAME``), in the order of their names.
+VARIANT_COLOURS = ("#17becf", "#e9a03b", "#8e5ea2", "#6c757d", "#3d348b", "#7a9e2f")
+
+
+def arm_colour(arm: str, arms: list[str] | None = None) -> str:
+    """An arm's colour: its own, or a variant's by its place among ``arms``' variants."""
+    if arm in ARM_COLOURS:
+        return ARM_COLOURS[arm]
+    others = sorted(a for a in (arms or [arm]) if a not in ARM_COLOURS)
+    return VARIANT_COLOURS[others.index(arm) % len(VARIANT_COLOURS)] if arm in others else VARIANT_COLOURS[0]
+
+
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
 _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")
@@ -155,6 +168,7 @@ def doubling_phase_end(steps) -> int | None:
 def save(fig, out: Path, name: str) -> tuple[Path, ...]:
     """Write ``fig`` as ``out/name.png`` (150 dpi) and ``out/name.svg``, then close it.
 
+    Each file is written atomically (a full disk leaves the old figure or none, never half of one).
     The same store gives the same bytes: the SVG carries no date and its element ids are salted with
     ``name`` instead of drawn at random, so re-drawing committed figures changes nothing in git.
     """
@@ -162,7 +176,8 @@ def save(fig, out: Path, name: str) -> tuple[Path, ...]:
     paths = tuple(out / f"{name}.{fmt}" for fmt in FORMATS)
     with matplotlib.rc_context({"svg.hashsalt": name}):
         for path in paths:
-            fig.savefig(path, dpi=150, metadata={"Date": None} if path.suffix == ".svg" else None)
+            meta = {"Date": None} if path.suffix == ".svg" else None
+            atomic_write(path, lambda tmp, f=path.suffix[1:], m=meta: fig.savefig(tmp, format=f, dpi=150, metadata=m))
             fig.set_layout_engine("none")  # keep the layout solved for the first file; re-solving is slow
     plt.close(fig)
     return paths
