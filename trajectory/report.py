@@ -331,6 +331,7 @@ def sections(
                 f"Per block: {arm_label(arm)}",
                 [
                     block_rows(table, arm, frame),
+                    *seed_blocks(frame, arm, manifest.band_coverage, metric),
                     "Spread across blocks per step, against the spread at initialisation:",
                     spread_rows(verdicts.spread_by_step(frame, arm, metric)),
                 ],
@@ -411,9 +412,9 @@ def write_report(
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"
-    atomic_bytes(md, to_markdown(title, content))
-    atomic_bytes(page, to_html(title, content))
+    atomic_bytes(md, to_markdown(title, content)), atomic_bytes(page, to_html(title, content))
     return md, page
 
 
-from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (it builds on Table, above)
+from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (they build on Table, above)
+from .seedreport import seed_blocks  # noqa: E402

@@ -21,7 +21,7 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
    was there at initialisation) or, with no step 0 measured, from the first measured step on (no value lies
    inside the band), when there is no band, or when the init check failed.
 5. **Verdict of a block**: the seeds' verdict when every trained seed of the arm has the same one; else
-   ``undetermined`` with the reason "seeds disagree: …".
+   ``undetermined`` with the reason "the seeds' verdicts differ: …".
 
 ``z = (final − mean) / sd`` of the last measured value is reported beside the verdict but does not decide it.
 

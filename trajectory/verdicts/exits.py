@@ -147,7 +147,7 @@ def agreed(verdicts: dict[int, tuple[str, str]]) -> tuple[str, str]:
             f"seed {s}: {r}" for s, (_, r) in sorted(verdicts.items())
         )
     listed = ", ".join(f"seed {s} {v}" for s, (v, _) in sorted(verdicts.items()))
-    return "undetermined", f"seeds disagree: {listed}"
+    return "undetermined", f"the seeds' verdicts differ: {listed}"
 
 
 def z_score(value: float | None, mean: float | None, sd: float | None) -> float | None:
