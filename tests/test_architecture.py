@@ -37,7 +37,7 @@ LAYERS = {
     "scheduler": 6,
     "verdicts": 7, "verify": 7, "track": 7,
     "plots": 8,
-    "report": 9, "controlreport": 9, "experiments": 9, "multireport": 9,
+    "report": 9, "controlreport": 9, "seedreport": 9, "experiments": 9, "multireport": 9,
     "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 
