@@ -27,3 +27,21 @@ def test_a_sweep_logged_to_a_file_prints_a_line_per_finished_unit(workers, token
     counts = [int(m) for m in re.findall(rf"^trajectory: local units (\d+)/{len(STEPS)} done", text, re.M)]
     assert counts and counts[-1] == len(STEPS), text
     assert counts == sorted(counts) and len(counts) >= (len(STEPS) if workers == 1 else 1), text
+
+
+def test_the_quick_form_takes_init_and_companions(tokenizer, text_file, tmp_path, capsys):
+    import polars as pl
+
+    from trajectory.cli import main
+    from trajectory.store import Store
+
+    ckpts = build_checkpoints(tmp_path / "ck", [0, 4], tokenizer, same_as_step0=())
+    argv = ["sweep", "--repo", ckpts, "--revisions", "step0,step4", "--random-init", "1", "--init", "hf-default",
+            "--companions", "effective_rank", "--text-file", text_file, "--tokens", "1024", "--seq-len", "64",
+            "--store", tmp_path / "store", "--no-progress"]  # fmt: skip
+    code = main([str(a) for a in argv])
+    assert code == 0, capsys.readouterr()
+    rows = Store(tmp_path / "store").read()
+    drawn = rows.filter(pl.col("arm") == "random-init")
+    assert drawn.height > 0 and all(c.startswith("init:hf-default/") for c in drawn["commit"])
+    assert rows["effective_rank"].is_not_null().all()
