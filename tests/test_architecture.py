@@ -27,9 +27,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "provenance": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0,
-    "allocator": 0, "online": 0,
-    "manifest": 1, "data": 1, "reference": 1,
+    "errors": 0, "config": 0, "provenance": 0, "variants": 0, "schedule": 0, "discovery": 0, "names": 0,
+    "atomic": 0, "progress": 0, "allocator": 0, "online": 0,
+    "manifest": 1, "manifest_twin": 1, "data": 1, "reference": 1,
     "engine": 2,
     "sources": 3,
     "store": 4, "stored": 4,
@@ -37,7 +37,7 @@ LAYERS = {
     "scheduler": 6,
     "verdicts": 7, "verify": 7, "track": 7,
     "plots": 8,
-    "report": 9, "experiments": 9, "multireport": 9,
+    "report": 9, "controlreport": 9, "experiments": 9, "multireport": 9,
     "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 

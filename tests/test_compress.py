@@ -22,7 +22,7 @@ from trajectory.compress.spec import CompressConfig
 from trajectory.data.tokens import split_documents, windows
 from trajectory.engine.ablation import Ablation, ffn_cost, fit_map, map_cost, module_cost
 from trajectory.engine.adapters import adapter_for
-from trajectory.engine.measure import split_by_sequence
+from trajectory.engine.measure import split_by_document
 from trajectory.engine.stats import MomentAccumulator, fit_affine
 from trajectory.errors import ConfigError, LoadError
 
@@ -64,7 +64,7 @@ def table(planted, tokens):
 
 
 def heldout_ids(tokens):
-    return tokens.ids[split_by_sequence(tokens.ids.shape[0], CompressConfig().metric)]
+    return tokens.ids[split_by_document(tokens, CompressConfig().metric)]
 
 
 def test_the_planted_affine_block_is_free_and_the_others_are_not(table):

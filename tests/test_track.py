@@ -155,7 +155,9 @@ def test_a_run_that_did_not_start_from_the_bands_init_is_named_at_step_0(tmp_pat
     model = fresh_model(tiny_config("gpt_neox"), 0, with_head=True)
     with torch.no_grad():
         for layer in model.gpt_neox.layers:
-            layer.mlp.dense_h_to_4h.weight.mul_(8.0)  # far from GPT-NeoX's small_init
+            # far from GPT-NeoX's small_init: GELU on small inputs is nearly linear, R²_lin 0.995 against the
+            # band's 0.76–0.80 (×8 gave 0.726 in block 0, inside a 4-draw band of other draws)
+            layer.mlp.dense_h_to_4h.weight.mul_(0.1)
     tracker = tj.Tracker(tmp_path / "s", tj.track.eval_windows(eval_ids()), 10, random_init=4)
     with pytest.warns(tj.errors.TrajectoryWarning, match="outside its random-init band"):
         tracker.step(model, 0)

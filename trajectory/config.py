@@ -32,6 +32,7 @@ from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the 
     step_of,
     twin_schedule,
 )
+from .variants import PERTURBATION, PerturbationSpec, Regulariser, is_twin, perturbation_steps, variant_arm  # noqa: F401
 
 #: The package version, stored with every row as ``code_version``.
 __version__ = "0.2.0"
@@ -40,8 +41,11 @@ __version__ = "0.2.0"
 #: Evaluation tokens (train + held-out) per measurement, and the window they are cut into.
 DEFAULT_TOKENS = 16_384
 DEFAULT_SEQ_LEN = 128
-#: Share of windows held out (split by sequence, never by token).
+#: Share of windows held out (split by document, never by token: :func:`trajectory.engine.measure.split_by_document`).
 DEFAULT_HELDOUT_FRAC = 0.2
+#: The most of the evaluation windows one document may give before every document has given its share
+#: (:func:`trajectory.data.tokens.windows`): 3% of 128 windows is 3 windows, so at least 43 documents.
+DEFAULT_MAX_DOC_SHARE = 0.03
 #: The embedded corpus's tokenizer (a BPE trained locally on the CPython standard library).
 DEFAULT_TOKENIZER = "embedded:4096"
 #: Bumped whenever a change to the maths could change a stored number (it is hashed into the metric digest).
@@ -190,6 +194,8 @@ class DataSpec:
     disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
     ``allow_long`` lets windows run past a rotary model's ``max_position_embeddings`` (a model with
     learned absolute positions has no embedding there, so it is refused either way); it changes no number.
+    ``seed`` orders the documents and picks where in each the windows are cut; ``max_doc_share`` caps the
+    windows one document gives (:func:`trajectory.data.tokens.windows`).
     """
 
     kind: str = "embedded"
@@ -205,8 +211,14 @@ class DataSpec:
     """Tokens per window; the text is cut into ``tokens // seq_len`` windows."""
     allow_long: bool = False
     """Let windows run past a rotary model's ``max_position_embeddings`` (learned positions are refused either way)."""
+    seed: int = 0
+    """Orders the documents and picks where in each the windows are cut (:func:`trajectory.data.tokens.windows`)."""
+    max_doc_share: float = DEFAULT_MAX_DOC_SHARE
+    """The most of the windows one document gives while unused documents remain."""
 
     def __post_init__(self) -> None:
+        _seed(self.seed, "[data] seed")
+        _finite(self.max_doc_share, "[data] max_doc_share", 0.0, 1.0, open_low=True)
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"evaluation data kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
         if self.kind != "embedded" and not (isinstance(self.path, str) and self.path):
@@ -232,8 +244,9 @@ class TwinSpec:
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
     gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and, for text
     sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
-    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
-    (:mod:`trajectory.data.traindata`).
+    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
+    or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`).  ``regulariser`` adds a term to the loss
+    (:class:`~trajectory.variants.Regulariser`).
     ``save_checkpoints`` also writes each measured step as a model folder.  ``threads``: the torch
     threads every seed trains and is measured with, whatever ``--workers`` gives the process: a float sum
     splits into per-thread partial sums, so another count can round a weight differently; the count is
@@ -268,8 +281,10 @@ class TwinSpec:
     save_checkpoints: bool = False
     """Also write each measured step as a model folder (``checkpoints/step<t>/``)."""
     train_data: str = "embedded"
-    """``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
-    (:mod:`trajectory.data.traindata`)."""
+    """``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
+    or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`)."""
+    regulariser: Regulariser | None = None
+    """A term added to the loss (:class:`~trajectory.variants.Regulariser`); None: none."""
     threads: int = 1
     """Torch threads each seed trains with, whatever ``--workers`` is (in the run digest: a resume under another
     count is a new run, never a mixed one)."""
@@ -302,8 +317,11 @@ class TwinSpec:
         return max(1, self.batch_tokens // self.seq_len)
 
     def training_fields(self) -> dict:
-        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving.
+        No regulariser adds no key, so an unregularised run keeps the digest it had before regularisers existed."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+        reg = out.pop("regulariser")
+        return out if reg is None else {**out, "regulariser": asdict(reg)}
 
 
 # -- an experiment -------------------------------------------------------------------------------------------
@@ -315,7 +333,9 @@ class Manifest:
     models that exist only as a config; ``tokenizer`` overrides the repo's (a Hub id, a folder, or
     ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws, initialised by ``init_scheme``
     (:data:`INIT_SCHEMES`; None: the family's real init), and ``band_coverage`` is the coverage of the
-    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run.
+    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run,
+    ``twin_variants`` its variants (name, spec: ``[twin.variants.NAME]``, each the arm ``twin:NAME``) and
+    ``perturbation`` the perturbation null of one of its seeds (the arm ``twin:perturbation``).
     ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
     units in parallel.  ``reference_profile`` is a published final-step profile to draw.
     """
@@ -347,6 +367,10 @@ class Manifest:
     """Coverage of the random-init prediction band for one new draw."""
     twin: TwinSpec | None = None
     """The training of our own run, when the ``twin`` arm is asked for."""
+    twin_variants: tuple[tuple[str, TwinSpec], ...] = ()
+    """The twin's variants ``[twin.variants.NAME]`` (name, spec), each the arm ``twin:NAME``."""
+    perturbation: PerturbationSpec | None = None
+    """The perturbation null of one twin seed (the arm ``twin:perturbation``)."""
     store_dir: Path = Path("store")
     """The folder the results are stored in."""
     prefetch: int = 1
@@ -365,16 +389,25 @@ class Manifest:
         """What the ``model`` column says: the repo, or for an inline config the experiment's name."""
         return self.repo or self.name
 
+    def twin_specs(self) -> dict[str, TwinSpec]:
+        """Each twin arm (``twin``, then ``twin:NAME`` per variant) → its training spec."""
+        if self.twin is None:
+            return {}
+        return {variant_arm(None): self.twin, **{variant_arm(n): s for n, s in self.twin_variants}}
+
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`.twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (a twin's from :func:`.twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
+        for arm, spec in self.twin_specs().items():
+            out[arm] = tuple(t for t, _ in twin_schedule(self.schedule.steps, spec.steps))
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = perturbation_steps(out[str(Arm.TWIN)], self.perturbation.points)
         return out
 
     def total_steps(self) -> dict[str, int]:
-        """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
+        """Each trained arm's total training steps: the schedule's end, or a twin's update budget."""
         out = {str(arm): self.schedule.steps[-1] for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = self.twin.steps
+        out |= {arm: spec.steps for arm, spec in self.twin_specs().items()}
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = self.twin.steps
         return out

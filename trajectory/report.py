@@ -250,7 +250,8 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         described = [
             f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
             f"Data hash: {hashes}; evaluation: {manifest.data.kind} `{manifest.data.path}` column "
-            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
+            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}, "
+            f"data seed {manifest.data.seed}; {verdicts.evaluation_sentence(frame)}",
             f"Metric config: {configs} ({manifest.metric}).",
         ]
     return [
@@ -317,12 +318,13 @@ def sections(
 ) -> list[tuple[str, list[Block]]]:
     """The report's content, independent of the output format; warnings first."""
     tables = verdict_tables(frame, manifest, metric)
-    warnings = warning_blocks(tables)
+    warnings = warning_blocks(tables) + [f"**Warning — random init:** {w}" for w in verdicts.shared_inits(frame)]
     out = [("Warnings", warnings)] if warnings else []
     out += [
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
         ("Figures", figure_blocks(drawn)),
     ]
+    out += [("Against the controls", c) for c in [control_blocks(frame, manifest, tables, metric)] if c]
     for arm, table in tables.items():
         out.append(
             (
@@ -340,12 +342,6 @@ def sections(
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
-
-
-def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
-    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
-    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:
@@ -418,3 +414,6 @@ def write_report(
     atomic_bytes(md, to_markdown(title, content))
     atomic_bytes(page, to_html(title, content))
     return md, page
+
+
+from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (it builds on Table, above)

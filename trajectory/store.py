@@ -74,6 +74,10 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "metric_core": pl.Utf8,
     "code_version": pl.Utf8,
     "key": pl.Utf8,
+    # the evaluation windows: documents they come from, the largest one's share, documents held out
+    "eval_documents": pl.Int64,
+    "eval_max_doc_share": pl.Float64,
+    "heldout_documents": pl.Int64,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
     # a tracked run's cost (trajectory.track): seconds_measure ÷ the training seconds since the last measurement

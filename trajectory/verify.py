@@ -168,23 +168,28 @@ def _entries(manifest, arm: str) -> tuple[dict, str]:
     return _twin_entries(manifest)
 
 
-def _twin_entries(manifest) -> tuple[dict, str]:
-    """A twin's steps → the commits a run of this manifest would carry now (either precision), from its plan."""
-    from .arms.twin import plan_runs
-    from .config import twin_schedule
+def _twin_entries(manifest, arm: str = "twin") -> tuple[dict, str]:
+    """A twin arm's (the plain twin's, a variant's ``twin:NAME`` or the perturbation null's) steps → the commits a
+    run of this manifest would carry now (either precision), from its plan; so a changed variant field makes only
+    that variant's units stale."""
+    from .arms.twin import PERTURB_ARM, plan_runs
 
-    spec = manifest.twin
-    if spec is None:
+    if manifest.twin is None:
         raise TrajectoryError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
-    steps = [t for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)]
-    entries = [(f"step{t}", seed) for seed in spec.seeds for t in steps]
+    steps = manifest.expected_steps().get(arm, ())
+    perturb = manifest.perturbation if arm == PERTURB_ARM else None
+    seeds = range(perturb.draws) if perturb else manifest.twin_specs()[arm].seeds
+    entries = [(f"step{t}", seed) for seed in seeds for t in steps]
     try:
-        runs = {device: plan_runs(manifest, manifest.store_dir, device) for device in ("cpu", "cuda")}
+        runs = [r for device in ("cpu", "cuda") for r in plan_runs(manifest, manifest.store_dir, device)]
     except (TrajectoryError, OSError) as exc:
         return {e: None for e in entries}, f"the twin's run digest needs its training tokens: {_first_line(exc)}"
-    commits = {
-        seed: tuple(f"twin:{r.digest}" for rs in runs.values() for r in rs if r.seed == seed) for seed in spec.seeds
-    }
+    if perturb:
+        mine = tuple(
+            f"perturb:{r.digest}/{perturb.draw_seed}" for r in runs if r.arm == "twin" and r.seed == perturb.seed
+        )
+        return {e: mine for e in entries}, ""
+    commits = {seed: tuple(f"twin:{r.digest}" for r in runs if r.arm == arm and r.seed == seed) for seed in seeds}
     return {(rev, seed): commits[seed] for rev, seed in entries}, ""
 
 
@@ -221,9 +226,10 @@ def _data_hash(manifest, arm: str, cache: dict) -> str:
 def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
     """What every arm of ``manifest`` should have in the store now, computed offline; and what was not checked."""
     arms, notes, cache = [], [], {}
-    for arm in manifest.arms:
+    twins = [a for a in manifest.expected_steps() if a.startswith("twin")] if manifest.twin is not None else []
+    for arm in (a for listed in manifest.arms for a in (twins if listed == "twin" else [listed])):
         try:
-            entries, why = _entries(manifest, arm)
+            entries, why = _entries(manifest, arm) if not arm.startswith("twin") else _twin_entries(manifest, arm)
         except TrajectoryError as exc:
             entries, why = {}, f"schedule unknown: {exc}"
         if why:
@@ -234,7 +240,9 @@ def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
             data_hash = None
             notes.append(f"{arm}: data hash not checked: {exc}")
         m = manifest.metric
-        digests = (m.digest(), m.core().digest()) if m.companions and m.companion_points else (m.digest(),)
+        digests = (
+            (m.digest(), m.core().digest()) if (m.companions and m.companion_points) or ":" in arm else (m.digest(),)
+        )
         arms.append(Expected(arm, entries, not why, data_hash, digests))
     return arms, notes
 

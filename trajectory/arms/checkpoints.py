@@ -20,7 +20,7 @@ from dataclasses import replace
 from ..config import Arm, Manifest, MetricConfig, Provenance, Schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..engine.adapters import adapter_for
-from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, needs_head, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, needs_head, split_by_document
 from ..engine.models import weights_hash
 from ..errors import TrajectoryError
 from ..sources import Fetched
@@ -141,7 +141,7 @@ class CheckpointArm(BaseArm):
         adapter_for(config.model_type)
         check_positions(config, self.manifest.data.seq_len, self.manifest.data.allow_long)
         check_vocab(tokens, config.vocab_size)
-        check_budget(tokens, split_by_sequence(tokens.ids.shape[0], self.manifest.metric), config.hidden_size)
+        check_budget(tokens, split_by_document(tokens, self.manifest.metric), config.hidden_size)
         return tokens
 
     def _unit(self, step: int, revision: str, commit: str | None, metric: MetricConfig) -> Unit:

@@ -78,17 +78,26 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def update(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor, lr: float, clip: float, device: str
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    lr: float,
+    clip: float,
+    device: str,
+    regulariser=None,
 ) -> float:
-    """One clipped AdamW step on the batch ``ids`` (b, seq); returns its mean next-token loss (nats)."""
+    """One clipped AdamW step on the batch ``ids`` (b, seq), minimising the next-token loss plus the
+    ``regulariser``'s term (:mod:`trajectory.arms.regularisers`); returns the mean next-token loss (nats)."""
+    from .regularisers import loss_with
+
     for group in opt.param_groups:
         group["lr"] = lr
     kind = device.split(":")[0]
     with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-    if not torch.isfinite(loss):
-        raise TrajectoryError(f"twin loss became {float(loss)}; lower [twin] lr")
-    loss.backward()
+        total, loss = loss_with(model, ids, regulariser)
+    if not torch.isfinite(total):
+        raise TrajectoryError(f"twin loss became {float(total)}; lower [twin] lr")
+    total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     opt.zero_grad(set_to_none=True)

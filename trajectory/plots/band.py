@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from .. import verdicts
-from .context import ARM_COLOURS, ARM_LABELS, Drawn, FigureContext, on_grid, save, step_axis
+from ..config import is_twin
+from .context import ARM_LABELS, Drawn, FigureContext, arm_colour, on_grid, save, step_axis
 
 
 def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -25,7 +26,7 @@ def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     parts = []
     for arm in verdicts.trained_arms(frame, metric):
         traj = verdicts.seed_trajectories(frame, arm, metric)
-        x = pl.col("pythia_step").fill_null(pl.col("step")) if arm == "twin" else pl.col("step")
+        x = pl.col("pythia_step").fill_null(pl.col("step")) if is_twin(arm) else pl.col("step")
         parts.append(traj.with_columns(arm=pl.lit(arm), x=x))
     return pl.concat(parts) if parts else pl.DataFrame()
 
@@ -88,14 +89,14 @@ def _panel(
     # the twin stands on its Pythia-equivalent step; say so wherever that is not its own step
     shifted = (
         bool(len(trained))
-        and not trained.filter((pl.col("arm") == "twin") & (pl.col("x") != pl.col("step"))).is_empty()
+        and not trained.filter((pl.col("arm").str.starts_with("twin")) & (pl.col("x") != pl.col("step"))).is_empty()
     )
     for (name, _seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
         seeds = mine.filter(pl.col("arm") == name)["seed"].n_unique()
-        _trained_line(ax, name, g, ctx.expected, seeds, shifted)
+        _trained_line(ax, name, g, ctx.expected, seeds, shifted, sorted(set(mine["arm"].to_list())))
     held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False))
     # the twin is drawn on its Pythia-equivalent step, so its markers must be too
-    column = "persistent_exit_pythia_step" if arm == "twin" else "persistent_exit_step"
+    column = "persistent_exit_pythia_step" if is_twin(arm) else "persistent_exit_step"
     xs = sorted(set(held[column].to_list()))
     for x in xs:
         ax.axvline(x, color="k", lw=0.8, ls="-.", label=f"persistent exit, {arm} (outside the band from here on)")
@@ -110,21 +111,27 @@ def _panel(
 
 
 def _trained_line(
-    ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int, pythia_axis: bool
+    ax,
+    name: str,
+    g: pl.DataFrame,
+    expected: dict[str, tuple[int, ...]],
+    n_seeds: int,
+    pythia_axis: bool,
+    arms: list[str] | None = None,
 ) -> None:
     """One seed of one trained arm; a scheduled step without a usable value is a gap in the line.  The twin stands
     on its Pythia-equivalent step; ``pythia_axis``: that differs from its own step, and the legend says so."""
-    twin = name == "twin"
+    twin = is_twin(name)
     g = (
         on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))
         .join(g.select("block", "step", "x"), on=["block", "step"], how="left")
         .with_columns(pl.col("x").fill_null(pl.col("step")))
     )
-    label = ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin and pythia_axis else "")
+    label = ARM_LABELS.get(name, name) + (", at its Pythia-equivalent step" if twin and pythia_axis else "")
     ax.plot(
         g["x"],
         g["value"].fill_null(float("nan")),
-        color=ARM_COLOURS[name],
+        color=arm_colour(name, arms),
         lw=1.2 if n_seeds == 1 else 0.9,
         ls="--" if twin else "-",
         marker=".",
@@ -171,12 +178,12 @@ def final_profile(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
             ax.plot(
                 s["block"],
                 s["final"],
-                "o-" if arm != "twin" else "s--",
-                color=ARM_COLOURS[arm],
+                "o-" if not is_twin(arm) else "s--",
+                color=arm_colour(arm, verdicts.trained_arms(frame, ctx.metric)),
                 lw=1.5 if n_seeds == 1 else 1.0,
                 label=None
                 if i
-                else f"{ARM_LABELS[arm]}, final step {'/'.join(map(str, at))}"
+                else f"{ARM_LABELS.get(arm, arm)}, final step {'/'.join(map(str, at))}"
                 + (f" ({n_seeds} seeds, one line each)" if n_seeds > 1 else ""),
             )
     if len(reference):

@@ -34,6 +34,18 @@ METRIC_LABELS = {
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
 ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b", "run": "#2a9d4b"}
+#: Colours of the twin's variants (``twin:NAME``), in the order of their names.
+VARIANT_COLOURS = ("#17becf", "#e9a03b", "#8e5ea2", "#6c757d", "#3d348b", "#7a9e2f")
+
+
+def arm_colour(arm: str, arms: list[str] | None = None) -> str:
+    """An arm's colour: its own, or a variant's by its place among ``arms``' variants."""
+    if arm in ARM_COLOURS:
+        return ARM_COLOURS[arm]
+    others = sorted(a for a in (arms or [arm]) if a not in ARM_COLOURS)
+    return VARIANT_COLOURS[others.index(arm) % len(VARIANT_COLOURS)] if arm in others else VARIANT_COLOURS[0]
+
+
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
 _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")

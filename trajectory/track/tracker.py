@@ -45,7 +45,7 @@ from ..arms.random_init import draw_and_measure, random_init_provenance
 from ..config import DEFAULT_BAND_COVERAGE, DEFAULT_SEQ_LEN, Arm, DataSpec, MetricConfig, Provenance
 from ..data.tokens import EvalTokens, eval_tokens, from_ids
 from ..engine.adapters import adapter_for
-from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, split_by_document
 from ..engine.models import config_hash, init_name, weights_hash
 from ..errors import ConfigError, TrajectoryWarning
 from ..schedule import RunSchedule, run_schedule
@@ -188,7 +188,7 @@ class Tracker:
         init_name(config, self.spec.init)
         check_positions(config, self.windows.ids.shape[1], allow_long=True)
         check_vocab(self.windows, model.get_input_embeddings().num_embeddings)
-        check_budget(self.windows, split_by_sequence(self.windows.ids.shape[0], self.spec.metric), config.hidden_size)
+        check_budget(self.windows, split_by_document(self.windows, self.spec.metric), config.hidden_size)
         blob = json.dumps({"config": config_hash(config), "run": self.spec.run}, sort_keys=True)
         self.commit = "run:" + hashlib.sha256(blob.encode()).hexdigest()[:16]
         start = time.perf_counter()

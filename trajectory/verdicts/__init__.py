@@ -35,7 +35,7 @@ trajectories and a band → :func:`.arm_verdicts`; a store's frame → :func:`.v
 one architecture: the trained band, each run's verdict, and whether the runs agree).
 """
 
-from .band import init_check, prediction_band, prediction_half_width, random_init_band
+from .band import init_check, prediction_band, prediction_half_width, random_init_band, shared_inits
 from .exits import MIN_FRACTION, MIN_POINTS, VERDICTS, Events, agreed, series_events, series_verdict, side
 from .frame import (
     BAND_ARM,
@@ -71,6 +71,7 @@ from .summary import (
     as_json,
     band_sentence,
     counts,
+    evaluation_sentence,
     init_names,
     interval_cells,
     metric_shift_sentences,
@@ -108,6 +109,7 @@ __all__ = [
     "block_table",
     "compare_metrics",
     "counts",
+    "evaluation_sentence",
     "init_check",
     "init_names",
     "init_of",
@@ -118,6 +120,7 @@ __all__ = [
     "prediction_band",
     "prediction_half_width",
     "random_init_band",
+    "shared_inits",
     "records",
     "seed_trajectories",
     "series_events",

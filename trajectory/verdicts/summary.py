@@ -132,3 +132,16 @@ def as_json(table: pl.DataFrame, experiment: str, metric: str, coverage: float) 
         "warnings": sorted({w for w in table["warning"].to_list() if w}),
         "blocks": records(table),
     }
+
+
+def evaluation_sentence(frame: pl.DataFrame) -> str:
+    """The documents the evaluation windows come from, as the rows record them (trajectory.engine.measure)."""
+    cols = ("eval_documents", "eval_max_doc_share", "heldout_documents")
+    facts = frame.select(cols).drop_nulls().unique() if all(c in frame.columns for c in cols) else frame.clear()
+    if facts.height != 1:
+        return "the rows do not record the documents of their windows (measured before they did)."
+    n, share, held = facts.row(0)
+    return (
+        f"the windows come from {n} documents (the largest holds {share:.1%} of the tokens), split by document: "
+        f"{held} held out, {n - held} train."
+    )
