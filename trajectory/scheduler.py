@@ -282,7 +282,7 @@ def run_arm(arm: ArmRunner, store: Store, options: SweepOptions, workers: int) -
             report.outcomes.append(UnitOutcome(unit.key, unit.label, "cached"))
     pending = [u for u in units if u.ready and not store.has(u.key)]
     groups = _groups(pending)
-    with progress_bar(len(pending), f"{arm.arm} units", "unit", options.progress) as bar:
+    with progress_bar(len(pending), f"{arm.arm} units", "unit", options.progress, log=True) as bar:
         try:
             if pending and (options.dask or (workers > 1 and len(groups) > 1)):
                 report.outcomes += _run_parallel(arm, groups, str(store.root), options, workers, bar)
