@@ -45,3 +45,25 @@ def test_the_quick_form_takes_init_and_companions(tokenizer, text_file, tmp_path
     drawn = rows.filter(pl.col("arm") == "random-init")
     assert drawn.height > 0 and all(c.startswith("init:hf-default/") for c in drawn["commit"])
     assert rows["effective_rank"].is_not_null().all()
+
+
+def test_steps_measured_without_companions_say_so_in_their_status(tokenizer, text_file, tmp_path):
+    import polars as pl
+
+    from trajectory.config import DataSpec, MetricConfig
+    from trajectory.manifest import quick_manifest
+    from trajectory.scheduler import SweepOptions, run_sweep
+    from trajectory.store import Store
+
+    ckpts = build_checkpoints(tmp_path / "ck", STEPS, tokenizer, same_as_step0=())
+    metric = MetricConfig(companions=("effective_rank",), companion_points=2)  # first and last step only
+    data = DataSpec("text", str(text_file), "text", 1024, 64)
+    manifest = quick_manifest(str(ckpts), [f"step{s}" for s in STEPS], data, metric, str(tmp_path / "store"))
+    assert not run_sweep(manifest, SweepOptions(progress=False, device="cpu")).failed
+    rows = Store(tmp_path / "store").read()
+    middle = rows.filter(pl.col("revision") == f"step{STEPS[1]}")
+    ends = rows.filter(pl.col("revision") != f"step{STEPS[1]}")
+    assert middle.height > 0 and middle["effective_rank"].is_null().all()
+    assert set(middle["status_effective_rank"]) == {"not measured at this step"}
+    assert set(ends["status_effective_rank"]) == {"ok"} and ends["effective_rank"].is_not_null().all()
+    assert rows["status_swap"].is_null().all()  # a companion never asked for stays empty

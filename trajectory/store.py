@@ -159,6 +159,16 @@ def read_unit(path: Path) -> tuple[pl.DataFrame | None, tuple[str, str] | None]:
     return frame, unit_problem(path, frame)
 
 
+NOT_MEASURED = "not measured at this step"
+
+
+def not_measured_here(frame: pl.DataFrame) -> pl.DataFrame:
+    """``status_<companion>`` says ``NOT_MEASURED`` on the rows of steps measured without a companion that
+    other rows have (``[metric] companion_points``); a companion no row has stays null."""
+    asked = [c for c in frame.columns if c.startswith("status_") and frame[c].null_count() < frame.height]
+    return frame.with_columns(pl.col(c).fill_null(NOT_MEASURED) for c in asked)
+
+
 class Store:
     """A folder of unit files: ``units/<key>.parquet``, ``failed/<key>.json`` and ``quarantine/``."""
 
@@ -287,7 +297,7 @@ class Store:
                 )
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
-        return pl.concat(frames, how="vertical")
+        return not_measured_here(pl.concat(frames, how="vertical"))
 
     # -- a discovered schedule -------------------------------------------------------------------------------
     def schedule_path(self, experiment: str) -> Path:
