@@ -26,6 +26,7 @@ from .context import (
     depth_colours,
     on_grid,
     save,
+    seeds_mean,
     step_axis,
     step_label,
 )
@@ -70,12 +71,14 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
     )
     drawn = {}
     colour, mappable = depth_colours(sorted(set(frame["block"].drop_nulls().to_list())))
-    scheduled = companion_steps(frame, arm) or set(ctx.expected.get(arm, ()))
+    # every scheduled step, measured or not: a companion measured at a few of them is a row of separate points,
+    # never a line drawn across the steps between them (where R²_lin may peak)
+    scheduled = set(ctx.expected.get(arm, ())) | companion_steps(frame, arm)
     for ax, metric in zip(axes[:, 0], metrics):
         traj = verdicts.trajectory(frame, arm, metric)
         steps = sorted(scheduled | set(traj["step"].to_list()))
         for (block,), g in on_grid(traj, steps).group_by("block", maintain_order=True):
-            ax.plot(g["step"], g["value"].fill_null(float("nan")), color=colour(block), lw=1.2, marker=".", ms=3)
+            ax.plot(g["step"], g["value"].fill_null(float("nan")), color=colour(block), lw=1.2, marker="o", ms=3)
         if metric == "r2_lin_cv":
             _interval(ax, frame, arm, colour)
         draws = _random_init(ax, frame, metric, colour, first=ax is axes[0, 0])
@@ -87,7 +90,8 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
         drawn[metric] = traj
     axes[-1, 0].set_xlabel(step_label(ctx.log_until))
     depth_colourbar(fig, mappable, axes[:, 0].tolist(), int(frame["block"].max()) + 1)
-    fig.suptitle(ctx.title(f"Companion linearity metrics across training, {ARM_LABELS.get(arm, arm)}"), fontsize=11)
+    what = f"Companion linearity metrics across training, {ARM_LABELS.get(arm, arm)}{seeds_mean(frame, arm)}"
+    fig.suptitle(ctx.title(what), fontsize=11)
     return Drawn("companions", save(fig, out, "companions"), drawn)
 
 

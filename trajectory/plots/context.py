@@ -46,6 +46,23 @@ def arm_colour(arm: str, arms: list[str] | None = None) -> str:
     return VARIANT_COLOURS[others.index(arm) % len(VARIANT_COLOURS)] if arm in others else VARIANT_COLOURS[0]
 
 
+#: How a trained arm's seeds are told apart: the arm keeps its colour, its k-th seed (in seed order) takes the
+#: k-th (line style, marker), cycling; every seed has its own legend entry.
+SEED_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 3)), "P"))
+
+
+def seed_style(seeds: list[int], seed: int) -> tuple:
+    """(line style, marker) of ``seed`` among an arm's ``seeds`` (:data:`SEED_STYLES`)."""
+    return SEED_STYLES[sorted(seeds).index(seed) % len(SEED_STYLES)]
+
+
+def seeds_mean(frame: pl.DataFrame, arm: str) -> str:
+    """``, mean of 2 seeds`` when the arm has several (each value drawn is their mean), else nothing: a figure
+    that averages seeds says so."""
+    n = frame.filter(pl.col("arm") == arm)["seed"].n_unique()
+    return f", mean of {n} seeds" if n > 1 else ""
+
+
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
 _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")
