@@ -67,7 +67,7 @@ def test_small_multiples_tells_the_seeds_apart_and_names_each_exit(drawn_from, t
     assert sorted(line.get_xdata()[0] for line in exits) == [4, 16]
     assert {("seed 0" in line.get_label()) for line in exits} == {True, False}  # each names its own seed
     assert all(("seed 0" in e.get_label()) == (e.get_xdata()[0] == 4) for e in exits)
-    assert ctx.log_until and f"logarithmic to {ctx.log_until}, linear after" in fig.get_supxlabel()
+    assert ctx.log_until and f"logarithmic to {ctx.log_until}, linear after" in ax.get_xlabel()
     assert ax.get_xscale() == "function"  # the axis drawn is the log-then-linear one the label names
 
 

@@ -57,7 +57,8 @@ def small_multiples(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str
         legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
     labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    fig.supxlabel(step_label(ctx.log_until), fontsize=9)
+    for ax in list(axes.flat)[max(0, len(blocks) - ncols) : len(blocks)]:  # the lowest panel of each column
+        ax.set_xlabel(step_label(ctx.log_until), fontsize=7)
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title("Learned or architectural? Trained trajectory over the random-init band"), fontsize=11)
     return Drawn(

@@ -90,7 +90,7 @@ def companion_metrics(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: s
         drawn[metric] = traj
     axes[-1, 0].set_xlabel(step_label(ctx.log_until))
     depth_colourbar(fig, mappable, axes[:, 0].tolist(), int(frame["block"].max()) + 1)
-    what = f"Companion linearity metrics across training, {ARM_LABELS.get(arm, arm)}{seeds_mean(frame, arm)}"
+    what = f"Companion metrics, {ARM_LABELS.get(arm, arm)}{seeds_mean(frame, arm)}"
     fig.suptitle(ctx.title(what), fontsize=11)
     return Drawn("companions", save(fig, out, "companions"), drawn)
 
