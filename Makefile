@@ -6,7 +6,8 @@
 #   make sweep                    the embedded demo: no network needed
 #   make sweep MODEL=pythia-160m  walk a manifest's public checkpoints, then plot
 #   make plot MODEL=…             figures and report from the store only
-#   make bench                    the measurement and sweep benchmarks (benches/)
+#   make seeds-report             PolyPythia: do the data-seed or the weight-seed runs spread further? (docs/suites.md)
+#   make bench                    the measurement, sweep and compression benchmarks (benches/)
 #   make docs                     the documentation into docs/_build/html, every warning an error
 #   make gpu-check                the one-call device check (benches/gpu_check.sh; --dry-run: gpu-check-dry)
 #   make gpu-wheels               wheels a bare GPU machine lacks, into .whl/ (needs pip's registry)
@@ -18,7 +19,7 @@ MODEL  ?= demo
 MANIFEST = manifests/$(MODEL).toml
 STAMP   = $(VENV)/.installed
 
-.PHONY: test lint test-slow test-gpu sweep plot report bench docs gpu-check gpu-check-dry gpu-wheels clean-venv
+.PHONY: seeds-report test lint test-slow test-gpu sweep plot report bench docs gpu-check gpu-check-dry gpu-wheels clean-venv
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +33,8 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow and not gpu"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check trajectory tests benches
-	$(VENV)/bin/ruff format --check trajectory tests benches
+	$(VENV)/bin/ruff check trajectory tests benches docs/conf.py docs/tutorial
+	$(VENV)/bin/ruff format --check trajectory tests benches docs/conf.py docs/tutorial
 
 # -W: every warning is an error; -n (nitpicky): a docstring role naming no documented object is one.
 # The API pages (docs/reference/_api) are generated afresh each time, so a removed module leaves no stale page.
@@ -58,9 +59,16 @@ plot: $(STAMP)
 report: $(STAMP)
 	$(VENV)/bin/trajectory report $(MANIFEST)
 
+# After `make sweep MODEL=pythia-160m-data-seed{1,2,3}` and `…-weight-seed{1,2,3}` (each a hub sweep).
+SEEDS = 1 2 3
+seeds-report: $(STAMP)
+	$(VENV)/bin/trajectory report $(foreach s,$(SEEDS),manifests/pythia-160m-data-seed$(s).toml) \
+	  --against $(foreach s,$(SEEDS),manifests/pythia-160m-weight-seed$(s).toml)
+
 # bench_measure runs last: `make bench` ends with its line of medians.
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benches/bench_sweep.py
+	HF_HUB_OFFLINE=1 $(PY) benches/bench_compress.py
 	$(PY) benches/bench_measure.py
 
 # On a GPU machine the system python3 holds torch with CUDA: no venv is made there.

@@ -59,7 +59,7 @@ sys.path.insert(0, str(ROOT))
 from trajectory.config import MetricConfig  # noqa: E402
 from trajectory.data.tokens import EvalTokens  # noqa: E402
 from trajectory.engine.adapters import adapter_for  # noqa: E402
-from trajectory.engine.measure import measure_blocks, sinks_for, split_by_sequence  # noqa: E402
+from trajectory.engine.measure import measure_blocks, sinks_for, split_by_document  # noqa: E402
 from trajectory.engine.probe import FFNProbe  # noqa: E402
 
 SEQ_LEN = 128  # the manifests' window length
@@ -151,7 +151,7 @@ def run_peer(model, tokens: EvalTokens, device: str, cutoff: float | None = None
 
         return hook
 
-    is_test = split_by_sequence(tokens.ids.shape[0], MetricConfig())
+    is_test = split_by_document(tokens, MetricConfig())
     # (b)'s train windows first: the train rows are then a prefix, split off by slicing as the peer does
     ordered = EvalTokens(ids=tokens.ids[np.argsort(is_test, kind="stable")], data_hash="", source="")
     n_train = int((~is_test).sum()) * SEQ_LEN
@@ -189,7 +189,7 @@ def interleaved(model, tokens: EvalTokens, device: str) -> dict:
     first), timed per batch (the fits happen inside the first held-out batch), plus the scores at the end.
     """
     cfg = MetricConfig(batch_tokens=BATCH_TOKENS)
-    is_test = split_by_sequence(tokens.ids.shape[0], cfg)
+    is_test = split_by_document(tokens, cfg)
     order, per = np.argsort(is_test, kind="stable"), BATCH_TOKENS // SEQ_LEN
     t_fwd, t_meas = [], []
     probe = FFNProbe(model, adapter_for(model.config.model_type), sinks_for(cfg, len(model.layers)))

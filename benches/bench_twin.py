@@ -37,32 +37,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benches"))
+
+from bench_measure import SHAPES as MEASURE_SHAPES  # noqa: E402
 
 from trajectory.arms.training import make_optimizer, update  # noqa: E402
 from trajectory.config import TwinSpec  # noqa: E402
 from trajectory.engine.models import fresh_model  # noqa: E402
 
+#: bench_measure's model shapes, with the twin's batch: pythia-160m.toml's 16 rows of 2,049 tokens.
 SHAPES = {
-    "pythia-160m": dict(
-        vocab_size=50304,
-        hidden_size=768,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        intermediate_size=3072,
-        max_position_embeddings=2048,
-        rows=16,
-        seq_len=2049,
-    ),
-    "quick": dict(
-        vocab_size=512,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=256,
-        max_position_embeddings=256,
-        rows=4,
-        seq_len=65,
-    ),
+    "pythia-160m": {**MEASURE_SHAPES["pythia-160m"], "rows": 16, "seq_len": 2049},
+    "quick": {**MEASURE_SHAPES["quick"], "rows": 4, "seq_len": 65},
 }
 #: Dense bf16 peak (TFLOP/s) by a substring of ``torch.cuda.get_device_name()``; H100/H200 SXM: 989.4.
 PEAK_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "4090": 165.2}

@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 project = "trajectory"
 author = "the trajectory authors"
-copyright = "the trajectory authors, Apache-2.0"  # noqa: A001  (Sphinx's name)
+copyright = "the trajectory authors, Apache-2.0"  # Sphinx reads this name
 
 extensions = ["myst_parser", "sphinx.ext.autodoc", "sphinx.ext.autosummary"]
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
@@ -47,6 +47,9 @@ nitpicky = True
 nitpick_ignore_regex = [
     (r"py:.*", r"(torch|nn|polars|pl|numpy|np|transformers|huggingface_hub|matplotlib|joblib|tokenizers|dask)(\..*)?"),
     (r"py:.*", r"(pathlib|collections|typing|enum|dataclasses|concurrent|threading|io|os|json|argparse)(\..*)?"),
-    (r"py:.*", r"(Path|Any|Callable|Iterable|Iterator|Sequence|Mapping|ClassVar|Literal|Protocol|TextIO|Self|Module|Tensor)"),
+    (
+        r"py:.*",
+        r"(Path|Any|Callable|Iterable|Iterator|Sequence|Mapping|ClassVar|Literal|Protocol|TextIO|Self|Module|Tensor)",
+    ),
     (r"py:.*", r"(NoneType|None|Ellipsis|optional|callable|array_like)"),
 ]

@@ -3,6 +3,8 @@
 Served on 127.0.0.1 (port chosen by the OS), from memory:
 
 - ``GET  /api/models/{repo}/refs``  branches (one per revision) and tags, as ``list_repo_refs`` reads them
+- ``GET  /api/models/{repo}/commits/{branch}``  the commits with a title, newest first (``list_repo_commits``)
+- ``GET  /api/models?author=ORG&search=S``  the repos of ORG whose name contains S (``list_models``)
 - ``GET  /api/models/{repo}`` and ``…/revision/{rev}``  model info: ``id``, ``sha``, ``siblings`` (``model_info``)
 - ``GET  /api/models/{repo}/tree/{rev}/{path}``  the files under a folder (``list_repo_tree``)
 - ``GET  /api/datasets/{repo}…``  the same for a dataset repo, served as ``datasets/{repo}`` (``dataset_info``)
@@ -49,6 +51,7 @@ class Revision:
     name: str
     commit: str
     files: dict[str, bytes]
+    title: str | None = None  # a commit on the history of `main` (list_repo_commits), not a branch of its own
 
 
 @dataclass
@@ -106,10 +109,13 @@ class HubState:
     bytes_sent: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add_revision(self, repo: str, name: str, files: dict[str, bytes], commit: str | None = None) -> Revision:
+    def add_revision(
+        self, repo: str, name: str, files: dict[str, bytes], commit: str | None = None, title: str | None = None
+    ) -> Revision:
         """Serve ``files`` as branch ``name`` of ``repo`` (``datasets/ORG/NAME`` for a dataset), at ``commit``
-        (40 hex digits; by default one derived from the content)."""
-        rev = Revision(name, commit or commit_of(repo, name, files), dict(files))
+        (40 hex digits; by default one derived from the content).  With ``title``, a commit of ``main``'s history
+        instead (listed by ``…/commits/main``, reached by its commit id, not a branch)."""
+        rev = Revision(name, commit or commit_of(repo, name, files), dict(files), title)
         self.repos.setdefault(repo, {})[name] = rev
         return rev
 
@@ -159,7 +165,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(self.state.latency)
         path = unquote(urlsplit(self.path).path)
         try:
-            if path.startswith("/api/models/"):
+            if path == "/api/models":
+                self._models()
+            elif path.startswith("/api/models/"):
                 self._api(path[len("/api/models/") :])
             elif path.startswith("/api/datasets/"):
                 self._api(path[len("/api/datasets/") :], prefix="datasets/")
@@ -177,9 +185,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(401, {"error": "Repository not found"}, "GET", code="RepoNotFound")
         tail = parts[2:]
         if tail == ["refs"]:
-            revs = self.state.repos[repo].values()
+            revs = [r for r in self.state.repos[repo].values() if r.title is None]
             branches = [{"name": r.name, "ref": f"refs/heads/{r.name}", "targetCommit": r.commit} for r in revs]
             return self._json(200, {"branches": branches, "converts": [], "tags": []}, "GET")
+        if tail[:1] == ["commits"]:
+            revs = [r for r in self.state.repos[repo].values() if r.title is not None][::-1]
+            date = "2024-01-01T00:00:00.000Z"
+            items = [{"id": r.commit, "title": r.title, "message": "", "authors": [], "date": date} for r in revs]
+            return self._json(200, items, "GET")
         if tail[:1] == ["tree"] and len(tail) >= 2:
             return self._tree(repo, tail[1], "/".join(tail[2:]))
         name = "/".join(tail[1:]) if tail[:1] == ["revision"] else "main"
@@ -191,6 +204,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(
             200, {"id": name, "modelId": name, "sha": rev.commit, "siblings": siblings}, "GET", revision=rev.name
         )
+
+    def _models(self) -> None:
+        """``list_models(author=…, search=…)``: the model repos of ``author`` whose name contains ``search``."""
+        query = dict(p.partition("=")[::2] for p in urlsplit(self.path).query.split("&") if p)
+        author, search = unquote(query.get("author", "")), unquote(query.get("search", ""))
+        ids = sorted(r for r in self.state.repos if not r.startswith("datasets/"))
+        hits = [{"id": r, "modelId": r} for r in ids if r.startswith(f"{author}/") and search in r.split("/", 1)[1]]
+        self._json(200, hits, "GET")
 
     def _tree(self, repo: str, rev_id: str, folder: str) -> None:
         """``list_repo_tree``: the files under ``folder`` (404 ``EntryNotFound`` when there are none)."""

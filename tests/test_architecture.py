@@ -2,15 +2,17 @@
 
 Layers, bottom to top (a module may import its own layer and the ones below):
 
-    0 errors, config, discovery, names,         leaves: settings, schedules read from branch names,
-      atomic, progress, allocator               safe names, atomic writes, malloc thresholds
-    1 manifest, data/                           TOML → config; evaluation and training tokens
+    0 errors, config, provenance, discovery,    leaves: settings, a unit's arm and provenance, schedules read from
+      names, online, atomic, progress,          branch names, safe names, online state, atomic writes, malloc
+      allocator                                 thresholds
+    1 manifest, data/, reference                TOML → config; evaluation and training tokens; the manifest reference
     2 engine/                                   model + windows → per-block rows (no polars, no Hub)
     3 sources/                                  where checkpoints, configs and tokenizers come from
     4 store, stored                             parquet units keyed by provenance; what a store alone records
     5 arms/, compress/                         plan() → units, run(unit) → rows; ablations, plans, compressed folders
     6 scheduler                                 runs the arms' units, one failure policy
-    7 verdicts, verify                          numbers from the store
+    7 verdicts, verify, track                   numbers from the store; a training run measured in its loop
+                                                (its band checked at step 0)
     8 plots/                                    figures from the store
     9 report, experiments, multireport          figures + verdicts → Markdown and HTML (one experiment, or several)
    10 api, cli, tables, __main__, __init__             the public surface
@@ -25,16 +27,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trajectory"
 LAYERS = {
-    "errors": 0, "config": 0, "schedule": 0, "discovery": 0, "names": 0, "atomic": 0, "progress": 0, "allocator": 0,
-    "manifest": 1, "data": 1,
+    "errors": 0, "config": 0, "provenance": 0, "variants": 0, "schedule": 0, "discovery": 0, "names": 0,
+    "atomic": 0, "progress": 0, "allocator": 0, "online": 0,
+    "manifest": 1, "manifest_twin": 1, "data": 1, "reference": 1,
     "engine": 2,
     "sources": 3,
     "store": 4, "stored": 4,
     "arms": 5, "compress": 5,
     "scheduler": 6,
-    "verdicts": 7, "verify": 7,
+    "verdicts": 7, "verify": 7, "track": 7,
     "plots": 8,
-    "report": 9, "experiments": 9, "multireport": 9,
+    "report": 9, "controlreport": 9, "seedreport": 9, "experiments": 9, "multireport": 9,
     "api": 10, "api_compress": 10, "cli": 10, "__main__": 10, "__init__": 10,
 }  # fmt: skip
 

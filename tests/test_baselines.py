@@ -91,7 +91,7 @@ def test_llama_like_families_draw_the_hugging_face_default_init(model_type, tmp_
     from transformers import AutoModel
 
     for seed in (0, 1):
-        torch.manual_seed(seed)  # the draw, made here independently of trajectory.engine.models
+        torch.manual_seed(baselines.band_seed(seed))  # the draw, made here independently of engine.models
         expected = weights_hash(AutoModel.from_config(baselines.architecture(manifest)))
         assert set(rows.filter(rows["seed"] == seed)["weights_hash"]) == {expected}
     assert rows.filter(rows["status"] == "ok").height == 4  # two seeds × two blocks, each with a number

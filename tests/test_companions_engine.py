@@ -12,7 +12,7 @@ from test_engine import stored_activations
 from trajectory.cli import main
 from trajectory.config import DataSpec, MetricConfig
 from trajectory.data.tokens import eval_tokens
-from trajectory.engine.measure import groups_of, measure_blocks, split_by_sequence
+from trajectory.engine.measure import groups_of, measure_blocks, split_by_document
 
 BLOCKS = {
     "gpt_neox": lambda m: m.gpt_neox.layers,
@@ -64,7 +64,7 @@ def test_kfold_interval_and_effective_rank_from_one_pass(windows):
     cfg = MetricConfig(companions=("ci", "effective_rank"), folds=4, seed=2, compute_dtype="float64")
     got = measure_blocks(model, windows, cfg)
     plain = measure_blocks(model, windows, MetricConfig(seed=2, compute_dtype="float64"))
-    folds = groups_of(split_by_sequence(len(windows.ids), cfg), cfg) % cfg.folds
+    folds = groups_of(split_by_document(windows, cfg), cfg) % cfg.folds
     x, y = stored_activations(model, "gpt_neox", windows.ids)[0]  # block 0: (n_seq, seq, d)
     scores = []
     for f in range(4):

@@ -7,6 +7,7 @@ other FFN matters to the loss.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -21,7 +22,7 @@ from trajectory.compress.spec import CompressConfig
 from trajectory.data.tokens import split_documents, windows
 from trajectory.engine.ablation import Ablation, ffn_cost, fit_map, map_cost, module_cost
 from trajectory.engine.adapters import adapter_for
-from trajectory.engine.measure import split_by_sequence
+from trajectory.engine.measure import split_by_document
 from trajectory.engine.stats import MomentAccumulator, fit_affine
 from trajectory.errors import ConfigError, LoadError
 
@@ -63,7 +64,7 @@ def table(planted, tokens):
 
 
 def heldout_ids(tokens):
-    return tokens.ids[split_by_sequence(tokens.ids.shape[0], CompressConfig().metric)]
+    return tokens.ids[split_by_document(tokens, CompressConfig().metric)]
 
 
 def test_the_planted_affine_block_is_free_and_the_others_are_not(table):
@@ -279,6 +280,9 @@ def test_the_cli_prints_the_table_and_the_plan_and_writes_a_folder(planted, toke
         isinstance(model.gpt_neox.layers[1].mlp, torch.nn.Module)
         and "FFNMap" in type(model.gpt_neox.layers[1].mlp).__name__
     )
+    assert main([*args, "--ranks", "4", "--budget-dloss", "0.01", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["plan"]["settings"]["budget_dloss"] == 0.01 and printed["ablations"] is None
     assert main([*args, "--out", str(tmp_path / "again")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("trajectory: --out writes the plan's model") and err.count("\n") == 1

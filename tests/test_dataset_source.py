@@ -64,32 +64,36 @@ def test_bad_dataset_spec_is_one_line(capsys, tiny_dir):
     assert code == 2 and "REPO:PATH" in err and len(err.strip().splitlines()) == 1
 
 
-def test_paper_preset_holds_out_exactly_the_last_fifth_of_the_windows(hub, capsys, tiny_dir):
-    """The held-out windows are the last round(0.2 · n) ones: R²_lin equals numpy lstsq fitted on the first
-    windows and scored on the last ones, built here from the served lines, and not the other way round."""
+def test_paper_preset_holds_out_the_last_documents_of_the_windows(hub, capsys, tiny_dir):
+    """The held-out windows are those of the last documents (in the windows' order) that reach round(0.2 · n)
+    windows: R²_lin equals numpy lstsq fitted on the other windows and scored on those, and not the other way
+    round.  The mask is built here from the windows' documents, walking back from the last one."""
     import numpy as np
     from test_engine import stored_activations
     from test_stats import lstsq_r2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _, lines = hub
+    from trajectory.cli.args import PRESETS
+    from trajectory.config import DataSpec
+    from trajectory.data.tokens import eval_tokens
+
     code, out, err = run(capsys, "measure", tiny_dir, "--preset", "paper", "--json")
     assert code == 0, err
     blocks = json.loads(out)["blocks"]
-    tok = AutoTokenizer.from_pretrained(tiny_dir)
-    n_seq = 15_000 // 128
-    stream: list[int] = []
-    for line in lines:  # each line a document, followed by EOS, cut into 128-token windows
-        stream += tok(line, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        if len(stream) >= n_seq * 128:
+    preset = PRESETS["paper"]
+    spec = DataSpec("dataset", preset["dataset"], preset["column"], preset["tokens"], preset["seq_len"])
+    tokens = eval_tokens(spec, AutoTokenizer.from_pretrained(tiny_dir))
+    n_seq, n_test = tokens.ids.shape[0], round(0.2 * tokens.ids.shape[0])
+    is_test = np.zeros(n_seq, dtype=bool)
+    for d in dict.fromkeys(tokens.doc[::-1]):  # documents from the last one back
+        if is_test.sum() >= n_test:
             break
-    ids = np.array(stream[: n_seq * 128]).reshape(n_seq, 128)
-    n_test = round(0.2 * n_seq)
+        is_test |= tokens.doc == d
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
-    for block, (x, y) in zip(blocks, stored_activations(model, "gpt_neox", ids), strict=True):
+    for block, (x, y) in zip(blocks, stored_activations(model, "gpt_neox", tokens.ids), strict=True):
         d = x.shape[-1]
-        tail, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:])))
-        head, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[n_test:], y[n_test:], x[:n_test], y[:n_test])))
+        tail, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[~is_test], y[~is_test], x[is_test], y[is_test])))
+        head, _ = lstsq_r2(*(a.reshape(-1, d) for a in (x[is_test], y[is_test], x[~is_test], y[~is_test])))
         assert block["r2_lin"] == pytest.approx(tail, abs=1e-6)
         assert abs(head - tail) > 1e-4  # the other split gives another number: the check can tell them apart
-        assert block["n_test"] == n_test * 128
+        assert block["n_test"] == is_test.sum() * 128

@@ -113,7 +113,7 @@ store = "{store}"
         ("rule = 'branches'\nthin = 0", "thin must be an integer ≥ 1"),
         ("rule = 'branches'\nlast = 5", "'last' must be absent when rule = 'branches'"),
         ("rule = 'pythia'\nthin = 2", "'thin' must be absent unless rule = 'branches'"),
-        ("rule = 'weekly'", "'pythia', 'dense', 'branches'"),
+        ("rule = 'weekly'", "'pythia', 'dense', 'segments', 'branches', 'commits', 'repos'"),
     ],
 )
 def test_bad_branch_rules_are_one_line_naming_the_field(tmp_path, text_file, schedule, field):

@@ -212,7 +212,7 @@ def test_the_persistent_marker_is_drawn_only_where_the_exit_holds_and_seeds_are_
     assert drawn.data["persistent_x"][0] == []  # two points over 29% of training: neither seed's exit holds
     assert sorted(set(drawn.data["trained"]["seed"].to_list())) == [0, 1]
     svg = drawn.paths[1].read_text()
-    assert "95% prediction band for one new draw" in svg and "2 seeds, one line each" in svg
+    assert "95% prediction band for one new draw" in svg and "seed 0" in svg and "seed 1" in svg
 
 
 def test_companion_metrics_figure_draws_the_stored_values(tmp_path):

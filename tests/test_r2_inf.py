@@ -12,7 +12,7 @@ import trajectory as tj
 from trajectory.config import DataSpec, MetricConfig
 from trajectory.data.tokens import eval_tokens
 from trajectory.engine.heldout import FitThenScore
-from trajectory.engine.measure import measure_blocks, split_by_sequence
+from trajectory.engine.measure import measure_blocks, split_by_document
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -53,7 +53,7 @@ def test_both_measuring_paths_and_numpy_agree(text_file, tokenizer):
     windows = eval_tokens(DataSpec("text", str(text_file), tokens=4096, seq_len=64), tokenizer)
     plain = measure_blocks(model, windows, MetricConfig(compute_dtype="float64"))
     folds = measure_blocks(model, windows, MetricConfig(compute_dtype="float64", companions=("ci",)))
-    is_test = split_by_sequence(len(windows.ids), MetricConfig())
+    is_test = split_by_document(windows, MetricConfig())
     x, y = stored_activations(model, "gpt_neox", windows.ids)[0]  # block 0: (n_seq, seq, d)
     xt, yt = x[~is_test].reshape(-1, 32), y[~is_test].reshape(-1, 32)
     xh, yh = x[is_test].reshape(-1, 32), y[is_test].reshape(-1, 32)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import local_manifest
+from builders import assert_rows_match, local_manifest
 from hubserver import REPO, Fault, build_checkpoints, files_of, point_client_at
 
 from trajectory.cli import main
@@ -249,7 +249,8 @@ def test_dask_local_cluster_gives_the_same_rows_as_the_local_run(hub, text_file,
     assert code == 0 and local.count("done") == 4 and "4 measured" in out, err
     cols = ["key", "revision", "block", "commit", "weights_hash", *METRICS]
     a, b = (Store(tmp_path / s).read().select(cols).sort("revision", "block") for s in ("local", "dask"))
-    assert a.height == 8 and a.equals(b)
+    assert a.height == 8  # a Dask worker thread runs with cores // workers torch threads: a tolerance (issue 21)
+    assert_rows_match(a, b)
 
 
 def test_quick_form_needs_step_numbered_revisions(capsys, text_file):

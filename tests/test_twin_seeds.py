@@ -3,6 +3,7 @@ and the measurement schedule that puts points where the curves move."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from builders import run_arm, stdlib_text, twin_manifest
+from builders import assert_rows_match, run_arm, stdlib_text, twin_manifest
 
 from trajectory.arms import twin
 from trajectory.config import dense_steps, twin_schedule
@@ -105,4 +106,42 @@ def test_a_multi_seed_run_killed_with_sigkill_resumes_to_the_uninterrupted_rows(
     time.sleep(1.0)  # workers die with their parent; give them a moment to go
     report = run_sweep(load_manifest(path), SweepOptions(progress=False))
     assert not report.failed and report.count("cached") >= done - 2  # (a worker may finish one more unit)
-    assert _rows(tmp_path / "cut").equals(_rows(tmp_path / "ref"))
+    assert_rows_match(_rows(tmp_path / "cut"), _rows(tmp_path / "ref"))  # hashes exactly; R² in another process
+
+
+def test_every_seed_trains_with_its_recorded_threads_so_workers_do_not_change_a_weight(
+    tmp_path, tiny_dir, text_file, train_file, monkeypatch
+):
+    """Issue 21: a sequential sweep (the process's 2 threads) and ``--workers 2`` (1 thread each) trained
+    different weights.  Every seed now trains with ``[twin] threads`` (default 1), hashed into the digest:
+    the two layouts are the same computation, so their weights hashes may be compared bit for bit."""
+    import torch
+
+    from trajectory.scheduler import SweepOptions, run_sweep
+
+    def manifest(store: str, workers: int):
+        return twin_manifest(
+            tmp_path / f"threads-{store}.toml", tokenizer=tiny_dir, eval_file=text_file, train_file=train_file,
+            store=tmp_path / store, schedule="steps = [0, 2, 4, 8]", sections=f"workers = {workers}",
+            twin="steps = 8\nbatch_tokens = 512\nlr = 3e-3\nseeds = [0, 1]",
+        )  # fmt: skip
+
+    seen, real = [], twin.update
+    monkeypatch.setattr(twin, "update", lambda *a: seen.append(torch.get_num_threads()) or real(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a sequential sweep on a 2-core machine has
+    try:
+        sequential = load_manifest(manifest("seq", 1))
+        assert not run_sweep(sequential, SweepOptions(progress=False)).failed
+    finally:
+        torch.set_num_threads(before)
+    assert seen and set(seen) == {sequential.twin.threads} == {1}
+    assert not run_sweep(load_manifest(manifest("par", 2)), SweepOptions(progress=False)).failed
+    seq, par = _rows(tmp_path / "seq"), _rows(tmp_path / "par")
+    assert seq.height == par.height == 2 * 4 * 2 and seq["weights_hash"].n_unique() == 2 * 4
+    assert par["weights_hash"].to_list() == seq["weights_hash"].to_list()  # one computation: bit for bit
+    assert_rows_match(par, seq)  # and R²_lin, measured in other processes, within the layout tolerance
+    spec = sequential.twin
+    run = twin.plan_runs(sequential, sequential.store_dir)[0]
+    other = twin.run_digest(dataclasses.replace(spec, threads=2), run.seed, run.config, run.train, "cpu")
+    assert other != run.digest  # another thread count is another run: a resume under it never mixes the two

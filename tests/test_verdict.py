@@ -189,7 +189,8 @@ def test_several_seeds_must_agree(tmp_path):
     assert table["seed"].to_list() == [0, 1, 2]
     assert table["seed_verdict"].to_list() == ["learned-above", "learned-above", "within-band"]
     assert set(table["verdict"]) == {"undetermined"}
-    assert table["reason"][0] == "seeds disagree: seed 0 learned-above, seed 1 learned-above, seed 2 within-band"
+    expected = "the seeds' verdicts differ: seed 0 learned-above, seed 1 learned-above, seed 2 within-band"
+    assert table["reason"][0] == expected
     agree = series_store(tmp_path / "agree", {0: up, 1: dict(up)})
     table = verdict.block_table(agree.read(), "hub", total_steps=300)
     assert set(table["verdict"]) == {"learned-above"} and table["reason"][0].startswith("all 2 seeds")

@@ -53,14 +53,16 @@ def findings(result, kind):
 def test_a_freshly_swept_store_verifies_clean(swept, capsys):
     code, out, err = run(capsys, "verify", swept[1])
     assert code == 0, out
-    assert out[0].endswith("3 units, 6 rows: 0 unreadable, 0 inconsistent, 0 duplicated, 0 stale, 0 missing — ok")
+    assert out[0].endswith(
+        "3 units, 6 rows: 0 unreadable, 0 inconsistent, 0 duplicated, 0 mislabelled, 0 stale, 0 missing — ok"
+    )
 
 
 def test_a_changed_metric_config_makes_every_unit_stale_and_missing(copy, text_file, capsys):
     folder, _ = copy
     toml = write_manifest(folder, folder / "ck", text_file, metric="[metric]\nheldout_frac = 0.3")
     code, out, _ = run(capsys, "verify", toml)
-    assert code == 1 and "0 duplicated, 3 stale, 3 missing" in out[0]
+    assert code == 1 and "0 duplicated, 0 mislabelled, 3 stale, 3 missing" in out[0]
     stale = [ln for ln in out if ln.strip().startswith("stale")]
     assert len(stale) == 3 and all("metric config" in ln and "the manifest gives" in ln for ln in stale)
 

@@ -22,6 +22,7 @@ _EXPORTS = {
     "Schedule": "config", "Provenance": "config", "Arm": "config",
     "SweepOptions": "scheduler", "SweepReport": "scheduler",
     "Store": "store",
+    "Tracker": "track", "TrackSpec": "track", "TrajectoryCallback": "track",
     "TrajectoryError": "errors", "ConfigError": "errors", "ManifestError": "errors", "DataError": "errors",
     "LoadError": "errors", "RevisionNotFoundError": "errors", "HubUnreachableError": "errors",
 }  # fmt: skip

@@ -166,13 +166,13 @@ def _measure(model, tokenizer, text, text_file, tokens, n_tokens, seq_len, heldo
             raise ConfigError("a model given by name needs text_file=")
         data = DataSpec("text", str(text_file), tokens=n_tokens, seq_len=seq_len, allow_long=allow_long)
         return blocks_frame(measure_revision(str(model), revision, data, cfg, device or "cpu"))
-    from .engine.measure import check_budget, check_positions, check_vocab, measure_blocks, split_by_sequence
+    from .engine.measure import check_budget, check_positions, check_vocab, measure_blocks, split_by_document
 
     _check_model_object(model, revision)
     windows = _tokens_for(tokenizer, text, text_file, tokens, n_tokens, seq_len)
     check_positions(model.config, windows.ids.shape[1], allow_long, what="seq_len")
     check_vocab(windows, model.config.vocab_size)
-    check_budget(windows, split_by_sequence(windows.ids.shape[0], cfg), model.config.hidden_size)
+    check_budget(windows, split_by_document(windows, cfg), model.config.hidden_size)
     blocks = measure_blocks(model, windows, cfg, device=device or _device_of(model))
     return blocks_frame({"data_hash": windows.data_hash, "metric_config": cfg.digest(), "blocks": blocks})
 
@@ -183,7 +183,7 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     from .arms.checkpoints import measure_checkpoint
     from .data.tokens import eval_tokens
     from .engine.adapters import adapter_for
-    from .engine.measure import check_budget, check_positions, check_vocab, split_by_sequence
+    from .engine.measure import check_budget, check_positions, check_vocab, split_by_document
     from .sources.loading import load_config, load_tokenizer
 
     check_device(device)
@@ -192,7 +192,7 @@ def measure_revision(name: str, revision: str | None, data: DataSpec, cfg: Metri
     check_positions(config, data.seq_len, data.allow_long)
     tokens = eval_tokens(data, load_tokenizer(name, revision))
     check_vocab(tokens, config.vocab_size)
-    check_budget(tokens, split_by_sequence(tokens.ids.shape[0], cfg), config.hidden_size)
+    check_budget(tokens, split_by_document(tokens, cfg), config.hidden_size)
     blocks, wh = measure_checkpoint(name, tokens, cfg, device, revision)
     return {
         "model": name,
@@ -336,6 +336,7 @@ def verdict(
     metric: str = "r2_lin",
     coverage: float | None = None,
     data_hash: str | None = None,
+    controls: bool = False,
 ) -> pl.DataFrame:
     """The verdict table (:mod:`trajectory.verdicts`), from stored rows only: one row per trained arm, block and
     seed with the random-init prediction band (``band_low``, ``band_high``), the final value and ``z``, the first
@@ -344,8 +345,10 @@ def verdict(
 
     ``source`` is a manifest (its band coverage and training lengths are used), its path, a store folder or a
     frame; ``coverage`` overrides the band's; ``data_hash`` picks one evaluation when the store holds several.
+    ``controls``: the verdict against each control instead (:mod:`trajectory.verdicts.controls`, docs/controls.md).
     """
     from . import verdicts as rules
+    from .verdicts import controls as against
 
     manifest = _manifest(source) if isinstance(source, Manifest) or str(source).endswith(".toml") else None
     if manifest is not None:  # a schedule found among branches: as the sweep recorded it (as `report` reads it)
@@ -355,6 +358,8 @@ def verdict(
     frame, _ = rules.one_init(frame, manifest.init_scheme if manifest else None)
     cover = coverage if coverage is not None else (manifest.band_coverage if manifest else DEFAULT_BAND_COVERAGE)
     totals = manifest.total_steps() if manifest else None
+    if controls:
+        return against.controls_table(frame, against.control_arms(manifest, frame), metric, cover, totals)
     return rules.verdict_table(frame, metric, cover, totals, [arm] if arm else None)
 
 

@@ -61,7 +61,7 @@ def _says_full(exc: BaseException) -> bool:
 
 @contextmanager
 def disk_full(path: Path, cleanup: Callable[[], None] = lambda: None) -> Iterator[None]:
-    """Inside, a failed write to ``path`` on a full filesystem becomes one :class:`DiskFullError` line; ``cleanup``
+    """Inside, a failed write to ``path`` on a full filesystem becomes one :class:`.DiskFullError` line; ``cleanup``
     (removing the partial temporary) runs before the free space is measured, so the line says what is free now."""
     try:
         yield

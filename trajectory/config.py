@@ -8,15 +8,22 @@ dataclasses from TOML; the Python API and the CLI fill them from arguments.  Eve
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from .errors import ConfigError
+from .provenance import (  # noqa: F401  (re-exported)
+    ARM_LABELS,
+    SWEPT_ARMS,
+    TRAINED_ARMS,
+    Arm,
+    Provenance,
+    arm_label,
+)
 from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the settings)
     Schedule,
     dense_steps,
@@ -25,6 +32,7 @@ from .schedule import (  # noqa: F401  (re-exported: the schedule is one of the 
     step_of,
     twin_schedule,
 )
+from .variants import PERTURBATION, PerturbationSpec, Regulariser, is_twin, perturbation_steps, variant_arm  # noqa: F401
 
 #: The package version, stored with every row as ``code_version``.
 __version__ = "0.2.0"
@@ -33,8 +41,11 @@ __version__ = "0.2.0"
 #: Evaluation tokens (train + held-out) per measurement, and the window they are cut into.
 DEFAULT_TOKENS = 16_384
 DEFAULT_SEQ_LEN = 128
-#: Share of windows held out (split by sequence, never by token).
+#: Share of windows held out (split by document, never by token: :func:`trajectory.engine.measure.split_by_document`).
 DEFAULT_HELDOUT_FRAC = 0.2
+#: The most of the evaluation windows one document may give before every document has given its share
+#: (:func:`trajectory.data.tokens.windows`): 3% of 128 windows is 3 windows, so at least 43 documents.
+DEFAULT_MAX_DOC_SHARE = 0.03
 #: The embedded corpus's tokenizer (a BPE trained locally on the CPython standard library).
 DEFAULT_TOKENIZER = "embedded:4096"
 #: Bumped whenever a change to the maths could change a stored number (it is hashed into the metric digest).
@@ -71,39 +82,6 @@ TWIN_PROBE_TOKENS = 256
 CPU_FLOPS_FLOOR = 5e9
 
 
-class Arm(enum.StrEnum):
-    """The arms of an experiment.  A ``StrEnum``: ``Arm.HUB == "hub"``, and rows store the plain string."""
-
-    HUB = "hub"  # a model's public checkpoints on the Hugging Face Hub
-    LOCAL = "local"  # a folder of checkpoint sub-folders, one per revision
-    RANDOM_INIT = "random-init"  # untrained draws of the architecture: its own prior
-    TWIN = "twin"  # the architecture trained by us from random init, measured in the loop
-
-    @property
-    def label(self) -> str:
-        """How figures and the report name the arm."""
-        return ARM_LABELS[self]
-
-    @property
-    def trained(self) -> bool:
-        return self is not Arm.RANDOM_INIT
-
-
-ARM_LABELS = {
-    Arm.HUB: "hub checkpoints",
-    Arm.LOCAL: "local checkpoints",
-    Arm.TWIN: "twin (our run)",
-    Arm.RANDOM_INIT: "random init",
-}
-#: Trained arms in the order figures and reports list them.
-TRAINED_ARMS = (Arm.HUB, Arm.LOCAL, Arm.TWIN)
-
-
-def arm_label(arm: str) -> str:
-    """The label of ``arm``, or ``arm`` itself when it is not a known arm."""
-    return ARM_LABELS[Arm(arm)] if arm in Arm._value2member_map_ else str(arm)
-
-
 def _finite(value: float, name: str, low: float = -math.inf, high: float = math.inf, open_low: bool = False) -> None:
     ok = isinstance(value, int | float) and math.isfinite(value) and low <= value <= high
     if not ok or (open_low and value == low):
@@ -135,15 +113,27 @@ class MetricConfig:
     """
 
     heldout_frac: float = DEFAULT_HELDOUT_FRAC
+    """Share of the evaluation windows held out for scoring (split by sequence, never by token)."""
     seed: int = 0
+    """Seed of the permutation that splits windows into train and held-out (and deals the k folds)."""
     split: str = "random"
+    """``random``: a seeded permutation of the windows; ``tail``: the last windows, the paper's protocol."""
     rcond: float = 1e-6
+    """Eigenvalues of the train Gram matrix below ``rcond² · λ_max`` are dropped (``numpy.linalg.lstsq``'s cutoff)."""
     compute_dtype: str = "mixed"
+    """Precision of the per-batch products: ``mixed`` (XᵀX in float64, XᵀY in float32 summed in float64), ``float64``
+    or ``float32``."""
     batch_tokens: int = 8192
+    """Tokens per forward pass; changes no number, so it is not hashed into the metric digest."""
     companions: tuple[str, ...] = ()
+    """Companion metrics to measure beside R²_lin (:data:`COMPANIONS`), or ``"all"``."""
     folds: int = 5
+    """k of the k-fold interval (companion ``ci``): windows are dealt round-robin into k folds."""
     companion_points: int = 0
+    """Measure the companions at only this many of each trained arm's steps, spread evenly (first and last included);
+    0: at every step."""
     lowrank_tol: float = 0.05
+    """The Δloss (nats per token) within which the ``lowrank`` companion looks for the smallest rank."""
 
     def __post_init__(self) -> None:
         raw = self.companions.split(",") if isinstance(self.companions, str) else list(self.companions)
@@ -205,16 +195,31 @@ class DataSpec:
     disjoint from its training part).  ``tokens`` are cut into ``tokens // seq_len`` windows.
     ``allow_long`` lets windows run past a rotary model's ``max_position_embeddings`` (a model with
     learned absolute positions has no embedding there, so it is refused either way); it changes no number.
+    ``seed`` orders the documents and picks where in each the windows are cut; ``max_doc_share`` caps the
+    windows one document gives (:func:`trajectory.data.tokens.windows`).
     """
 
     kind: str = "embedded"
+    """Where the evaluation text comes from: ``text``, ``parquet``, ``dataset`` (``REPO:PATH`` on the Hub) or
+    ``embedded``."""
     path: str = ""
+    """The text file, parquet file, ``REPO:PATH``, or the embedded corpus's name (``stdlib`` when empty)."""
     column: str = "text"
+    """The parquet column that holds the text (``parquet`` and ``dataset``)."""
     tokens: int = DEFAULT_TOKENS
+    """Evaluation tokens per measurement (train plus held-out); give ≥ 20 × d_model train tokens."""
     seq_len: int = DEFAULT_SEQ_LEN
+    """Tokens per window; the text is cut into ``tokens // seq_len`` windows."""
     allow_long: bool = False
+    """Let windows run past a rotary model's ``max_position_embeddings`` (learned positions are refused either way)."""
+    seed: int = 0
+    """Orders the documents and picks where in each the windows are cut (:func:`trajectory.data.tokens.windows`)."""
+    max_doc_share: float = DEFAULT_MAX_DOC_SHARE
+    """The most of the windows one document gives while unused documents remain."""
 
     def __post_init__(self) -> None:
+        _seed(self.seed, "[data] seed")
+        _finite(self.max_doc_share, "[data] max_doc_share", 0.0, 1.0, open_low=True)
         if self.kind not in DATA_KINDS:
             raise ConfigError(f"evaluation data kind must be one of {', '.join(DATA_KINDS)}, got {self.kind!r}")
         if self.kind != "embedded" and not (isinstance(self.path, str) and self.path):
@@ -240,28 +245,53 @@ class TwinSpec:
     decoupled ``weight_decay`` on matrices and embeddings, ``betas`` (``beta1``, ``beta2``), ``eps``, the
     gradient norm clipped to ``clip``.  Each seed of ``seeds`` is its own run: its own init draw and, for text
     sources, its own data order (shard sources keep Pythia's order for every seed).  ``train_data``:
-    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``
-    (:mod:`trajectory.data.traindata`).
-    ``save_checkpoints`` also writes each measured step as a model folder.
+    ``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
+    or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`).  ``regulariser`` adds a term to the loss
+    (:class:`~trajectory.variants.Regulariser`).
+    ``save_checkpoints`` also writes each measured step as a model folder.  ``threads``: the torch
+    threads every seed trains and is measured with, whatever ``--workers`` gives the process: a float sum
+    splits into per-thread partial sums, so another count can round a weight differently; the count is
+    hashed into the run's digest, so a run resumed under another count is a new run, never a mixed one.
     """
 
     steps: int = 2000
+    """Optimiser updates of the whole run."""
     batch_tokens: int = 2048
+    """Training tokens per update."""
     seq_len: int = 128
+    """Tokens per training row."""
     lr: float = 1e-3
+    """Peak learning rate of AdamW."""
     warmup_frac: float = 0.01
+    """Share of the updates over which the learning rate rises linearly to ``lr``."""
     min_lr_frac: float = 0.1
+    """The cosine decay ends at ``min_lr_frac · lr``."""
     weight_decay: float = 0.1
+    """Decoupled weight decay on matrices and embeddings (not on biases or norms)."""
     beta1: float = 0.9
+    """AdamW's β₁."""
     beta2: float = 0.95
+    """AdamW's β₂."""
     eps: float = 1e-8
+    """AdamW's ε (> 0)."""
     clip: float = 1.0
+    """The gradient norm is clipped to this (0: no clipping)."""
     seeds: tuple[int, ...] = (0,)
+    """One run per seed: seed s starts from random-init seed s's draw (and, for text sources, has its own data
+    order)."""
     save_checkpoints: bool = False
+    """Also write each measured step as a model folder (``checkpoints/step<t>/``)."""
     train_data: str = "embedded"
+    """``embedded``, ``text:PATH``, ``shards:PREFIX`` or ``hub-shards:REPO[@COMMIT]``, or a control: ``random``
+    or ``shuffled:SOURCE`` (:mod:`trajectory.data.traindata`)."""
+    regulariser: Regulariser | None = None
+    """A term added to the loss (:class:`~trajectory.variants.Regulariser`); None: none."""
+    threads: int = 1
+    """Torch threads each seed trains with, whatever ``--workers`` is (in the run digest: a resume under another
+    count is a new run, never a mixed one)."""
 
     def __post_init__(self) -> None:
-        for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2)):
+        for name, low in (("steps", 1), ("batch_tokens", 1), ("seq_len", 2), ("threads", 1)):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
                 raise ConfigError(f"[twin] {name} must be an integer ≥ {low}, got {value!r}")
@@ -288,62 +318,11 @@ class TwinSpec:
         return max(1, self.batch_tokens // self.seq_len)
 
     def training_fields(self) -> dict:
-        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
-
-
-# -- provenance ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Provenance:
-    """Everything that decides one unit's numbers, and so its store key; every arm builds one of these.
-
-    ``commit`` pins the weights: a Hub commit SHA, a local folder's content hash, ``init:<init>/config:<hash>``
-    for a random-init draw (the init scheme and the architecture), ``twin:<digest>`` for a twin run (its
-    training spec, seed, architecture, training tokens and precision).  ``data_hash`` is the evaluation
-    windows' content hash and ``metric_config`` the :meth:`MetricConfig.digest` (``metric_core``: the digest
-    of the same config without companions, shared by every unit whose R²_lin is comparable).  ``pythia_step`` (the step
-    of the reference schedule at the same fraction of training) and ``tokens_seen`` are derived facts,
-    stored with the rows but not hashed.
-    """
-
-    KEY_FIELDS: ClassVar[tuple[str, ...]] = (
-        "experiment", "arm", "model", "seed", "revision", "step", "commit", "data_hash", "metric_config",
-    )  # fmt: skip
-
-    experiment: str
-    arm: str
-    model: str
-    revision: str
-    step: int | None
-    commit: str | None
-    data_hash: str
-    metric_config: str
-    seed: int | None = None
-    pythia_step: int | None = None
-    tokens_seen: int | None = None
-    metric_core: str | None = None
-
-    def key(self) -> str:
-        """24 hex digits of sha256 over :attr:`KEY_FIELDS`: the unit's file name in the store."""
-        identity = {name: getattr(self, name) for name in self.KEY_FIELDS}
-        identity["arm"] = str(identity["arm"])
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-
-    def row(self) -> dict:
-        """The provenance columns of every row of the unit (with ``key``)."""
-        return {**asdict(self), "arm": str(self.arm), "key": self.key()}
-
-    @classmethod
-    def from_row(cls, row: dict) -> Provenance:
-        """The provenance a stored row carries (so its key can be recomputed)."""
-        return cls(**{f.name: row.get(f.name) for f in fields(cls)})
-
-    @property
-    def label(self) -> str:
-        """``hub:step1000``, ``twin:step40 seed 1``, ``random-init:seed3``: how summaries name the unit."""
-        if self.arm == Arm.RANDOM_INIT:
-            return f"{self.arm}:seed{self.seed}"
-        return f"{self.arm}:{self.revision}" + ("" if self.seed is None else f" seed {self.seed}")
+        """The settings that decide a trained weight (hashed into a run's digest): all but seeds and saving.
+        No regulariser adds no key, so an unregularised run keeps the digest it had before regularisers existed."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("seeds", "save_checkpoints")}
+        reg = out.pop("regulariser")
+        return out if reg is None else {**out, "regulariser": asdict(reg)}
 
 
 # -- an experiment -------------------------------------------------------------------------------------------
@@ -355,46 +334,81 @@ class Manifest:
     models that exist only as a config; ``tokenizer`` overrides the repo's (a Hub id, a folder, or
     ``embedded:VOCAB``).  ``random_init_seeds`` are the untrained draws, initialised by ``init_scheme``
     (:data:`INIT_SCHEMES`; None: the family's real init), and ``band_coverage`` is the coverage of the
-    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run.
+    prediction band they give (:mod:`trajectory.verdicts`); ``twin`` the training of our own run,
+    ``twin_variants`` its variants (name, spec: ``[twin.variants.NAME]``, each the arm ``twin:NAME``) and
+    ``perturbation`` the perturbation null of one of its seeds (the arm ``twin:perturbation``).
     ``store_dir`` holds the results; ``prefetch`` revisions download ahead; ``workers`` processes run
     units in parallel.  ``reference_profile`` is a published final-step profile to draw.
     """
 
     name: str
+    """The experiment's name: it names the store folder and ``figures/<name>/``."""
     source: Path
+    """The manifest file this was read from."""
     arms: tuple[str, ...]
+    """The arms to run, drawn from ``hub``, ``local``, ``random-init`` and ``twin``."""
     repo: str | None = None
+    """A Hub id ``ORG/NAME`` or a local folder of checkpoint sub-folders."""
     model_config: dict[str, Any] | None = None
+    """An inline architecture (a ``config.json`` as a table, with ``model_type``) for a model that exists only as a
+    config."""
     tokenizer: str | None = None
+    """The tokenizer, when not the repo's own: a Hub id, a folder, or ``embedded:VOCAB``."""
     schedule: Schedule = field(default_factory=lambda: Schedule.from_steps(pythia_steps()))
+    """The revisions to measure, listed or found among the repo's branches."""
     data: DataSpec = field(default_factory=DataSpec)
+    """The evaluation text and window budget."""
     metric: MetricConfig = field(default_factory=MetricConfig)
+    """How R²_lin and its companions are computed."""
     random_init_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """The untrained draws that give the band."""
     init_scheme: str | None = None
+    """How the draws are initialised (:data:`INIT_SCHEMES`); None: the family's real init."""
     band_coverage: float = DEFAULT_BAND_COVERAGE
+    """Coverage of the random-init prediction band for one new draw."""
     twin: TwinSpec | None = None
+    """The training of our own run, when the ``twin`` arm is asked for."""
+    twin_variants: tuple[tuple[str, TwinSpec], ...] = ()
+    """The twin's variants ``[twin.variants.NAME]`` (name, spec), each the arm ``twin:NAME``."""
+    perturbation: PerturbationSpec | None = None
+    """The perturbation null of one twin seed (the arm ``twin:perturbation``)."""
     store_dir: Path = Path("store")
+    """The folder the results are stored in."""
     prefetch: int = 1
+    """Revisions downloaded ahead, in a background thread, while one is measured."""
     workers: int = 1
+    """Local processes that run units in parallel."""
     reference_profile: tuple[float, ...] | None = None
+    """A published final-step profile (one value per block) drawn beside the measured one."""
     reference_label: str = ""
+    """The legend's name for ``reference_profile``."""
     description: str = ""
+    """Free text: what the experiment is for."""
 
     @property
     def model_name(self) -> str:
         """What the ``model`` column says: the repo, or for an inline config the experiment's name."""
         return self.repo or self.name
 
+    def twin_specs(self) -> dict[str, TwinSpec]:
+        """Each twin arm (``twin``, then ``twin:NAME`` per variant) → its training spec."""
+        if self.twin is None:
+            return {}
+        return {variant_arm(None): self.twin, **{variant_arm(n): s for n, s in self.twin_variants}}
+
     def expected_steps(self) -> dict[str, tuple[int, ...]]:
-        """Each trained arm's scheduled steps in its own units (the twin's from :func:`.twin_schedule`)."""
+        """Each trained arm's scheduled steps in its own units (a twin's from :func:`.twin_schedule`)."""
         out = {str(arm): self.schedule.steps for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = tuple(t for t, _ in twin_schedule(self.schedule.steps, self.twin.steps))
+        for arm, spec in self.twin_specs().items():
+            out[arm] = tuple(t for t, _ in twin_schedule(self.schedule.steps, spec.steps))
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = perturbation_steps(out[str(Arm.TWIN)], self.perturbation.points)
         return out
 
     def total_steps(self) -> dict[str, int]:
-        """Each trained arm's total training steps: the schedule's end, or the twin's update budget."""
+        """Each trained arm's total training steps: the schedule's end, or a twin's update budget."""
         out = {str(arm): self.schedule.steps[-1] for arm in (Arm.HUB, Arm.LOCAL)}
-        if self.twin is not None:
-            out[str(Arm.TWIN)] = self.twin.steps
+        out |= {arm: spec.steps for arm, spec in self.twin_specs().items()}
+        if self.perturbation is not None and self.twin is not None:
+            out[variant_arm(PERTURBATION)] = self.twin.steps
         return out

@@ -9,7 +9,8 @@ Sections: ``[experiment]`` (name, arms), ``[model]`` (Hub ``repo`` or local
 architecture; ``tokenizer``), ``[schedule]`` (an explicit ``revisions`` list, the
 Pythia or dense rule, or ``rule = "branches"``: revisions found among the repo's branches when a sweep
 plans, :mod:`trajectory.discovery`; ``tokens_per_step``), ``[data]`` (evaluation text), ``[metric]``, ``[random_init]``
-(seeds, init, band coverage), ``[twin]`` (training settings), ``[sweep]`` (store, prefetch, workers),
+(seeds, init, band coverage), ``[twin]`` (training settings; its variants and perturbation null:
+:mod:`trajectory.manifest_twin`), ``[sweep]`` (store, prefetch, workers),
 ``[reference]`` (a published final-step profile to draw).
 """
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,22 @@ from .config import (
     INIT_SCHEMES,
     MAX_NAME_BYTES,
     MAX_SEED,
-    Arm,
+    SWEPT_ARMS,
     DataSpec,
     Manifest,
     MetricConfig,
     Schedule,
-    TwinSpec,
     dense_steps,
     natural_key,
     pythia_steps,
     step_of,
 )
-from .discovery import BranchRule
+from .discovery import LISTINGS, BranchRule
 from .errors import ConfigError, ManifestError
+from .manifest_twin import twin_tables
+from .schedule import segment_steps
 
-ARMS = tuple(str(a) for a in Arm)
+ARMS = tuple(str(a) for a in SWEPT_ARMS)
 
 
 class _Reader:
@@ -121,30 +123,30 @@ def _explicit_revisions(r: _Reader, revisions: Any) -> Schedule:
 
 
 def _branches(r: _Reader, tab: dict) -> Schedule:
-    """``rule = "branches"``: the revisions are found among the repo's branches when a sweep plans
-    (:mod:`trajectory.discovery`); until then the schedule has a rule and no points."""
+    """``rule = "branches"``, ``"commits"`` or ``"repos"`` (:mod:`trajectory.discovery`): found when a sweep plans."""
     extra = sorted(set(tab) - {"rule", *BRANCH_KEYS})
     if extra:
-        raise r.fail("schedule", extra[0], "absent when rule = 'branches' (give pattern, thin or log_points)", extra[0])
-    rule = r.typed(BranchRule, {"schedule": {k: v for k, v in tab.items() if k in BRANCH_KEYS}}, "schedule")
+        keys = ", ".join(BRANCH_KEYS)
+        raise r.fail("schedule", extra[0], f"absent when rule = {tab['rule']!r} (give {keys})", extra[0])
+    rule = r.typed(BranchRule, {"schedule": {k: v for k, v in tab.items() if k in ("rule", *BRANCH_KEYS)}}, "schedule")
     return Schedule((), rule=rule)
 
 
-BRANCH_KEYS = ("pattern", "thin", "log_points")
+BRANCH_KEYS = ("pattern", "thin", "log_points", "branch", "step_scale", "step_map")
 
 
 def _schedule(r: _Reader, doc: dict) -> Schedule:
     keys = {"revisions", "steps", "rule", "log_until", "every", "last", "points", "revision_format", "tokens_per_step"}
-    keys |= set(BRANCH_KEYS)
+    keys |= {"segments", *BRANCH_KEYS}
     tab = r.table(doc, "schedule", keys)
     given = [k for k in ("revisions", "steps", "rule") if k in tab]
     if len(given) > 1:
         raise r.fail("schedule", given[1], f"absent when '{given[0]}' is given (one schedule only)", tab[given[1]])
-    if tab.get("rule") == "branches":
+    if tab.get("rule") in LISTINGS:
         return _branches(r, tab)
     for key in BRANCH_KEYS:
         if key in tab:
-            raise r.fail("schedule", key, "absent unless rule = 'branches'", tab[key])
+            raise r.fail("schedule", key, "absent unless rule = 'branches', 'commits' or 'repos'", tab[key])
     if "revisions" in tab:
         extra = sorted(set(tab) - {"revisions", "tokens_per_step"})
         if extra:
@@ -159,8 +161,10 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
             raise r.fail("schedule", "steps", "a non-empty list of non-negative integers", steps)
         return Schedule.from_steps(steps, fmt)
     rule = tab.get("rule", "pythia")
+    if "segments" in tab and rule != "segments":
+        raise r.fail("schedule", "segments", "absent unless rule = 'segments'", tab["segments"])
     if rule not in RULES:
-        rules = ", ".join(repr(k) for k in [*RULES, "branches"])
+        rules = ", ".join(repr(k) for k in [*RULES, *LISTINGS])
         raise r.fail("schedule", "rule", f"one of {rules} (or give 'steps' or 'revisions')", rule)
     make, defaults = RULES[rule]
     extra = sorted(set(tab) - {"rule", "revision_format", "tokens_per_step", *defaults})
@@ -168,7 +172,7 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
         raise r.fail("schedule", extra[0], f"absent under rule = {rule!r}", tab[extra[0]])
     nums = {k: tab.get(k, d) for k, d in defaults.items()}
     for k, v in nums.items():
-        if not _count(v, 1):
+        if k != "segments" and not _count(v, 1):  # segments is a list: segment_steps checks it
             raise r.fail("schedule", k, "a positive integer", v)
     try:
         return Schedule.from_steps(make(**nums), fmt)
@@ -180,6 +184,7 @@ def _schedule(r: _Reader, doc: dict) -> Schedule:
 RULES = {
     "pythia": (pythia_steps, {"log_until": 512, "every": 1000, "last": 143_000}),
     "dense": (dense_steps, {"log_until": 64, "points": 40, "last": 1000}),
+    "segments": (segment_steps, {"segments": None}),
 }
 
 
@@ -207,7 +212,10 @@ def _plain(value: Any) -> bool:
 
 def _data(r: _Reader, doc: dict) -> DataSpec:
     tab = r.table(
-        doc, "data", {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long"}
+        doc,
+        "data",
+        {"text_file", "parquet", "dataset", "embedded", "column", "tokens", "seq_len", "allow_long", "seed"}
+        | {"max_doc_share"},
     )
     kinds = [k for k in ("text_file", "parquet", "dataset", "embedded") if k in tab]
     if len(kinds) > 1:
@@ -219,13 +227,13 @@ def _data(r: _Reader, doc: dict) -> DataSpec:
     tokens, seq_len = tab.get("tokens", DataSpec.tokens), tab.get("seq_len", DataSpec.seq_len)
     if _count(tokens, 0) and _count(seq_len, 0) and (seq_len < 2 or tokens < seq_len):
         raise r.fail("data", "tokens", f"an integer ≥ seq_len ({seq_len}) ≥ 2", tokens)
-    own = ("column", "tokens", "seq_len", "allow_long")
+    own = ("column", "tokens", "seq_len", "allow_long", "seed", "max_doc_share")
     spec = r.typed(DataSpec, {"data": {k: v for k, v in tab.items() if k in own}}, "data")
     base = {"text_file": "text"}.get(kind, kind)
     if base in ("text", "parquet") and not Path(path).is_absolute():
         path = str(r.path.parent / path)  # relative to the manifest's own folder
     path = path if kind != "embedded" else str(tab.get("embedded") or "")
-    return DataSpec(base, path, spec.column, spec.tokens, spec.seq_len, spec.allow_long)
+    return replace(spec, kind=base, path=path)
 
 
 def _model(r: _Reader, doc: dict) -> tuple[str | None, dict | None, str | None]:
@@ -278,23 +286,6 @@ def _random_init(r: _Reader, doc: dict) -> tuple[tuple[int, ...], str | None, fl
     if isinstance(coverage, bool) or not (isinstance(coverage, int | float) and 0.0 < coverage < 1.0):
         raise r.fail("random_init", "coverage", "a number in (0, 1), e.g. 0.95", coverage)
     return _seed_list(r, "random_init", tab.get("seeds", [0, 1, 2, 3, 4])), init, float(coverage)
-
-
-def _twin(r: _Reader, doc: dict, arms: tuple[str, ...]) -> TwinSpec | None:
-    """``[twin]``; ``seed = N`` is short for ``seeds = [N]``."""
-    if "twin" not in doc and "twin" not in arms:
-        return None
-    tab = dict(r.table(doc, "twin", {f.name for f in fields(TwinSpec)} | {"seed"}))
-    if "seed" in tab and "seeds" in tab:
-        raise r.fail("twin", "seed", "absent when 'seeds' is given", tab["seed"])
-    key = "seed" if "seed" in tab else "seeds"
-    if "seed" in tab:
-        tab["seeds"] = [tab.pop("seed")]
-    if "seeds" in tab:
-        tab["seeds"] = _seed_list(r, "twin", tab["seeds"], count_ok=False, key=key)
-        if not tab["seeds"]:
-            raise r.fail("twin", "seeds", "a non-empty list", [])
-    return r.typed(TwinSpec, {"twin": tab}, "twin")
 
 
 def _folds_fit(r: _Reader, metric: MetricConfig, data: DataSpec) -> MetricConfig:
@@ -362,7 +353,7 @@ def load_manifest(path: str | Path) -> Manifest:
     repo, config, tok = _model(r, doc)
     store, prefetch, workers = _sweep(r, doc, name)
     profile, label = _reference(r, doc)
-    twin = _twin(r, doc, arms)
+    twin, variants, perturbation = twin_tables(r, doc, arms)
     seeds, init, coverage = _random_init(r, doc)
     data = _data(r, doc)
     return Manifest(
@@ -379,6 +370,8 @@ def load_manifest(path: str | Path) -> Manifest:
         init_scheme=init,
         band_coverage=coverage,
         twin=twin,
+        twin_variants=variants,
+        perturbation=perturbation,
         store_dir=store,
         prefetch=prefetch,
         workers=workers,

@@ -190,3 +190,55 @@ def draw(exps: Experiments, cmp: verdicts.Comparison, out: Path) -> list:
         context_from(first, exps.frame, exps.metric), experiment="+".join(exps.names), model=_model_label(exps)
     )
     return [trained_band(cmp, ctx, Path(out))]
+
+
+def groups_blocks(names: tuple[str, str], groups: tuple[Experiments, Experiments], table: pl.DataFrame) -> list[Block]:
+    """Which group's final values spread further, per block: the rule, a table, and one sentence per block."""
+    from .verdicts.groups import GROUP_RULE
+
+    rows = [
+        [str(r["block"]), f"{fmt(r['sd_a'])} ({r['runs_a']})", f"{fmt(r['sd_b'])} ({r['runs_b']})",
+         "–" if r["p"] is None else f"{r['p']:.2g}", r["decides"]]
+        for r in table.iter_rows(named=True)
+    ]  # fmt: skip
+    head = ["block", f"sd {names[0]} (runs)", f"sd {names[1]} (runs)", "F test p", "spreads further"]
+    return [
+        f"Group {names[0]}: {', '.join(groups[0].names)}. Group {names[1]}: {', '.join(groups[1].names)}.",
+        GROUP_RULE,
+        Table(head, rows),
+        *table["sentence"].to_list(),
+        "What this can show: which factor moves a block's final R²_lin more, among runs that differ in that factor "
+        "alone. What it cannot: why, or anything about a factor neither group varies; with few runs a group, most "
+        "blocks stay undetermined unless the spreads differ by a large factor.",
+    ]
+
+
+def write_groups_report(first: list, second: list, data_hash, metric: str, out, as_json: bool) -> list:
+    """``report A B … --against C D …``: each group's runs report in ``out/<group>/`` and ``out/groups.md``
+    (and ``.html``) with :func:`groups_blocks`; with ``as_json``, the per-block table as JSON on stdout only."""
+    import json
+
+    from .atomic import atomic_bytes, writable_folder
+    from .experiments import compare, default_name, read_experiments
+    from .manifest import load_manifest
+    from .verdicts.groups import which_decides
+
+    read_experiments([load_manifest(m) for m in [*first, *second]], data_hash, metric)  # one architecture, evaluation
+    groups = tuple(read_experiments([load_manifest(m) for m in g], data_hash, metric) for g in (first, second))
+    names = (default_name(groups[0].names), default_name(groups[1].names))
+    cmps = tuple(compare(g) for g in groups)
+    table = which_decides(cmps[0], cmps[1], names, groups[0].coverage)
+    if as_json:
+        print(json.dumps({"groups": list(names), "blocks": table.to_dicts()}))
+        return []
+    root = writable_folder(out or Path("figures") / f"{names[0]}-vs-{names[1]}", "--out")
+    paths = []
+    for exps, cmp, name in zip(groups, cmps, names):
+        sub = root / name
+        sub.mkdir(parents=True, exist_ok=True)
+        paths += write_runs_report(exps, cmp, sub, draw(exps, cmp, sub))
+    content = [("Which group's final values spread further?", groups_blocks(names, groups, table))]
+    title = f"{names[0]} against {names[1]}"
+    paths.append(atomic_bytes(root / "groups.md", to_markdown(title, content)))
+    paths.append(atomic_bytes(root / "groups.html", to_html(title, content)))
+    return paths

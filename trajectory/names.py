@@ -73,7 +73,7 @@ def commit_id(commit: str, origin: str) -> str:
 
 
 def store_key(key: str) -> str:
-    """``key`` if it is a hex store key, as :meth:`trajectory.config.Provenance.key` makes them."""
+    """``key`` if it is a hex store key, as :meth:`trajectory.provenance.Provenance.key` makes them."""
     if not (isinstance(key, str) and KEY.fullmatch(key)):
         raise TrajectoryError(f"store key {key!r} is not a hex digest; unit keys are Provenance.key() hashes")
     return key

@@ -1,12 +1,11 @@
 """The report: figures, the verdict per block, what is missing, and provenance — as Markdown and HTML.
 
-Everything comes from the store's frame (and its failure records) through :mod:`trajectory.verdicts`;
-nothing is measured here.  ``report.md`` links the PNGs beside it; ``report.html`` embeds them (base64).
-Sections: warnings (a trained arm whose step 0 lies outside its own random-init band), the verdict in
-numbers (counts, the band and the rule, what ``r2_lin_inf`` moves), the figures, per trained arm a table
-per block (band, final value, z, first exit, peak, persistent exit, the k-fold interval, verdict, reason),
-the spread across blocks per step against init, the token tail's concentration at init and last (if stored);
-what is missing (steps without usable rows, rows not ``ok``, seeds, failed units, other evaluations).
+From the store's frame (and failure records) through :mod:`trajectory.verdicts`; nothing is measured here.
+``report.md`` links the PNGs; ``report.html`` embeds them.  Sections: warnings (a trained arm whose step 0 is
+outside its own random-init band), the verdict in numbers (counts, band, rule, what ``r2_lin_inf`` moves),
+figures, per trained arm a table per block (band, final, z, exits, peak, k-fold interval, verdict, reason),
+the spread across blocks against init, the token tail at init and last (if stored), whether R²_lin predicts
+the cost of replacing a block (if a Δloss is stored), what is missing, and provenance.
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from .atomic import atomic_bytes
 from .config import __version__, arm_label, natural_key
 from .errors import TrajectoryError
 from .store import Store
+from .verdicts import replaceability as replaceable
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,8 @@ def provenance_blocks(frame: pl.DataFrame, manifest) -> list[Block]:
         described = [
             f"Experiment `{manifest.name}` ({manifest.source.name}); model `{manifest.repo or manifest.model_config}`.",
             f"Data hash: {hashes}; evaluation: {manifest.data.kind} `{manifest.data.path}` column "
-            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}.",
+            f"`{manifest.data.column}`, {manifest.data.tokens} tokens, seq_len {manifest.data.seq_len}, "
+            f"data seed {manifest.data.seed}; {verdicts.evaluation_sentence(frame)}",
             f"Metric config: {configs} ({manifest.metric}).",
         ]
     return [
@@ -311,24 +312,29 @@ def sections(
 ) -> list[tuple[str, list[Block]]]:
     """The report's content, independent of the output format; warnings first."""
     tables = verdict_tables(frame, manifest, metric)
-    warnings = warning_blocks(tables)
+    warnings = warning_blocks(tables) + [f"**Warning — random init:** {w}" for w in verdicts.shared_inits(frame)]
     out = [("Warnings", warnings)] if warnings else []
     out += [
         ("Verdict in numbers", verdict_blocks(frame, manifest, tables, metric)),
         ("Figures", figure_blocks(drawn)),
     ]
+    out += [("Against the controls", c) for c in [control_blocks(frame, manifest, tables, metric)] if c]
     for arm, table in tables.items():
         out.append(
             (
                 f"Per block: {arm_label(arm)}",
                 [
                     block_rows(table, arm, frame),
+                    *seed_blocks(frame, arm, manifest.band_coverage, metric),
                     "Spread across blocks per step, against the spread at initialisation:",
                     spread_rows(verdicts.spread_by_step(frame, arm, metric)),
                     *_tail(frame, arm),
                 ],
             )
         )
+    parts = [x for a in replaceable.found(frame, metric) for x in replaceable.report_parts(a, metric)]
+    if parts:  # docs/compress.md: each Δloss's ρ and interval, then every point
+        out.append(("Does linearity predict replaceability?", [p if isinstance(p, str) else Table(*p) for p in parts]))
     out.append(("What is missing", missing_blocks(frame, manifest, failures, ignored, metric)))
     out.append(("Provenance", provenance_blocks(frame, manifest)))
     return out
@@ -337,12 +343,6 @@ def sections(
 def _tail(frame: pl.DataFrame, arm: str) -> list[Block]:  # the token tail's concentration, when stored
     rows = verdicts.token_tail_rows(frame, arm)
     return [verdicts.TAIL_RULE, Table(verdicts.TAIL_HEADER, tuple(rows))] if rows else []
-
-
-def verdict_json(frame: pl.DataFrame, manifest, metric: str = "r2_lin") -> dict:
-    """What ``trajectory report --json`` prints (:func:`.summary.as_json` of the manifest's table)."""
-    table = verdicts.verdict_table(frame, metric, manifest.band_coverage, manifest.total_steps())
-    return verdicts.as_json(table, manifest.name, metric, manifest.band_coverage)
 
 
 def to_markdown(title: str, content: list[tuple[str, list[Block]]]) -> str:
@@ -407,14 +407,14 @@ def write_report(
     """Write ``out/report.md`` and ``out/report.html``; returns both paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ignored = (
-        ignored
-        if ignored is not None
-        else pl.DataFrame(schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "rows": pl.UInt32})
-    )
+    empty = pl.DataFrame(schema={"data_hash": pl.Utf8, "metric_config": pl.Utf8, "rows": pl.UInt32})
+    ignored = ignored if ignored is not None else empty
     content = sections(frame, manifest, drawn, failures, ignored, metric)
     title = f"FFN linearity across training: {manifest.name} ({manifest.repo or 'inline config'})"
     md, page = out / "report.md", out / "report.html"
-    atomic_bytes(md, to_markdown(title, content))
-    atomic_bytes(page, to_html(title, content))
+    atomic_bytes(md, to_markdown(title, content)), atomic_bytes(page, to_html(title, content))
     return md, page
+
+
+from .controlreport import control_blocks, verdict_json  # noqa: E402, F401  (they build on Table, above)
+from .seedreport import seed_blocks  # noqa: E402

@@ -41,6 +41,26 @@ def dense_steps(log_until: int, points: int, last: int) -> list[int]:
     return sorted(set(head) | tail)
 
 
+def segment_steps(segments) -> list[int]:
+    """The union of half-open ranges ``[start, stop)`` taken every ``every``: ``[[start, stop, every], …]``.
+
+    Stanford CRFM's GPT-2 runs: ``[[0, 100, 10], [100, 2000, 50], [2000, 20000, 100], [20000, 401000, 1000]]``
+    gives 0, 10, …, 90, 100, 150, …, 1950, 2000, 2100, …, 19900, 20000, 21000, …, 400000 (609 steps).
+    """
+    ok = isinstance(segments, list) and segments
+    for seg in segments if ok else []:
+        good = (
+            isinstance(seg, list) and len(seg) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in seg)
+        )
+        if not (good and 0 <= seg[0] < seg[1] and seg[2] >= 1):
+            raise ConfigError(
+                f"segments: each must be [start, stop, every] with 0 ≤ start < stop and every ≥ 1, got {seg!r}"
+            )
+    if not ok:
+        raise ConfigError(f"segments must be a non-empty list of [start, stop, every], got {segments!r}")
+    return sorted({step for start, stop, every in segments for step in range(start, stop, every)})
+
+
 _STEP_NAME = re.compile(r"(\D*?)(\d+)(\D*)")
 
 
@@ -61,8 +81,11 @@ class Schedule:
     """
 
     points: tuple[tuple[int, str], ...]
+    """Each measured step with its revision name, in step order."""
     tokens: tuple[int | None, ...] = ()
+    """Training tokens seen at each point, when the names or the manifest say so (empty: unknown)."""
     rule: BranchRule | None = None
+    """A rule that finds the points among the repo's branches when a sweep plans (None: the points are given)."""
 
     @property
     def resolved(self) -> bool:
@@ -119,3 +142,54 @@ def twin_schedule(steps, budget: int) -> list[tuple[int, int]]:
     twin = {round(s * budget / last) for s in steps}
     twin |= {s for s in steps if 0 < s < budget and s & (s - 1) == 0}
     return [(t, round(t * last / budget)) for t in sorted(twin)]
+
+
+@dataclass(frozen=True)
+class RunSchedule:
+    """The steps a run tracked in its own training loop measures (:mod:`trajectory.track`): the listed ``steps``,
+    and every multiple of ``every`` (0 included) when ``every`` > 0.  A step ``t`` is *after t optimiser updates*."""
+
+    steps: frozenset[int] = frozenset()
+    every: int = 0
+
+    def __contains__(self, step: int) -> bool:
+        return step in self.steps or (self.every > 0 and step % self.every == 0)
+
+    def up_to(self, last: int) -> list[int]:
+        """The scheduled steps ``≤ last``, in order."""
+        ruled = range(0, last + 1, self.every) if self.every > 0 else ()
+        return sorted({s for s in self.steps if s <= last} | set(ruled))
+
+
+#: What a tracked run's ``dense`` rule uses at most: the doubling steps up to 64, then 40 even points (as
+#: ``manifests/demo.toml``), fewer when the run is shorter.
+DENSE_LOG_UNTIL, DENSE_POINTS = 64, 40
+
+
+def run_schedule(spec, last: int | None = None) -> RunSchedule:
+    """The :class:`RunSchedule` of ``spec`` for a run of ``last`` updates.
+
+    ``spec``: ``"pythia"`` (Pythia's 154 steps that fall within ``last``), ``"dense"`` (:func:`dense_steps`
+    ending at ``last``: the doubling steps up to ``min(64, last/2)``, then ``min(40, …)`` even points), an
+    integer ``k`` (every ``k`` updates: 0, k, 2k, …), an explicit list of steps, or a :class:`RunSchedule`.
+    ``pythia`` and ``dense`` need ``last``.
+    """
+    if isinstance(spec, RunSchedule):
+        return spec
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1:
+            raise ConfigError(f"schedule: every k updates needs k ≥ 1, got {spec}")
+        return RunSchedule(every=spec)
+    if isinstance(spec, str):
+        if spec not in ("pythia", "dense"):
+            raise ConfigError(f"schedule must be 'pythia', 'dense', an integer k (every k) or a list, got {spec!r}")
+        if not (isinstance(last, int) and last >= 2):
+            raise ConfigError(f"schedule {spec!r} needs the run's length in updates (≥ 2), got {last!r}")
+        if spec == "pythia":
+            return RunSchedule(frozenset(s for s in pythia_steps() if s <= last))
+        log_until = 1 << (min(DENSE_LOG_UNTIL, last // 2).bit_length() - 1)  # a power of two < last
+        return RunSchedule(frozenset(dense_steps(log_until, min(DENSE_POINTS, last - log_until), last)))
+    steps = list(spec) if isinstance(spec, list | tuple | set | frozenset | range) else None
+    if not steps or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in steps):
+        raise ConfigError(f"schedule: a list of steps must be non-empty integers ≥ 0, got {spec!r}")
+    return RunSchedule(frozenset(steps))

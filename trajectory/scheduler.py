@@ -1,7 +1,7 @@
 """The scheduler: run every missing unit of a manifest's arms, once, under one failure policy.
 
 For each arm (:mod:`trajectory.arms`) it takes the arm's plan, skips every unit already in the store (its
-key is :meth:`~trajectory.config.Provenance.key` of its provenance, so a changed input is a new unit),
+key is :meth:`~trajectory.provenance.Provenance.key` of its provenance, so a changed input is a new unit),
 and runs the rest: in order in this process, or — with ``workers > 1`` — one group of units per job
 through joblib (local processes, each with ``cores // workers`` torch threads), or on a Dask cluster
 through joblib's dask backend.  A group is a unit alone, or the steps of one twin seed in order.
@@ -38,6 +38,7 @@ from .config import CPU_FLOPS_FLOOR, DEVICES, TWIN_CPU_LIMIT_S, Arm, Manifest, n
 from .errors import ConfigError, DiskFullError, TrajectoryError
 from .progress import progress_bar
 from .store import Store, UnitOutcome, with_discovered_schedule
+from .stored import mislabelled
 
 
 def cuda_available() -> bool:
@@ -95,6 +96,7 @@ class SweepReport:
     outcomes: list[UnitOutcome] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
+    mislabelled: list[str] = field(default_factory=list)
     moved: list[tuple[str, str]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -121,6 +123,8 @@ class SweepReport:
             line += "; flagged: " + ", ".join(f"{o.label} ({o.reason})" for o in self.flagged)
         if self.duplicates:
             line += "; identical weights: " + ", ".join("=".join(g) for g in self.duplicates)
+        if self.mislabelled:
+            line += "; mislabelled: " + ", ".join(self.mislabelled)
         if self.gaps:
             line += "; missing: " + ", ".join(self.gaps)
         if self.moved:
@@ -278,7 +282,7 @@ def run_arm(arm: ArmRunner, store: Store, options: SweepOptions, workers: int) -
             report.outcomes.append(UnitOutcome(unit.key, unit.label, "cached"))
     pending = [u for u in units if u.ready and not store.has(u.key)]
     groups = _groups(pending)
-    with progress_bar(len(pending), f"{arm.arm} units", "unit", options.progress) as bar:
+    with progress_bar(len(pending), f"{arm.arm} units", "unit", options.progress, log=True) as bar:
         try:
             if pending and (options.dask or (workers > 1 and len(groups) > 1)):
                 report.outcomes += _run_parallel(arm, groups, str(store.root), options, workers, bar)
@@ -288,6 +292,11 @@ def run_arm(arm: ArmRunner, store: Store, options: SweepOptions, workers: int) -
         finally:
             arm.close()
     report.duplicates = duplicate_groups(store, units)
+    report.mislabelled = [
+        f"{rev} (same weights as the final checkpoint, {last})"
+        for model, rev, last in mislabelled(store.read())
+        if any(u.provenance.model == model and u.provenance.revision == rev for u in units)
+    ]
     prune_failures(store, units)
     return report
 
@@ -366,5 +375,6 @@ def run_sweep(manifest: Manifest, options: SweepOptions | None = None) -> SweepR
         report.outcomes += part.outcomes
         report.gaps += part.gaps
         report.duplicates += part.duplicates
+        report.mislabelled += part.mislabelled
     report.moved = [(path.name, why) for path, why in store.moved]
     return report

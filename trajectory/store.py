@@ -1,7 +1,7 @@
 """The results store: one parquet file per finished unit, named by its provenance key.
 
 A *unit* is one (arm, model, seed, revision) measurement: one row per block.
-Its key is a hash of everything that decides its numbers (:meth:`trajectory.config.Provenance.key`), so
+Its key is a hash of everything that decides its numbers (:meth:`trajectory.provenance.Provenance.key`), so
 a cache hit is exactly "this provenance was measured before", and a changed
 input (a new commit, other evaluation tokens, another metric config) is a miss
 that can never return a stale number.
@@ -28,7 +28,8 @@ seed, revision, step``), the engine's per-block metrics, and the provenance
 (``commit, weights_hash, data_hash, metric_config, code_version, key``) plus
 timings.  Arms: ``hub`` (public checkpoints), ``local`` (a directory of
 checkpoints), ``random-init`` (untrained, one row set per seed), ``twin``
-(our own run from random init, with ``pythia_step`` and ``tokens_seen``).
+(our own run from random init, with ``pythia_step`` and ``tokens_seen``), ``run`` (a user's training run
+measured in its own loop by :mod:`trajectory.track`, with ``measure_fraction`` and ``measure_fraction_total``).
 """
 
 from __future__ import annotations
@@ -73,8 +74,16 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "metric_core": pl.Utf8,
     "code_version": pl.Utf8,
     "key": pl.Utf8,
+    # the evaluation windows: documents they come from, the largest one's share, documents held out
+    "eval_documents": pl.Int64,
+    "eval_max_doc_share": pl.Float64,
+    "heldout_documents": pl.Int64,
     "seconds_fetch": pl.Float64,
     "seconds_measure": pl.Float64,
+    # a tracked run's cost (trajectory.track): seconds_measure ÷ the training seconds since the last measurement
+    # (seconds_fetch), and all its measuring so far ÷ all its training so far
+    "measure_fraction": pl.Float64,
+    "measure_fraction_total": pl.Float64,
     # companion metrics (null unless the metric config asks for them; see trajectory.engine.companions, .swap)
     "linearity_score": pl.Float64,
     "linearity_score_heldout": pl.Float64,
@@ -120,7 +129,7 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "status_lowrank": pl.Utf8,
     "status_token_tail": pl.Utf8,
 }
-#: Identity of a unit: what its key hashes (:meth:`trajectory.config.Provenance.key`).
+#: Identity of a unit: what its key hashes (:meth:`trajectory.provenance.Provenance.key`).
 KEY_FIELDS = Provenance.KEY_FIELDS
 
 
@@ -143,7 +152,7 @@ def unit_problem(path: Path, frame: pl.DataFrame) -> tuple[str, str] | None:
     """Why ``frame`` (read from ``path``) is not the unit its file name says, as (kind, detail); ``None``
     when it is.  Kinds: ``unreadable`` (no rows, or not a unit file) and ``inconsistent`` (rows naming
     another key, several provenances, a block twice, or a key that is not the hash of the rows' own
-    provenance, :meth:`~trajectory.config.Provenance.key`: an edited, copied or renamed file)."""
+    provenance, :meth:`~trajectory.provenance.Provenance.key`: an edited, copied or renamed file)."""
     missing = sorted(set(KEY_FIELDS) - set(frame.columns))
     if missing or frame.is_empty():
         return "unreadable", f"not a unit file (no rows, or lacks {missing})"
@@ -169,6 +178,16 @@ def read_unit(path: Path) -> tuple[pl.DataFrame | None, tuple[str, str] | None]:
     except Exception as exc:  # any parquet error: the file is reported, never fatal
         return None, ("unreadable", _first_line(exc))
     return frame, unit_problem(path, frame)
+
+
+NOT_MEASURED = "not measured at this step"
+
+
+def not_measured_here(frame: pl.DataFrame) -> pl.DataFrame:
+    """``status_<companion>`` says ``NOT_MEASURED`` on the rows of steps measured without a companion that
+    other rows have (``[metric] companion_points``); a companion no row has stays null."""
+    asked = [c for c in frame.columns if c.startswith("status_") and frame[c].null_count() < frame.height]
+    return frame.with_columns(pl.col(c).fill_null(NOT_MEASURED) for c in asked)
 
 
 class Store:
@@ -299,7 +318,7 @@ class Store:
                 )
         if not frames:
             return pl.DataFrame(schema=ROW_SCHEMA)
-        return pl.concat(frames, how="vertical")
+        return not_measured_here(pl.concat(frames, how="vertical"))
 
     # -- a discovered schedule -------------------------------------------------------------------------------
     def schedule_path(self, experiment: str) -> Path:
@@ -331,7 +350,9 @@ class Store:
             return None
         try:
             record = json.loads(path.read_text())
-            if record["model"] != manifest.repo or record["rule"] != asdict(rule):
+            # as JSON keeps it (tuples become lists), and a record written before a rule field existed has its default
+            wanted = json.loads(json.dumps(asdict(rule)))
+            if record["model"] != manifest.repo or {**wanted, **record["rule"]} != wanted:
                 return None
             points = [(int(p["step"]), names.relative_name(p["revision"], "revision")) for p in record["points"]]
             tokens = [None if p["tokens"] is None else int(p["tokens"]) for p in record["points"]]

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 
 from . import names
-from .config import DEFAULT_BAND_COVERAGE, Arm
+from .config import DEFAULT_BAND_COVERAGE, Arm, natural_key
 from .errors import TrajectoryError
 from .store import Store
 
@@ -119,3 +119,22 @@ def stored_experiment(store_dir: str | Path, experiment: str | None = None) -> S
         steps=steps,
         random_init_seeds=tuple(sorted(seeds)),
     )
+
+
+def mislabelled(frame: pl.DataFrame) -> list[tuple[str, str, str]]:
+    """(model, revision, final revision) of each stored checkpoint whose weights hash equals its run's final
+    checkpoint's while its step is earlier: a suite's branch that serves final-era weights under an early
+    step's name (pythia-2.8b's, Pythia issues #83, #195, #205).  A run is one (experiment, arm, model) of the
+    hub or local arm; its final checkpoint is its largest stored step."""
+    need = {"experiment", "arm", "model", "revision", "step", "weights_hash"}
+    if frame.is_empty() or not need <= set(frame.columns):
+        return []
+    units = frame.filter(pl.col("arm").is_in([str(Arm.HUB), str(Arm.LOCAL)]) & pl.col("weights_hash").is_not_null())
+    units = units.select(sorted(need)).unique().sort("step")
+    found = []
+    for (_, _, model), run in units.group_by(["experiment", "arm", "model"], maintain_order=True):
+        last = run.row(run.height - 1, named=True)
+        for row in run.head(run.height - 1).iter_rows(named=True):
+            if row["step"] < last["step"] and row["weights_hash"] == last["weights_hash"]:
+                found.append((model, row["revision"], last["revision"]))
+    return sorted(found, key=lambda t: (t[0], natural_key(t[1])))

@@ -1,16 +1,18 @@
 """``trajectory verify [MANIFEST]``: check every stored unit against its provenance, offline.
 
 A store is a folder of unit files, ``units/<key>.parquet``, where ``key`` is
-:meth:`~trajectory.config.Provenance.key` of the unit's provenance (see
+:meth:`~trajectory.provenance.Provenance.key` of the unit's provenance (see
 :mod:`trajectory.store`).  Verification reads each file on its own and says
-what is wrong, in five kinds:
+what is wrong, in six kinds:
 
 - **unreadable**: a unit file that is not parquet, or lacks the provenance
   columns (truncated, foreign); a failure record that is not JSON.
+- **mislabelled**: a checkpoint whose weights equal its run's final checkpoint's while its step is earlier
+  (:func:`~trajectory.stored.mislabelled`);
 - **inconsistent**: a readable unit whose rows disagree with its name: rows
   naming another key, several provenances in one file, a block twice, or a key
   that is not the hash of the row's own provenance (recomputed for every arm:
-  :meth:`~trajectory.config.Provenance.key`) — an edited or renamed file.
+  :meth:`~trajectory.provenance.Provenance.key`) — an edited or renamed file.
 - **duplicated**: several units for one (experiment, arm, model, seed,
   revision) under the same evaluation (data hash and metric config): the same
   measurement stored twice, e.g. after a Hub branch moved to a new commit.
@@ -39,9 +41,10 @@ from pathlib import Path
 from .config import Arm, natural_key
 from .errors import TrajectoryError
 from .store import KEY_FIELDS, Store, read_unit, with_discovered_schedule
+from .stored import mislabelled
 
 IDENTITY = ("experiment", "arm", "model", "seed", "revision")
-KINDS = ("unreadable", "inconsistent", "duplicated", "stale", "missing")
+KINDS = ("unreadable", "inconsistent", "duplicated", "mislabelled", "stale", "missing")
 
 
 @dataclass(frozen=True)
@@ -165,23 +168,28 @@ def _entries(manifest, arm: str) -> tuple[dict, str]:
     return _twin_entries(manifest)
 
 
-def _twin_entries(manifest) -> tuple[dict, str]:
-    """A twin's steps → the commits a run of this manifest would carry now (either precision), from its plan."""
-    from .arms.twin import plan_runs
-    from .config import twin_schedule
+def _twin_entries(manifest, arm: str = "twin") -> tuple[dict, str]:
+    """A twin arm's (the plain twin's, a variant's ``twin:NAME`` or the perturbation null's) steps → the commits a
+    run of this manifest would carry now (either precision), from its plan; so a changed variant field makes only
+    that variant's units stale."""
+    from .arms.twin import PERTURB_ARM, plan_runs
 
-    spec = manifest.twin
-    if spec is None:
+    if manifest.twin is None:
         raise TrajectoryError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
-    steps = [t for t, _ in twin_schedule(manifest.schedule.steps, spec.steps)]
-    entries = [(f"step{t}", seed) for seed in spec.seeds for t in steps]
+    steps = manifest.expected_steps().get(arm, ())
+    perturb = manifest.perturbation if arm == PERTURB_ARM else None
+    seeds = range(perturb.draws) if perturb else manifest.twin_specs()[arm].seeds
+    entries = [(f"step{t}", seed) for seed in seeds for t in steps]
     try:
-        runs = {device: plan_runs(manifest, manifest.store_dir, device) for device in ("cpu", "cuda")}
+        runs = [r for device in ("cpu", "cuda") for r in plan_runs(manifest, manifest.store_dir, device)]
     except (TrajectoryError, OSError) as exc:
         return {e: None for e in entries}, f"the twin's run digest needs its training tokens: {_first_line(exc)}"
-    commits = {
-        seed: tuple(f"twin:{r.digest}" for rs in runs.values() for r in rs if r.seed == seed) for seed in spec.seeds
-    }
+    if perturb:
+        mine = tuple(
+            f"perturb:{r.digest}/{perturb.draw_seed}" for r in runs if r.arm == "twin" and r.seed == perturb.seed
+        )
+        return {e: mine for e in entries}, ""
+    commits = {seed: tuple(f"twin:{r.digest}" for r in runs if r.arm == arm and r.seed == seed) for seed in seeds}
     return {(rev, seed): commits[seed] for rev, seed in entries}, ""
 
 
@@ -218,9 +226,10 @@ def _data_hash(manifest, arm: str, cache: dict) -> str:
 def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
     """What every arm of ``manifest`` should have in the store now, computed offline; and what was not checked."""
     arms, notes, cache = [], [], {}
-    for arm in manifest.arms:
+    twins = [a for a in manifest.expected_steps() if a.startswith("twin")] if manifest.twin is not None else []
+    for arm in (a for listed in manifest.arms for a in (twins if listed == "twin" else [listed])):
         try:
-            entries, why = _entries(manifest, arm)
+            entries, why = _entries(manifest, arm) if not arm.startswith("twin") else _twin_entries(manifest, arm)
         except TrajectoryError as exc:
             entries, why = {}, f"schedule unknown: {exc}"
         if why:
@@ -231,7 +240,9 @@ def expected_arms(manifest) -> tuple[list[Expected], list[str]]:
             data_hash = None
             notes.append(f"{arm}: data hash not checked: {exc}")
         m = manifest.metric
-        digests = (m.digest(), m.core().digest()) if m.companions and m.companion_points else (m.digest(),)
+        digests = (
+            (m.digest(), m.core().digest()) if (m.companions and m.companion_points) or ":" in arm else (m.digest(),)
+        )
         arms.append(Expected(arm, entries, not why, data_hash, digests))
     return arms, notes
 
@@ -281,6 +292,10 @@ def verify_store(store_dir: str | Path, manifest=None) -> Verification:
         store.root, units=len(units) + sum(f.where.startswith("units/") for f in findings), rows=rows, findings=findings
     )
     result.findings += duplicates(units)
+    result.findings += [
+        Finding("mislabelled", f"{model}@{rev}", f"same weights as the final checkpoint ({last})")
+        for model, rev, last in mislabelled(store.read())
+    ]
     if manifest is not None:
         manifest = with_discovered_schedule(manifest)  # a schedule found among branches: as the sweep found it
         arms, notes = expected_arms(manifest)

@@ -1,6 +1,6 @@
 """What every arm shares: the unit of work, the runner interface, and how a measurement becomes rows.
 
-A :class:`Unit` is one measurement: a :class:`~trajectory.config.Provenance` (whose key names its file
+A :class:`Unit` is one measurement: a :class:`~trajectory.provenance.Provenance` (whose key names its file
 in the store) and a ``group``.  Units of one group run in order in one process (the steps of one twin
 seed: each continues the training of the one before); different groups are independent and may run in
 parallel.  A unit that cannot run at all (a revision missing on the Hub) is planned with ``ready=False``

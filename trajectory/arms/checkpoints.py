@@ -20,7 +20,7 @@ from dataclasses import replace
 from ..config import Arm, Manifest, MetricConfig, Provenance, Schedule
 from ..data.tokens import EvalTokens, eval_tokens
 from ..engine.adapters import adapter_for
-from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, needs_head, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, measure_blocks, needs_head, split_by_document
 from ..engine.models import weights_hash
 from ..errors import TrajectoryError
 from ..sources import Fetched
@@ -122,10 +122,14 @@ class CheckpointArm(BaseArm):
         rule = self.manifest.schedule.rule
         if rule is None:
             return self.manifest.schedule
-        names = self.source.revision_names(lambda name: rule.parse(name) is not None)
-        found = rule.select(names, self.source.model)
+        store = Store(self.manifest.store_dir)
+        if rule.rule == "commits" and getattr(self.source, "offline", False):
+            recorded = store.read_schedule(self.manifest)  # a branch's history cannot be read from the cache
+            if recorded is not None:
+                return recorded
+        found = rule.select_labelled(self.source.listing(rule), self.source.model)
         schedule = Schedule(tuple((s, n) for s, n, _ in found), tuple(t for *_, t in found), rule)
-        Store(self.manifest.store_dir).write_schedule(self.manifest, schedule)
+        store.write_schedule(self.manifest, schedule)
         return schedule
 
     def _tokens(self, revision: str, commit: str) -> EvalTokens:
@@ -137,7 +141,7 @@ class CheckpointArm(BaseArm):
         adapter_for(config.model_type)
         check_positions(config, self.manifest.data.seq_len, self.manifest.data.allow_long)
         check_vocab(tokens, config.vocab_size)
-        check_budget(tokens, split_by_sequence(tokens.ids.shape[0], self.manifest.metric), config.hidden_size)
+        check_budget(tokens, split_by_document(tokens, self.manifest.metric), config.hidden_size)
         return tokens
 
     def _unit(self, step: int, revision: str, commit: str | None, metric: MetricConfig) -> Unit:

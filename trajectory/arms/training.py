@@ -16,6 +16,8 @@ resumes exactly as an uninterrupted one continues.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,18 +62,42 @@ def dropout_seed(seed: int) -> int:
     return child_seed(seed, 2)
 
 
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's count.
+
+    A reduction split over ``k`` threads adds ``k`` partial sums in another order than one thread does, so
+    float results (a trained weight's last bits) depend on ``k``; training under a fixed ``n`` makes them
+    independent of how many threads the process was given (``--workers``, ``OMP_NUM_THREADS``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def update(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, ids: torch.Tensor, lr: float, clip: float, device: str
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    ids: torch.Tensor,
+    lr: float,
+    clip: float,
+    device: str,
+    regulariser=None,
 ) -> float:
-    """One clipped AdamW step on the batch ``ids`` (b, seq); returns its mean next-token loss (nats)."""
+    """One clipped AdamW step on the batch ``ids`` (b, seq), minimising the next-token loss plus the
+    ``regulariser``'s term (:mod:`trajectory.arms.regularisers`); returns the mean next-token loss (nats)."""
+    from .regularisers import loss_with
+
     for group in opt.param_groups:
         group["lr"] = lr
     kind = device.split(":")[0]
     with torch.autocast(kind, dtype=torch.bfloat16, enabled=kind == "cuda"):
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
-    if not torch.isfinite(loss):
-        raise TrajectoryError(f"twin loss became {float(loss)}; lower [twin] lr")
-    loss.backward()
+        total, loss = loss_with(model, ids, regulariser)
+    if not torch.isfinite(total):
+        raise TrajectoryError(f"twin loss became {float(total)}; lower [twin] lr")
+    total.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     opt.zero_grad(set_to_none=True)

@@ -2,11 +2,13 @@
 measure every block at every scheduled step, in the loop.
 
 Each seed ``s`` of ``[twin] seeds`` is its own run: the model is drawn with the family's real init from
-``s`` (so twin step 0 is random-init seed ``s``), its data order is a child of ``s``
-(:func:`~trajectory.arms.training.data_seed`; shards, local or on the Hub, are read in Pythia's order
-whatever the seed, so there the seeds differ in their init and dropout only), and it is stored under
-seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the training spec, the seed, the
-architecture, the training tokens and the precision (fp32 on a CPU, bf16 autocast on CUDA), so a changed input
+``s`` (the random-init band draws from child seeds, never a twin's init: :mod:`trajectory.arms.random_init`),
+its data order is a child of ``s`` (:func:`~trajectory.arms.training.data_seed`; shards, local or on the
+Hub, are read in Pythia's order whatever the seed, so there the seeds differ in their init and dropout only),
+and it is stored under seed ``s`` in its own folder ``<store>/twin/<digest>/``.  The digest hashes the
+training spec, the seed, the architecture, the training tokens, the precision (fp32 on a CPU, bf16 autocast
+on CUDA) and ``[twin] threads`` (every seed trains with that many torch threads, whatever ``--workers`` gives
+its process: the weights of a sequential and a parallel sweep are the same computation), so a changed input
 is a new run.
 
 Schedule (:func:`~trajectory.schedule.twin_schedule`): the manifest's steps mapped onto the twin's budget
@@ -26,20 +28,31 @@ import hashlib
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from ..config import TWIN_PROBE_TOKENS, Arm, Manifest, MetricConfig, Provenance, TwinSpec, twin_schedule
+from ..config import (
+    PERTURBATION,
+    TWIN_PROBE_TOKENS,
+    Arm,
+    Manifest,
+    MetricConfig,
+    Provenance,
+    TwinSpec,
+    twin_schedule,
+    variant_arm,
+)
 from ..data.tokens import EvalTokens, eval_tokens
-from ..data.traindata import TrainTokens, train_tokens
+from ..data.traindata import TrainTokens, seeded, train_tokens
 from ..engine.measure import check_positions, measure_blocks
 from ..engine.models import config_hash, fresh_model, weights_hash
-from ..errors import ConfigError, LoadError, TrajectoryWarning
+from ..errors import ConfigError, LoadError, TrajectoryError, TrajectoryWarning
 from ..progress import progress_bar
 from ..sources.resolve import architecture, manifest_tokenizer
 from .base import BaseArm, Unit, metric_fields, unit_rows
+from .perturb import perturbed_model
 from .training import (
     data_seed,
     dropout_seed,
@@ -49,11 +62,13 @@ from .training import (
     save_checkpoint,
     save_state,
     set_rng_state,
+    torch_threads,
     update,
 )
 
 ARM = str(Arm.TWIN)
-TWIN_VERSION = 2  # bumped when a change to the training loop could change a trained weight (2: seeded RNG)
+TWIN_VERSION = 3  # bumped when a change to the training loop could change a trained weight
+# (2: seeded RNG; 3: every seed trains with [twin] threads torch threads, not the count --workers left)
 
 
 @dataclass
@@ -70,6 +85,7 @@ class TwinRun:
     digest: str
     folder: Path
     points: list[tuple[int, int]] = field(default_factory=list)
+    arm: str = ARM
 
     @property
     def per_batch(self) -> int:
@@ -81,7 +97,7 @@ class TwinRun:
     def provenance(self, step: int, pythia_step: int, metric: MetricConfig) -> Provenance:
         return Provenance(
             experiment=self.manifest.name,
-            arm=ARM,
+            arm=self.arm,
             model=self.manifest.model_name,
             revision=f"step{step}",
             step=step,
@@ -126,10 +142,19 @@ def _check_disjoint(manifest: Manifest, spec: TwinSpec) -> None:
 
 
 def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list[TwinRun]:
-    """Every seed's run of the manifest's twin: architecture, tokens, digest, folder and schedule."""
-    spec = manifest.twin
-    if spec is None:
+    """Every seed's run of the manifest's twin and of each of its variants (``[twin.variants.NAME]``, the arm
+    ``twin:NAME``): architecture, tokens, digest, folder and schedule.  A variant is planned exactly as the
+    plain twin is, from its own spec; so its digest, folder and resume are its own."""
+    if manifest.twin is None:
         raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
+    return [
+        run
+        for arm, spec in manifest.twin_specs().items()
+        for run in _spec_runs(manifest, arm, spec, store_root, device)
+    ]
+
+
+def _spec_runs(manifest: Manifest, arm: str, spec: TwinSpec, store_root: Path, device: str) -> list[TwinRun]:
     _check_disjoint(manifest, spec)
     config = architecture(manifest)
     check_positions(config, manifest.data.seq_len, manifest.data.allow_long)
@@ -140,11 +165,13 @@ def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list
             f"manifest {manifest.source.name}: tokenizer has {len(tokenizer)} tokens but "
             f"vocab_size is {config.vocab_size}; raise [model.config] vocab_size"
         )
-    train = train_tokens(spec.train_data, tokenizer, spec.steps * spec.per_batch * spec.seq_len, spec.seq_len)
+    n_tokens = spec.steps * spec.per_batch * spec.seq_len
+    shared = None if seeded(spec.train_data) else train_tokens(spec.train_data, tokenizer, n_tokens, spec.seq_len)
     evals = eval_tokens(manifest.data, tokenizer)
     points = twin_schedule(manifest.schedule.steps, spec.steps)
     runs = []
-    for seed in spec.seeds:
+    for seed in spec.seeds:  # a control's tokens are drawn from the seed: each seed has its own
+        train = shared or train_tokens(spec.train_data, tokenizer, n_tokens, spec.seq_len, seed=seed)
         digest = run_digest(spec, seed, config, train, device)
         runs.append(
             TwinRun(
@@ -158,6 +185,7 @@ def plan_runs(manifest: Manifest, store_root: Path, device: str = "cpu") -> list
                 digest,
                 Path(store_root) / "twin" / digest,
                 points,
+                arm,
             )
         )
     return runs
@@ -205,26 +233,21 @@ def training_flops(manifest: Manifest) -> float:
 def training_cost(manifest: Manifest, device: str = "cpu", probe_tokens: int = TWIN_PROBE_TOKENS) -> TwinCost:
     """Time clipped AdamW updates of the twin's model on a batch of ≤ ``probe_tokens`` random ids, after a
     2-token warm-up update (allocations, optimiser state), and scale the faster of two (a momentary load
-    spike must not decide) to every seed's training tokens.  Timed on one torch thread, as the sweep's
-    parallel seeds train: spin-waiting threads on a busy machine would make a probe of two look days long."""
+    spike must not decide) to every seed's training tokens.  Timed with ``[twin] threads`` torch threads, as
+    every seed trains (:class:`TwinArm`)."""
     spec = manifest.twin
     if spec is None:
         raise ConfigError(f"manifest {manifest.source.name}: arm 'twin' needs a [twin] table")
     config = architecture(manifest)
     length = min(spec.seq_len, probe_tokens)
     rows = max(1, min(spec.per_batch, probe_tokens // length))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with torch.random.fork_rng(devices=[]):  # the probe draws dropout masks; the caller's RNG stays
-            torch.manual_seed(0)
-            model = fresh_model(config, spec.seeds[0], with_head=True).to(device).train()
-            opt = make_optimizer(model, spec)
-            ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
-            update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
-            seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(spec.threads), torch.random.fork_rng(devices=[]):  # the probe draws dropout masks
+        torch.manual_seed(0)
+        model = fresh_model(config, spec.seeds[0], with_head=True).to(device).train()
+        opt = make_optimizer(model, spec)
+        ids = torch.randint(0, config.vocab_size, (rows, length), device=device)
+        update(model, opt, ids[:1, :2], spec.lr, spec.clip, device)
+        seconds = min(_timed(update, model, opt, ids, spec.lr, spec.clip, device) for _ in range(2))
     return TwinCost(rows, length, seconds, spec.steps * spec.per_batch * spec.seq_len * len(spec.seeds))
 
 
@@ -299,7 +322,7 @@ def _saved_state(run: TwinRun, first_pending: int, device: str) -> dict | None:
 
 def train_step(run: TwinRun, model, opt, t: int, device: str) -> float:
     """Update ``t`` (0-based) of ``run``: its batch, its learning rate, one clipped AdamW step."""
-    return update(model, opt, run.batch(t, device), lr_at(t, run.spec), run.spec.clip, device)
+    return update(model, opt, run.batch(t, device), lr_at(t, run.spec), run.spec.clip, device, run.spec.regulariser)
 
 
 def measure_step(run: TwinRun, model, device: str, metric: MetricConfig) -> tuple[list[dict], str, float]:
@@ -310,45 +333,67 @@ def measure_step(run: TwinRun, model, device: str, metric: MetricConfig) -> tupl
 
 
 class TwinArm(BaseArm):
-    """The twin's runs, one group of units per seed; units of a seed run in step order."""
+    """The twin's runs (the plain twin and every variant), one group of units per run; units of a run go in step
+    order, and the perturbation null's draws at a step follow that step's unit in its run's group."""
 
     arm = ARM
     chained = True  # a run cannot skip a failed step
 
     def __init__(self, manifest: Manifest, options) -> None:
         self.manifest, self.device, self.progress = manifest, options.device, options.progress
-        self.runs = {run.seed: run for run in plan_runs(manifest, manifest.store_dir, self.device)}
-        self._active: dict[int, _Training] = {}
-        self._bars: dict[int, object] = {}
+        self.runs = {(run.arm, run.seed): run for run in plan_runs(manifest, manifest.store_dir, self.device)}
+        self._active: dict[tuple[str, int], _Training] = {}
+        self._bars: dict[tuple[str, int], object] = {}
+        self._last = {u.group: u.key for u in self.plan()}  # a run's model is freed after its group's last unit
 
     def plan(self) -> list[Unit]:
         units = []
-        for seed, run in self.runs.items():
+        perturb = self.manifest.perturbation
+        steps = set(self.manifest.expected_steps().get(PERTURB_ARM, ())) if perturb else set()
+        for (arm, seed), run in self.runs.items():
+            group = f"seed{seed}" if arm == ARM else f"{arm} seed{seed}"
             for i, (t, pythia) in enumerate(run.points):
                 metric = self.manifest.metric.at(i, len(run.points))
-                units.append(Unit(run.provenance(t, pythia, metric), group=f"seed{seed}", metric=metric))
+                units.append(Unit(run.provenance(t, pythia, metric), group=group, metric=metric))
+                if arm == ARM and perturb is not None and seed == perturb.seed and t in steps:
+                    core = self.manifest.metric.core()
+                    units += [Unit(perturbation_provenance(run, t, pythia, k, core, perturb.draw_seed), group=group,
+                                   metric=core) for k in range(perturb.draws)]  # fmt: skip
         return units
 
-    def _training(self, seed: int, step: int) -> _Training:
-        if seed not in self._active:
-            self._active[seed] = _Training(self.runs[seed], step, self.device)
-            desc = f"twin {self.manifest.name} seed {seed}"
-            self._bars[seed] = progress_bar(
-                self.runs[seed].points[-1][0], desc, "step", self.progress, initial=self._active[seed].t
+    def _training(self, arm: str, seed: int, step: int) -> _Training:
+        key = (arm, seed)
+        if key not in self._active:
+            self._active[key] = _Training(self.runs[key], step, self.device)
+            desc = f"{arm} {self.manifest.name} seed {seed}"
+            self._bars[key] = progress_bar(
+                self.runs[key].points[-1][0], desc, "step", self.progress, initial=self._active[key].t
             )
-        return self._active[seed]
+        return self._active[key]
 
     def run(self, unit: Unit) -> list[dict]:
+        """Train the unit's seed up to its step and measure it, with ``[twin] threads`` torch threads
+        whatever the process has (a sequential sweep, a ``--workers`` process), so the weights are the same."""
+        with torch_threads(self.manifest.twin.threads):
+            return self._run(unit)
+
+    def _run(self, unit: Unit) -> list[dict]:
         p = unit.provenance
-        training = self._training(p.seed, p.step)
-        seconds_train = training.advance_to(p.step, self._bars[p.seed])
-        blocks, wh, seconds = measure_step(
-            training.run, training.model, self.device, unit.metric or self.manifest.metric
-        )
-        training.save()
-        if p.step == training.run.points[-1][0]:  # the run's last step: free its model and optimiser
-            self._active.pop(p.seed)
-            self._bars.pop(p.seed).close()
+        key = (ARM, self.manifest.perturbation.seed) if p.arm == PERTURB_ARM else (p.arm, p.seed)
+        training = self._training(*key, p.step)
+        if training.t > p.step:
+            raise TrajectoryError(f"{unit.label}: the run is at step {training.t}, past step {p.step}")
+        seconds_train = training.advance_to(p.step, self._bars[key])
+        model = training.model
+        if p.arm == PERTURB_ARM:
+            model = perturbed_model(training.run, model, p.step, p.seed, self.manifest.perturbation.draw_seed,
+                                    self.device)  # fmt: skip
+        blocks, wh, seconds = measure_step(training.run, model, self.device, unit.metric or self.manifest.metric)
+        if p.arm != PERTURB_ARM:
+            training.save()
+        if unit.key == self._last.get(unit.group):  # the run's last unit: free its model and optimiser
+            self._active.pop(key)
+            self._bars.pop(key).close()
         return unit_rows(p, blocks, weights_hash=wh, seconds_fetch=seconds_train, seconds_measure=seconds)
 
     def close(self) -> None:
@@ -356,3 +401,13 @@ class TwinArm(BaseArm):
             bar.close()
         self._bars.clear()
         self._active.clear()
+
+
+PERTURB_ARM = variant_arm(PERTURBATION)
+
+
+def perturbation_provenance(run: TwinRun, step: int, pythia: int, draw: int, metric, draw_seed: int) -> Provenance:
+    """Draw ``draw`` of the perturbation null at ``step`` of ``run`` (:mod:`trajectory.arms.perturb`): stored as
+    the arm ``twin:perturbation``, seed ``draw``; its commit names the trained run and the draws' seed."""
+    base = run.provenance(step, pythia, metric)
+    return replace(base, arm=PERTURB_ARM, seed=draw, commit=f"perturb:{run.digest}/{draw_seed}")

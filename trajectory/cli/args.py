@@ -53,6 +53,20 @@ def data_from_args(args) -> DataSpec:
     raise ConfigError("give evaluation text: --text-file F, --parquet F --column C or --dataset REPO:PATH")
 
 
+def add_companions_argument(p: argparse.ArgumentParser) -> None:
+    """``--companions LIST``: the companion metrics to compute beside R²_lin (``measure`` and the quick sweep)."""
+    p.add_argument(
+        "--companions",
+        default="",
+        metavar="LIST",
+        help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
+        "score of h_l→h_l+1), effective_rank, ci (k-fold mean and its 95%% interval), swap (Δloss when the "
+        "FFN is replaced by its affine fit), remove (Δloss when it outputs 0), lowrank (smallest rank within "
+        "lowrank_tol nats), token_tail (per-token residual shares and the SSE's tail concentration, "
+        "docs/tokens.md); or 'all'",
+    )
+
+
 def metric_from_args(args, **extra) -> MetricConfig:
     frac = DEFAULT_HELDOUT_FRAC if args.heldout_frac is None else args.heldout_frac
     return MetricConfig(heldout_frac=frac, seed=args.seed, **extra)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .args import PRESETS, add_data_arguments, apply_preset, data_from_args, metric_from_args
+from .args import PRESETS, add_companions_argument, add_data_arguments, apply_preset, data_from_args, metric_from_args
 from .tables import format_blocks
 
 
@@ -22,16 +22,7 @@ def add_measure(p: argparse.ArgumentParser) -> None:
         help="print one JSON object instead of a table (r2_inf in the table is r2_lin_inf: R²_lin extrapolated "
         "to unlimited train rows)",
     )
-    p.add_argument(
-        "--companions",
-        default="",
-        metavar="LIST",
-        help="also compute companion metrics, comma-separated: linearity_score (secretly-linear "
-        "score of h_l→h_l+1), effective_rank, ci (k-fold mean and its 95%% interval), swap (Δloss when the "
-        "FFN is replaced by its affine fit), remove (Δloss when it outputs 0), lowrank (smallest rank within "
-        "lowrank_tol nats), token_tail (per-token residual shares and the SSE's tail concentration, "
-        "docs/tokens.md); or 'all'",
-    )
+    add_companions_argument(p)
     p.add_argument(
         "--precision",
         default="mixed",

@@ -6,9 +6,9 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import DEVICES, TWIN_CPU_LIMIT_S
+from ..config import DEVICES, INIT_SCHEMES, TWIN_CPU_LIMIT_S
 from ..errors import ConfigError
-from .args import add_data_arguments, data_from_args, metric_from_args
+from .args import add_companions_argument, add_data_arguments, data_from_args, metric_from_args
 
 
 def add_sweep(p: argparse.ArgumentParser) -> None:
@@ -40,6 +40,14 @@ def add_sweep(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="quick form: also measure N untrained random-init seeds of the architecture",
     )
+    p.add_argument(
+        "--init",
+        choices=INIT_SCHEMES,
+        help="quick form: how the random-init seeds are drawn: gpt-neox (GPT-NeoX's small_init/wang_init) or "
+        "hf-default (the model's own from_config draw, as for checkpoints trained from from_config); "
+        "default: the family's real init",
+    )
+    add_companions_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -56,6 +64,8 @@ def quick_options(args) -> dict[str, bool]:
         "--heldout-frac": args.heldout_frac is not None,
         "--seed": args.seed != 0,
         "--random-init": bool(args.random_init),
+        "--init": args.init is not None,
+        "--companions": bool(args.companions),
     }
 
 
@@ -82,10 +92,11 @@ def run_sweep(args) -> int:
             args.repo,
             args.revisions.split(","),
             data_from_args(args),
-            metric_from_args(args),
+            metric_from_args(args, companions=args.companions),
             args.store,
             random_init=args.random_init,
         )
+        manifest = replace(manifest, init_scheme=args.init)  # None: the family's real init
     else:
         raise ConfigError("give a MANIFEST, or --repo ORG/NAME --revisions step0,step1,… with evaluation text")
     arms = tuple(a.strip() for a in args.arms.split(",") if a.strip()) if args.arms else None

@@ -126,6 +126,13 @@ def add_report(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the verdict per arm, block and seed (several manifests: the comparison) as JSON, no files",
     )
+    p.add_argument(
+        "--against",
+        nargs="+",
+        metavar="MANIFEST",
+        help="a second group of runs (e.g. PolyPythia's weight seeds against the data seeds given first): per "
+        "block, which group's final values spread further, by an F test (docs/suites.md)",
+    )
 
 
 def _figured(args):
@@ -161,6 +168,8 @@ def run_plot(args) -> int:
 def run_report(args) -> int:
     from ..report import read_experiment, verdict_json, write_report
 
+    if args.against:
+        return _report_groups(args)
     if len(args.manifest) > 1:
         return _report_runs(args)
     args.manifest = args.manifest[0] if args.manifest else None
@@ -170,6 +179,18 @@ def run_report(args) -> int:
         return 0
     manifest, frame, ignored, failures, out, drawn = _figures(args)
     for path in write_report(frame, manifest, out, drawn, failures, ignored, args.metric):
+        print(path)
+    return 0
+
+
+def _report_groups(args) -> int:
+    """``report A.toml B.toml … --against C.toml D.toml …``: each group's multi-run report, then per block which
+    group's final values spread further (:mod:`trajectory.verdicts.groups`)."""
+    from ..multireport import write_groups_report
+
+    if len(args.manifest) < 2 or len(args.against) < 2:
+        raise ConfigError("report … --against …: each group needs at least 2 manifests")
+    for path in write_groups_report(args.manifest, args.against, args.data_hash, args.metric, args.out, args.json):
         print(path)
     return 0
 

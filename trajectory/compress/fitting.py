@@ -1,6 +1,6 @@
 """The windows a compression run uses, and each block's FFN moments on a (possibly patched) model.
 
-The split is :func:`trajectory.engine.measure.split_by_sequence`'s, the same one R²_lin uses: maps are fitted
+The split is :func:`trajectory.engine.measure.split_by_document`'s, the same one R²_lin uses: maps are fitted
 on train windows only and every loss is measured on held-out windows only.  A *sequential* fit takes the
 moments with earlier choices already patched in, so block l's map sees the inputs the compressed model gives
 it (:mod:`.plan`).
@@ -15,7 +15,7 @@ import torch.nn as nn
 
 from ..data.tokens import EvalTokens
 from ..engine.adapters import Adapter
-from ..engine.measure import check_budget, check_positions, check_vocab, split_by_sequence
+from ..engine.measure import check_budget, check_positions, check_vocab, split_by_document
 from ..engine.probe import FFNProbe, moments
 from ..engine.stats import BlockStats
 from .spec import CompressConfig
@@ -35,7 +35,7 @@ def split_windows(model: nn.Module, tokens: EvalTokens, cfg: CompressConfig) -> 
     """The split of ``tokens`` (checked against the model's vocabulary and the fit's row budget)."""
     check_vocab(tokens, model.get_input_embeddings().num_embeddings)
     check_positions(model.config, tokens.ids.shape[1])
-    is_test = split_by_sequence(tokens.ids.shape[0], cfg.metric)
+    is_test = split_by_document(tokens, cfg.metric)
     check_budget(tokens, is_test, model.config.hidden_size)
     batch = max(1, cfg.metric.batch_tokens // tokens.ids.shape[1])
     return Windows(tokens.ids[~is_test], tokens.ids[is_test], batch, tokens.data_hash)

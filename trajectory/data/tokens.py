@@ -1,10 +1,21 @@
 """Evaluation tokens: text from a file, a parquet column or a Hub dataset, cut into windows.
 
-Documents are tokenized with the model's own tokenizer, joined with its EOS
-token, and the stream is cut into ``n_tokens // seq_len`` consecutive windows of
-``seq_len`` tokens.  The windows are content-hashed (sha256 of the int64 ids
-and the window length) and that hash travels with every result, so a changed
-text, tokenizer or window length can never reuse a cached number.
+Documents are tokenized with the model's own tokenizer, each followed by its EOS token.  The windows are
+drawn from many documents (:func:`windows`): the documents are taken in a seeded order, each is cut into
+whole windows of ``seq_len`` tokens, and each gives at most ``max(1, ⌊max_doc_share · n_seq⌋)`` windows (a
+contiguous run at a seeded offset) until ``n_seq = n_tokens // seq_len`` windows are found; only if every
+document has been used and windows are still missing do documents give more.  A window never spans two
+documents, except that a document shorter than one window is joined with the ones after it (in the seeded
+order) until the run fills a window: such a run counts as one document.  Every window carries the index
+of its document (:attr:`EvalTokens.doc`), so the held-out split is by document
+(:func:`trajectory.engine.measure.split_by_document`): no held-out window holds a token of a train document.
+
+A document is one file of the embedded corpus, one row of a parquet column, or, for a text file, one
+block of text between blank lines.
+
+The windows are content-hashed (sha256 of the int64 ids, the window length and each window's document)
+and that hash travels with every result, so a changed text, tokenizer, order or window length can never
+reuse a cached number.
 
 A tokenizer that maps the text to almost nothing is refused (:func:`check_tokenizer_output`): a model
 folder without tokenizer files gives transformers an empty tokenizer, and every window would be EOS.
@@ -20,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import names
-from ..config import DataSpec
+from ..config import DEFAULT_MAX_DOC_SHARE, DataSpec
 from ..errors import ConfigError, DataError, HubUnreachableError, TrajectoryError
 
 #: The least a working tokenizer gives: one token per this many characters of text (measured here: the embedded
@@ -36,15 +47,30 @@ MIN_TOKENS_TO_JUDGE = 64
 
 @dataclass(frozen=True)
 class EvalTokens:
-    """Token windows (n_seq, seq_len) and their content hash."""
+    """Token windows (n_seq, seq_len), their content hash, and each window's document (``doc``, (n_seq,)
+    int64; ``None`` for bare token ids, where each window counts as its own document)."""
 
     ids: np.ndarray
     data_hash: str
     source: str
+    doc: np.ndarray | None = None
 
     @property
     def n_tokens(self) -> int:
         return int(self.ids.size)
+
+    def documents(self) -> np.ndarray:
+        """(n_seq,) the document index of every window (each window its own when none was recorded)."""
+        return np.arange(self.ids.shape[0]) if self.doc is None else self.doc
+
+    @property
+    def n_documents(self) -> int:
+        return int(np.unique(self.documents()).size)
+
+    @property
+    def max_doc_share(self) -> float:
+        """The largest share of the windows (so of the tokens) that one document holds."""
+        return float(np.unique(self.documents(), return_counts=True)[1].max() / self.ids.shape[0])
 
 
 def _dataset_file(spec: str) -> Path:
@@ -52,13 +78,15 @@ def _dataset_file(spec: str) -> Path:
     from huggingface_hub import errors as hf
     from huggingface_hub import hf_hub_download
 
+    from ..online import hub_offline
+
     repo, sep, path = spec.partition(":")
     if not sep or not repo or not path:
         raise ConfigError(f"--dataset must be REPO:PATH (a parquet file in a Hub dataset), got {spec!r}")
     names.repo_id(repo, "--dataset repo")
     names.relative_name(path, "--dataset file")
     try:
-        return Path(hf_hub_download(repo, path, repo_type="dataset"))
+        return Path(hf_hub_download(repo, path, repo_type="dataset", local_files_only=hub_offline()))
     except (hf.LocalEntryNotFoundError, hf.OfflineModeIsEnabled):
         raise HubUnreachableError(
             f"dataset file {spec} is not in the local cache and the Hub cannot be reached (HF_HUB_OFFLINE=1 or no "
@@ -96,10 +124,13 @@ def iter_documents(source: DataSpec) -> Iterator[str]:
     yield from (doc for doc in column.cast(pl.String).drop_nulls() if doc.strip())
 
 
-def window_hash(ids: np.ndarray) -> str:
-    """sha256 of the windows' int64 ids and their shape, 16 hex digits."""
+def window_hash(ids: np.ndarray, doc: np.ndarray | None = None) -> str:
+    """sha256 of the windows' int64 ids, their shape and (when recorded) each window's document, 16 hex
+    digits: the split is by document, so the documents decide a number as much as the ids do."""
     h = hashlib.sha256(np.ascontiguousarray(ids, dtype="<i8").tobytes())
     h.update(repr(ids.shape).encode())
+    if doc is not None:
+        h.update(b"doc|" + np.ascontiguousarray(doc, dtype="<i8").tobytes())
     return h.hexdigest()[:16]
 
 
@@ -108,30 +139,69 @@ def split_documents(text: str) -> list[str]:
     return [doc for doc in text.split("\n\n") if doc.strip()]
 
 
-def windows(documents, tokenizer, n_tokens: int, seq_len: int, describe: str = "text") -> EvalTokens:
-    """The first ``n_tokens // seq_len`` windows of ``seq_len`` tokens of the documents, joined by EOS."""
+def _segments(documents: list[str], tokenizer, seq_len: int, rng: np.random.Generator, tally: list[int]):
+    """Yield each document's whole windows ((n_w, seq_len) int64), documents in the order of ``rng``'s
+    permutation; a document shorter than one window is joined with the next until the run fills one.
+    ``tally`` accumulates (characters, text tokens) for :func:`check_tokenizer_output`."""
+    eos = tokenizer.eos_token_id
+    pending: list[int] = []
+    for i in rng.permutation(len(documents)):
+        ids = tokenizer(documents[i], add_special_tokens=False)["input_ids"]
+        tally[0], tally[1] = tally[0] + len(documents[i]), tally[1] + len(ids)
+        pending.extend(ids)
+        if eos is not None:
+            pending.append(eos)
+        n_w = len(pending) // seq_len
+        if n_w:
+            yield np.asarray(pending[: n_w * seq_len], dtype=np.int64).reshape(n_w, seq_len)
+            pending = []
+
+
+def _take(runs: list[np.ndarray], counts: list[int], need: int) -> None:
+    """Raise ``counts`` (windows taken per document, round after round) until they sum to ``need`` or every
+    window is taken."""
+    while sum(counts) < need and any(c < len(r) for c, r in zip(counts, runs, strict=True)):
+        for k, run in enumerate(runs):
+            if counts[k] < len(run) and sum(counts) < need:
+                counts[k] += 1
+
+
+def windows(
+    documents,
+    tokenizer,
+    n_tokens: int,
+    seq_len: int,
+    describe: str = "text",
+    seed: int = 0,
+    max_doc_share: float = DEFAULT_MAX_DOC_SHARE,
+) -> EvalTokens:
+    """``n_tokens // seq_len`` windows of ``seq_len`` tokens drawn from many documents (module docstring):
+    seeded order, at most ``max(1, ⌊max_doc_share · n_seq⌋)`` windows per document while unused documents
+    remain, a seeded contiguous run within each."""
     if seq_len < 2 or n_tokens < seq_len:
         raise ConfigError(f"need tokens ≥ seq-len ≥ 2, got tokens={n_tokens}, seq-len={seq_len}")
     n_seq = n_tokens // seq_len
-    need = n_seq * seq_len
-    eos = tokenizer.eos_token_id
-    stream: list[int] = []
-    n_chars = n_text = 0
-    for doc in documents:
-        ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
-        stream.extend(ids)
-        n_chars, n_text = n_chars + len(doc), n_text + len(ids)
-        if eos is not None:
-            stream.append(eos)
-        if len(stream) >= need:
+    cap = max(1, int(max_doc_share * n_seq))
+    rng = np.random.default_rng(np.random.SeedSequence(seed))
+    docs, tally = list(documents), [0, 0]
+    runs: list[np.ndarray] = []
+    for run in _segments(docs, tokenizer, seq_len, rng, tally):
+        runs.append(np.roll(run, -int(rng.integers(len(run))), axis=0))  # a seeded start, wrapping around
+        if sum(min(cap, len(r)) for r in runs) >= n_seq:
             break
-    check_tokenizer_output(n_chars, n_text, stream, eos, describe)
-    if len(stream) < need:
+    counts = [min(cap, len(r)) for r in runs]
+    _take(runs, counts, n_seq)
+    flat = [run[:c] for run, c in zip(runs, counts, strict=True)]
+    stream = np.concatenate(flat).reshape(-1).tolist() if flat else []
+    check_tokenizer_output(tally[0], tally[1], stream, tokenizer.eos_token_id, describe)
+    if sum(counts) < n_seq:
         raise DataError(
-            f"evaluation text {describe} has {len(stream)} tokens, fewer than the "
-            f"{need} asked for; lower --tokens or give more text"
+            f"evaluation text {describe} has {sum(counts) * seq_len} tokens in whole windows of {seq_len}, fewer "
+            f"than the {n_seq * seq_len} asked for; lower --tokens or give more text"
         )
-    return from_ids(np.asarray(stream[:need], dtype=np.int64), seq_len, describe)
+    ids = np.concatenate(flat)[:n_seq]
+    doc = np.repeat(np.arange(len(counts)), counts)[:n_seq]
+    return EvalTokens(ids=ids, data_hash=window_hash(ids, doc), source=describe, doc=doc)
 
 
 def check_tokenizer_output(n_chars: int, n_text: int, stream: list[int], eos: int | None, describe: str) -> None:
@@ -175,4 +245,12 @@ def from_ids(ids, seq_len: int, describe: str = "token ids") -> EvalTokens:
 
 def eval_tokens(source: DataSpec, tokenizer) -> EvalTokens:
     """The windows a :class:`~trajectory.config.DataSpec` asks for, tokenized with ``tokenizer``."""
-    return windows(iter_documents(source), tokenizer, source.tokens, source.seq_len, source.describe())
+    return windows(
+        iter_documents(source),
+        tokenizer,
+        source.tokens,
+        source.seq_len,
+        source.describe(),
+        seed=source.seed,
+        max_doc_share=source.max_doc_share,
+    )

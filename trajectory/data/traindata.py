@@ -9,7 +9,12 @@
   read in their own order, never re-shuffled;
 * ``hub-shards:REPO[@COMMIT]``: the same rows of a Hub dataset (Pythia's:
   ``EleutherAI/pile-deduped-pythia-preshuffled``), exactly the rows the twin trains on, fetched by HTTP
-  range requests and cached with their provenance (:mod:`trajectory.data.hubshards`).
+  range requests and cached with their provenance (:mod:`trajectory.data.hubshards`);
+* controls that keep the optimiser and remove what there is to learn, each drawn from the twin seed ``s``
+  (:func:`control_windows`): ``random``, i.i.d. ids uniform over the vocabulary ``{0 … V − 1}``
+  (``SeedSequence([s, 4])``); ``shuffled:SOURCE``, the tokens of SOURCE's windows (any source above) permuted
+  across the whole stream (``SeedSequence([s, 5])``), so every token's count is kept exactly and every
+  context is destroyed.
 
 Text is tokenized with the twin's tokenizer, documents joined by EOS, and cut
 into windows of ``seq_len`` tokens; the token stream is cached on disk under
@@ -112,11 +117,52 @@ def _cached_stream(source: str, tokenizer, n_tokens: int, cache: Path) -> np.nda
     return np.load(path)
 
 
-def train_tokens(source: str, tokenizer, n_tokens: int, seq_len: int, cache: Path | None = None) -> TrainTokens:
-    """The windows a twin trains on: up to ``n_tokens`` tokens of ``source`` (fewer if it is shorter)."""
+#: Child-seed purposes of the controls' draws (1 and 2 are the data order and dropout, :mod:`trajectory.arms.training`).
+RANDOM_PURPOSE, SHUFFLE_PURPOSE = 4, 5
+CONTROLS = ("random", "shuffled")
+
+
+def seeded(source: str) -> bool:
+    """Whether ``source``'s tokens depend on the twin seed (a control), so each seed has its own."""
+    return source == "random" or source.startswith("shuffled:")
+
+
+def control_windows(source: str, base: TrainTokens | None, n_tokens: int, seq_len: int, seed: int, vocab: int):
+    """(n, seq_len) int64 windows of a control (module docstring): ``random`` draws ``n = n_tokens // seq_len``
+    windows uniform over ``vocab`` ids; ``shuffled:SOURCE`` permutes all tokens of ``base``'s windows at once."""
+    if source == "random":
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), RANDOM_PURPOSE]))
+        return rng.integers(0, vocab, size=(max(2, n_tokens // seq_len), seq_len), dtype=np.int64)
+    if base.windows is not None:
+        flat = base.windows.reshape(-1).astype(np.int64)
+    else:
+        rows = np.arange(min(base.n_windows, max(2, n_tokens // seq_len)))
+        flat = base.shard.rows(rows, seq_len).reshape(-1).astype(np.int64)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), SHUFFLE_PURPOSE]))
+    return flat[rng.permutation(flat.shape[0])].reshape(-1, seq_len)
+
+
+def train_tokens(
+    source: str,
+    tokenizer,
+    n_tokens: int,
+    seq_len: int,
+    cache: Path | None = None,
+    seed: int = 0,
+    vocab: int | None = None,
+) -> TrainTokens:
+    """The windows a twin trains on: up to ``n_tokens`` tokens of ``source`` (fewer if it is shorter); a control
+    (``random``, ``shuffled:SOURCE``) is drawn from ``seed`` over ``vocab`` ids (default: the tokenizer's)."""
     from .corpus import cache_dir
     from .tokens import window_hash
 
+    if seeded(source):
+        inner = source.partition(":")[2]
+        if source.startswith("shuffled:") and (not inner or seeded(inner)):
+            raise ConfigError(f"[twin] train_data {source!r}: give shuffled:SOURCE with SOURCE a text source")
+        base = None if source == "random" else train_tokens(inner, tokenizer, n_tokens, seq_len, cache)
+        windows = control_windows(source, base, n_tokens, seq_len, seed, vocab or len(tokenizer))
+        return TrainTokens(source, window_hash(windows), seq_len, windows=windows)
     kind = source.partition(":")[0]
     if kind == "shards":
         from .shards import IndexedShard
@@ -130,8 +176,8 @@ def train_tokens(source: str, tokenizer, n_tokens: int, seq_len: int, cache: Pat
         return TrainTokens(source, rows.data_hash, seq_len, shard=rows)
     if kind not in ("embedded", "text"):
         raise ConfigError(
-            "[twin] train_data must be 'embedded', 'text:PATH', 'shards:PREFIX' or "
-            f"'hub-shards:REPO[@COMMIT]', got {source!r}"
+            "[twin] train_data must be 'embedded', 'text:PATH', 'shards:PREFIX', "
+            f"'hub-shards:REPO[@COMMIT]', 'random' or 'shuffled:SOURCE', got {source!r}"
         )
     ids = _cached_stream(source, tokenizer, n_tokens, cache or cache_dir())
     n = ids.shape[0] // seq_len

@@ -119,6 +119,9 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("olmo", "layers", "mlp", "mlp", rotary=True),
         Adapter("olmo2", "layers", "mlp", "mlp", rotary=True),
         Adapter("bert", "encoder.layer", "intermediate", "output.dense", causal=False),
+        # BLOOM's MLP adds the residual itself (forward(hidden_states, residual)): y is its down-projection's
+        # output, before that add; x its first input, the post-attention LayerNorm's output (ALiBi: no positions)
+        Adapter("bloom", "h", "mlp", "mlp.dense_4h_to_h"),
     )
 }
 

@@ -1,9 +1,10 @@
 """R²_lin of every block of one model: split, probe, fit, score.
 
-The split is by sequence: a seeded permutation of the windows puts
-``round(heldout_frac · n_seq)`` of them in the held-out set (``split="random"``),
-or the last ones (``split="tail"``, the paper's protocol).  The affine map is
-fitted on train rows only and scored on held-out rows only.
+The split is by document (:func:`split_by_document`): whole documents go to the held-out set, in a seeded
+order (``split="random"``) or the last ones (``split="tail"``, the paper's protocol), until they hold
+``round(heldout_frac · n_seq)`` windows, so no held-out window shares a document with a train window.
+Bare token ids carry no documents; there each window is its own (:func:`split_by_sequence`).  The affine
+map is fitted on train rows only and scored on held-out rows only.
 """
 
 from __future__ import annotations
@@ -58,6 +59,29 @@ def split_by_sequence(n_seq: int, cfg: MetricConfig) -> np.ndarray:
     else:
         is_test[np.random.default_rng(cfg.seed).permutation(n_seq)[:n_test]] = True
     return is_test
+
+
+def split_by_document(tokens: EvalTokens, cfg: MetricConfig) -> np.ndarray:
+    """Boolean (n_seq,): True for held-out windows, whole documents at a time (module docstring).
+
+    Documents are visited in a permutation seeded by ``cfg.seed`` (``tail``: from the last one back) and
+    held out until their windows reach ``n_test = round(heldout_frac · n_seq)`` (clamped to [1, n_seq − 1]);
+    at least one document stays on each side, so the held-out share can exceed ``heldout_frac`` by up to
+    one document's windows."""
+    if tokens.doc is None:
+        return split_by_sequence(tokens.ids.shape[0], cfg)
+    names, doc = np.unique(tokens.doc, return_inverse=True)
+    if names.size < 2:
+        raise DataError(f"need at least 2 documents to split train from held-out, got {names.size}")
+    n_seq = doc.size
+    n_test = min(max(1, round(n_seq * cfg.heldout_frac)), n_seq - 1)
+    visit = (
+        np.arange(names.size)[::-1] if cfg.split == "tail" else np.random.default_rng(cfg.seed).permutation(names.size)
+    )
+    counts = np.bincount(doc, minlength=names.size)
+    held = np.cumsum(counts[visit]) < n_test
+    chosen = visit[: min(int(held.sum()) + 1, names.size - 1)]
+    return np.isin(doc, chosen)
 
 
 def required_train_tokens(d_model: int) -> int:
@@ -269,7 +293,7 @@ def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress
     adapter = adapter_for(model.config.model_type)
     check_vocab(tokens, model.get_input_embeddings().num_embeddings)
     check_positions(model.config, tokens.ids.shape[1], allow_long=True)  # the caller decides about rotary ones
-    is_test = split_by_sequence(tokens.ids.shape[0], cfg)
+    is_test = split_by_document(tokens, cfg)
     check_budget(tokens, is_test, model.config.hidden_size)
     groups = groups_of(is_test, cfg)
     probe = FFNProbe(model, adapter, sinks_for(cfg, 2 * n_train_groups(cfg), tokens.ids.shape[1]))
@@ -290,7 +314,18 @@ def _measure(model, tokens: EvalTokens, cfg: MetricConfig, device: str, progress
         _swap(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg.rcond)
     if {"remove", "lowrank"} & set(cfg.companions) and adapter.causal:
         _ablations(model, adapter, stats, rows, tokens.ids[is_test], batch, device, cfg)
-    return [with_every_companion_key(row, cfg, adapter.causal) for row in rows]
+    evaluation = evaluation_facts(tokens, is_test)
+    return [{**with_every_companion_key(row, cfg, adapter.causal), **evaluation} for row in rows]
+
+
+def evaluation_facts(tokens: EvalTokens, is_test: np.ndarray) -> dict:
+    """What every row says about its evaluation windows: how many documents they come from, the largest
+    share of the tokens one document holds, and how many documents are held out."""
+    return {
+        "eval_documents": tokens.n_documents,
+        "eval_max_doc_share": tokens.max_doc_share,
+        "heldout_documents": int(np.unique(tokens.documents()[is_test]).size),
+    }
 
 
 def with_every_companion_key(row: dict, cfg: MetricConfig, causal: bool) -> dict:

@@ -8,7 +8,8 @@
    seen; not drawn (``Drawn.skipped`` says why) unless both arms have usable rows;
 6. ``companions``      — the companion metrics the store holds, vs step (when there are any);
    ``token_tail``      — the token tail's concentration (top-1% SSE share) per block over the random-init band;
-7. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
+7. ``replaceability`` — replacement Δloss against R²_lin over blocks and steps (when the store has a Δloss);
+8. ``trained_band``    — several experiments' runs: per block, the trained band vs the random-init band
    (:mod:`.runs`; drawn by ``trajectory report A.toml B.toml …``, not by :func:`plot_all`).
 
 Each function reads a store frame (``Store.read()``) and returns a :class:`~trajectory.plots.context.Drawn`
@@ -26,6 +27,7 @@ from ..errors import TrajectoryError
 from .band import final_profile, small_multiples
 from .companions import companion_metrics, token_tail
 from .context import Drawn, FigureContext, context_from
+from .replaceability import replaceability
 from .runs import trained_band
 from .trajectories import heatmap, lines_by_block, twin_vs_pythia
 
@@ -60,5 +62,9 @@ def plot_all(frame: pl.DataFrame, ctx: FigureContext, out: str | Path) -> list[D
         final_profile(frame, ctx, out),
         twin_vs_pythia(frame, ctx, out),
     ]
-    extra = [companion_metrics(frame, ctx, out, arm), token_tail(frame, ctx, out, arm)]
-    return drawn + [d for d in extra if d is not None]
+    extras = [
+        companion_metrics(frame, ctx, out, arm),
+        token_tail(frame, ctx, out, arm),
+        replaceability(frame, ctx, out),
+    ]
+    return drawn + [e for e in extras if e is not None]

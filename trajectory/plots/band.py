@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import polars as pl
 
 from .. import verdicts
-from .context import ARM_COLOURS, ARM_LABELS, Drawn, FigureContext, on_grid, save, step_axis
+from ..config import is_twin
+from .context import ARM_LABELS, Drawn, FigureContext, arm_colour, on_grid, save, seed_style, step_axis, step_label
 
 
 def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -25,7 +26,7 @@ def trained_on_pythia_axis(frame: pl.DataFrame, metric: str) -> pl.DataFrame:
     parts = []
     for arm in verdicts.trained_arms(frame, metric):
         traj = verdicts.seed_trajectories(frame, arm, metric)
-        x = pl.col("pythia_step").fill_null(pl.col("step")) if arm == "twin" else pl.col("step")
+        x = pl.col("pythia_step").fill_null(pl.col("step")) if is_twin(arm) else pl.col("step")
         parts.append(traj.with_columns(arm=pl.lit(arm), x=x))
     return pl.concat(parts) if parts else pl.DataFrame()
 
@@ -59,8 +60,8 @@ def small_multiples(
         legend.update({lab: h for h, lab in zip(*ax.get_legend_handles_labels()) if lab not in legend})
     labels, handles = list(legend), list(legend.values())
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8, frameon=False)
-    for ax in axes[-1]:
-        ax.set_xlabel("training step" + (" (symlog)" if ctx.log_until is None else ""))
+    for ax in list(axes.flat)[max(0, len(blocks) - ncols) : len(blocks)]:  # the lowest panel of each column
+        ax.set_xlabel(step_label(ctx.log_until), fontsize=7)
     fig.supylabel(ctx.metric_label)
     fig.suptitle(ctx.title("Learned or architectural? Trained trajectory over the random-init band"), fontsize=11)
     return Drawn(
@@ -91,17 +92,28 @@ def _panel(
     # the twin stands on its Pythia-equivalent step; say so wherever that is not its own step
     shifted = (
         bool(len(trained))
-        and not trained.filter((pl.col("arm") == "twin") & (pl.col("x") != pl.col("step"))).is_empty()
+        and not trained.filter((pl.col("arm").str.starts_with("twin")) & (pl.col("x") != pl.col("step"))).is_empty()
     )
-    for (name, _seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
-        seeds = mine.filter(pl.col("arm") == name)["seed"].n_unique()
-        _trained_line(ax, name, g, ctx.expected, seeds, shifted)
-    held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False))
+    arms = sorted(set(mine["arm"].to_list())) if len(mine) else []
+    for (name, seed), g in mine.group_by("arm", "seed", maintain_order=True) if len(mine) else []:
+        seeds = sorted(set(trained.filter(pl.col("arm") == name)["seed"].to_list()))
+        _trained_line(ax, name, g, ctx.expected, seeds, seed, shifted, arms)
+    held = table.filter((pl.col("block") == block) & pl.col("persistent_holds").fill_null(False)).sort("seed")
     # the twin is drawn on its Pythia-equivalent step, so its markers must be too
-    column = "persistent_exit_pythia_step" if arm == "twin" else "persistent_exit_step"
-    xs = sorted(set(held[column].to_list()))
-    for x in xs:
-        ax.axvline(x, color="k", lw=0.8, ls="-.", label=f"persistent exit, {arm} (outside the band from here on)")
+    column = "persistent_exit_pythia_step" if is_twin(arm) else "persistent_exit_step"
+    all_seeds = sorted(set(table["seed"].to_list()))
+    for seed, x in held.select("seed", column).iter_rows():
+        many = len(all_seeds) > 1
+        ax.axvline(
+            x,
+            color="k",
+            lw=0.8,
+            ls=seed_style(all_seeds, seed)[0] if many else "-.",
+            label=f"persistent exit, {ARM_LABELS.get(arm, arm)}"
+            + (f" seed {seed}" if many else "")
+            + " (outside the band from here on)",
+        )
+    xs = held[column].to_list()
     row = table.filter(pl.col("block") == block)
     z = row["z"][0] if len(row) == 1 else None
     verdict = row["verdict"][0] if len(row) else None
@@ -113,26 +125,35 @@ def _panel(
 
 
 def _trained_line(
-    ax, name: str, g: pl.DataFrame, expected: dict[str, tuple[int, ...]], n_seeds: int, pythia_axis: bool
+    ax,
+    name: str,
+    g: pl.DataFrame,
+    expected: dict[str, tuple[int, ...]],
+    seeds: list[int],
+    seed: int,
+    pythia_axis: bool,
+    arms: list[str] | None = None,
 ) -> None:
-    """One seed of one trained arm; a scheduled step without a usable value is a gap in the line.  The twin stands
-    on its Pythia-equivalent step; ``pythia_axis``: that differs from its own step, and the legend says so."""
-    twin = name == "twin"
+    """One seed of one trained arm, in the arm's colour and the seed's style (:func:`seed_style`), with its own
+    legend entry; a scheduled step without a usable value is a gap in the line.  The twin stands on its
+    Pythia-equivalent step; ``pythia_axis``: that differs from its own step, and the legend says so."""
+    twin = is_twin(name)
     g = (
         on_grid(g, sorted(set(expected.get(name, ())) | set(g["step"].to_list())))
         .join(g.select("block", "step", "x"), on=["block", "step"], how="left")
         .with_columns(pl.col("x").fill_null(pl.col("step")))
     )
-    label = ARM_LABELS[name] + (", at its Pythia-equivalent step" if twin and pythia_axis else "")
+    label = ARM_LABELS.get(name, name) + (", at its Pythia-equivalent step" if twin and pythia_axis else "")
+    ls, marker = seed_style(seeds, seed) if len(seeds) > 1 else ("--" if twin else "-", ".")
     ax.plot(
         g["x"],
         g["value"].fill_null(float("nan")),
-        color=ARM_COLOURS[name],
-        lw=1.2 if n_seeds == 1 else 0.9,
-        ls="--" if twin else "-",
-        marker=".",
+        color=arm_colour(name, arms),
+        lw=1.2 if len(seeds) == 1 else 0.9,
+        ls=ls,
+        marker=marker,
         ms=3,
-        label=label + (f" ({n_seeds} seeds, one line each)" if n_seeds > 1 else ""),
+        label=label + (f", seed {seed}" if len(seeds) > 1 else ""),
     )
 
 
@@ -168,19 +189,20 @@ def final_profile(frame: pl.DataFrame, ctx: FigureContext, out: Path) -> Drawn:
         )
         ax.plot(band["block"], band["init_mean"], ":", color="0.45", drawstyle="steps-mid", label="random init, mean")
     for (arm,), g in finals.group_by("arm", maintain_order=True) if len(finals) else []:
-        at = sorted(set(g["final_step"].to_list()))
         n_seeds = g["seed"].n_unique()
-        for i, ((_,), s) in enumerate(g.sort("seed", "block").group_by("seed", maintain_order=True)):
+        seeds = sorted(set(g["seed"].to_list()))
+        for (seed,), s in g.sort("seed", "block").group_by("seed", maintain_order=True):
+            ls, marker = seed_style(seeds, seed) if n_seeds > 1 else ("--", "s") if is_twin(arm) else ("-", "o")
             ax.plot(
                 s["block"],
                 s["final"],
-                "o-" if arm != "twin" else "s--",
-                color=ARM_COLOURS[arm],
+                ls=ls,
+                marker=marker,
+                color=arm_colour(arm, verdicts.trained_arms(frame, ctx.metric)),
                 lw=1.5 if n_seeds == 1 else 1.0,
-                label=None
-                if i
-                else f"{ARM_LABELS[arm]}, final step {'/'.join(map(str, at))}"
-                + (f" ({n_seeds} seeds, one line each)" if n_seeds > 1 else ""),
+                label=f"{ARM_LABELS.get(arm, arm)}"
+                + (f", seed {seed}" if n_seeds > 1 else "")
+                + f", final step {'/'.join(map(str, sorted(set(s['final_step'].to_list()))))}",
             )
     if len(reference):
         ax.plot(

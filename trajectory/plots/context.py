@@ -34,7 +34,36 @@ METRIC_LABELS = {
     "token_tail_top1": "share of the block's held-out SSE on its top 1% of tokens",
 }
 ARM_LABELS = {str(arm): label for arm, label in _ARM_LABELS.items()}
-ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b"}
+ARM_COLOURS = {"hub": "#1f4e9c", "local": "#1f4e9c", "twin": "#d1495b", "run": "#2a9d4b"}
+#: Colours of the twin's variants (``twin:NAME``), in the order of their names.
+VARIANT_COLOURS = ("#17becf", "#e9a03b", "#8e5ea2", "#6c757d", "#3d348b", "#7a9e2f")
+
+
+def arm_colour(arm: str, arms: list[str] | None = None) -> str:
+    """An arm's colour: its own, or a variant's by its place among ``arms``' variants."""
+    if arm in ARM_COLOURS:
+        return ARM_COLOURS[arm]
+    others = sorted(a for a in (arms or [arm]) if a not in ARM_COLOURS)
+    return VARIANT_COLOURS[others.index(arm) % len(VARIANT_COLOURS)] if arm in others else VARIANT_COLOURS[0]
+
+
+#: How a trained arm's seeds are told apart: the arm keeps its colour, its k-th seed (in seed order) takes the
+#: k-th (line style, marker), cycling; every seed has its own legend entry.
+SEED_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1)), "v"), ((0, (1, 3)), "P"))
+
+
+def seed_style(seeds: list[int], seed: int) -> tuple:
+    """(line style, marker) of ``seed`` among an arm's ``seeds`` (:data:`SEED_STYLES`)."""
+    return SEED_STYLES[sorted(seeds).index(seed) % len(SEED_STYLES)]
+
+
+def seeds_mean(frame: pl.DataFrame, arm: str) -> str:
+    """``, mean of 2 seeds`` when the arm has several (each value drawn is their mean), else nothing: a figure
+    that averages seeds says so."""
+    n = frame.filter(pl.col("arm") == arm)["seed"].n_unique()
+    return f", mean of {n} seeds" if n > 1 else ""
+
+
 FORMATS = ("png", "svg")
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")  # plain text: mathtext is slow to lay out
 _SHARD = re.compile(r"-\d{5}-of-\d{5}(?=\.parquet$)")

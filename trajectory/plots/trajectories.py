@@ -26,6 +26,7 @@ from .context import (
     depth_colours,
     on_grid,
     save,
+    seeds_mean,
     step_axis,
 )
 
@@ -64,23 +65,19 @@ def lines_by_block(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str)
         )
         fig.legend(loc="outside lower left", frameon=False)
     step_axis(ax, steps[-1] if steps else 1, log_until=ctx.log_until)
-    ax.set_ylabel(ctx.metric_label)
+    ax.set_ylabel(
+        ctx.metric_label + seeds_mean(frame, arm).replace(", ", " (", 1) + (")" if seeds_mean(frame, arm) else "")
+    )
     ax.grid(alpha=0.3)
     depth_colourbar(fig, mappable, ax, traj["block"].max() + 1 if len(traj) else 1)
     fig.suptitle(
-        ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}{_seeds(frame, arm)}"), fontsize=11
+        ctx.title(f"FFN linearity across training, {ARM_LABELS.get(arm, arm)}{seeds_mean(frame, arm)}"), fontsize=11
     )
     return Drawn(
         "lines_by_block",
         save(fig, out, "lines_by_block"),
         {"lines": traj, "missing_steps": pl.DataFrame({"step": pl.Series(missing, dtype=pl.Int64)})},
     )
-
-
-def _seeds(frame: pl.DataFrame, arm: str) -> str:
-    """``, mean of 2 seeds`` when the arm has several (each value drawn is their mean), else nothing."""
-    n = frame.filter(pl.col("arm") == arm)["seed"].n_unique()
-    return f", mean of {n} seeds" if n > 1 else ""
 
 
 def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Drawn:
@@ -100,7 +97,7 @@ def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Dra
     ax.set_yticks(range(n_blocks))
     ax.set_xlabel("training step (one column per scheduled checkpoint; spacing not to scale)")
     ax.set_ylabel("block (depth: 0 = first FFN)")
-    fig.colorbar(im, ax=ax, pad=0.01).set_label(ctx.metric_label)
+    fig.colorbar(im, ax=ax, pad=0.01).set_label(ctx.metric_label + seeds_mean(frame, arm))
     if np.isnan(matrix).any():
         ax.legend(
             handles=[Patch(color="0.85", label="no usable row")],
@@ -108,7 +105,9 @@ def heatmap(frame: pl.DataFrame, ctx: FigureContext, out: Path, arm: str) -> Dra
             bbox_to_anchor=(0, -0.22),
             frameon=False,
         )
-    fig.suptitle(ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}{_seeds(frame, arm)}"), fontsize=11)
+    fig.suptitle(
+        ctx.title(f"FFN linearity, block × step, {ARM_LABELS.get(arm, arm)}{seeds_mean(frame, arm)}"), fontsize=11
+    )
     return Drawn("heatmap", save(fig, out, "heatmap"), {"cells": traj})
 
 

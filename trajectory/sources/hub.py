@@ -17,6 +17,7 @@ top of the client's own retries; a missing revision or file fails at once.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,10 +142,36 @@ class HubSource:
         for rev in revisions:
             relative_name(rev, f"revision of {self.repo}")
         self._list_refs()
-        pins = {rev: self.refs.get(rev) for rev in revisions}
-        if not self.offline:
-            self._write_refs({r: c for r, c in pins.items() if c} | self._tokenizer_ref())
+        pins = {rev: self.refs.get(rev) or self._commit_pin(rev) for rev in revisions}
+        if not self.offline:  # a commit id pins itself and needs no ref (hf_hub_download writes none for it)
+            self._write_refs({r: c for r, c in pins.items() if c and c != r} | self._tokenizer_ref())
         return pins
+
+    @staticmethod
+    def _commit_pin(revision: str) -> str | None:
+        """A revision that is a commit id (``rule = "commits"``) pins to itself: it names one commit for good,
+        online as the branch's history listed it, offline as the store recorded it (fetching it offline then
+        needs its snapshot in the cache, and says so when it is not there)."""
+        return revision if re.fullmatch(r"[0-9a-f]{40}", revision) else None
+
+    def listing(self, rule) -> list[tuple[str, str]]:
+        """(label, revision) pairs a discovery rule selects from (:mod:`trajectory.discovery`): branch and tag
+        names, or with ``rule = "commits"`` the titles and ids of the commits on ``rule.branch``."""
+        if rule.rule == "repos":
+            raise TrajectoryError("rule = 'repos' lists an author's repos: [model] repo must name the author")
+        if rule.rule == "branches":
+            return [(n, n) for n in self.revision_names(lambda name: rule.parse(name) is not None)]
+        if self.offline:
+            raise TrajectoryError(
+                f"the commits of {self.repo}@{rule.branch} cannot be listed with HF_HUB_OFFLINE=1 and no schedule "
+                "was recorded in the store; run once with network"
+            )
+        api = self._api()
+        try:
+            commits = with_retries(lambda: api.list_repo_commits(self.repo, revision=rule.branch), self.retry)
+        except Exception as exc:
+            raise _explain(exc, self.repo, rule.branch) from None
+        return [(c.title, commit_id(c.commit_id, f"{self.endpoint} (commit of {self.repo})")) for c in commits]
 
     def revision_names(self, keep: Callable[[str], bool]) -> list[str]:
         """The repo's branch (and tag) names that ``keep`` accepts, from the same one listing that pins.

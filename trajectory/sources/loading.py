@@ -19,6 +19,7 @@ from .. import names
 from ..config import natural_key
 from ..engine.adapters import Adapter, adapter_for
 from ..errors import HubUnreachableError, LoadError, RevisionNotFoundError, TrajectoryError, exception_chain
+from ..online import hub_offline
 from .local import revision_dir
 
 HUB_UNREACHABLE = (
@@ -53,7 +54,10 @@ def explain_load_error(exc: BaseException, name: str, revision: str | None) -> T
         if isinstance(e, hf_errors.RepositoryNotFoundError):
             return LoadError(f"no model repo or local directory named {name!r}")
         if isinstance(e, hf_errors.LocalEntryNotFoundError | hf_errors.OfflineModeIsEnabled):
-            return HubUnreachableError(f"{where} is not in the local cache and {HUB_UNREACHABLE}")
+            return HubUnreachableError(
+                f"{where}: no such folder, and not reachable as a Hub id "
+                f"(not in the local cache, and {HUB_UNREACHABLE})"
+            )
         if type(e).__name__ in {"ConnectError", "ConnectTimeout", "ConnectionError"}:
             return HubUnreachableError(HUB_UNREACHABLE)
     if "is not a valid git identifier" in str(exc):
@@ -85,13 +89,19 @@ def resolve(name: str, revision: str | None) -> tuple[str, str | None]:
     return str(sub), None
 
 
+def _local(path: str) -> bool:
+    """Whether ``from_pretrained(path)`` must stay in the cache: a Hub id while the Hub cannot be reached
+    (:func:`trajectory.online.hub_offline`: one short probe instead of the client's 25 s of retries)."""
+    return not Path(path).is_dir() and hub_offline()
+
+
 def load_config(name: str, revision: str | None = None):
     from transformers import AutoConfig
 
     quiet_transformers()
     path, rev = resolve(name, revision)
     try:
-        return AutoConfig.from_pretrained(path, revision=rev, trust_remote_code=False)
+        return AutoConfig.from_pretrained(path, revision=rev, trust_remote_code=False, local_files_only=_local(path))
     except (OSError, ValueError) as exc:
         raise explain_load_error(exc, name, revision) from None
 
@@ -110,6 +120,7 @@ def load_model(
             path,
             revision=rev,
             trust_remote_code=False,
+            local_files_only=_local(path),
             dtype=dtype,
             output_loading_info=True,
             ignore_mismatched_sizes=True,
@@ -172,6 +183,6 @@ def load_tokenizer(name: str, revision: str | None = None):
         return embedded_tokenizer(name)
     path, rev = resolve(name, revision)
     try:
-        return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=False)
+        return AutoTokenizer.from_pretrained(path, revision=rev, trust_remote_code=False, local_files_only=_local(path))
     except (OSError, ValueError) as exc:
         raise explain_load_error(exc, name, revision) from None

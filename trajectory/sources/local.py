@@ -58,6 +58,13 @@ class LocalDirSource:
             raise TrajectoryError(f"checkpoint folder not found: {self.root}")
         return sorted(p.name for p in Path(self.root).iterdir() if (p / CONFIG).is_file() and keep(p.name))
 
+    def listing(self, rule) -> list[tuple[str, str]]:
+        """(name, name) of the sub-folders a ``rule = "branches"`` pattern selects from (the only listing a
+        folder has)."""
+        if rule.rule != "branches":
+            raise TrajectoryError(f"rule = {rule.rule!r} needs Hub repos; a folder of checkpoints has sub-folders only")
+        return [(n, n) for n in self.revision_names(lambda name: rule.parse(name) is not None)]
+
     def tokenizer_path(self) -> str:
         for folder in [Path(self.root), *sorted(p for p in Path(self.root).iterdir() if p.is_dir())]:
             if any((folder / name).is_file() for name in TOKENIZER_FILES):

@@ -27,6 +27,11 @@ def make_source(manifest: Manifest, arm: str, *, offline: bool | None = None, ke
         raise ManifestError(f"manifest {manifest.source.name}: arm {arm!r} needs [model] repo or path")
     if arm == Arm.LOCAL or Path(manifest.repo).is_dir():
         return LocalDirSource(Path(manifest.repo), arm=str(arm))
+    rule = manifest.schedule.rule
+    if rule is not None and rule.rule == "repos":
+        from .repos import RepoSetSource
+
+        return RepoSetSource(manifest.repo, offline=offline, keep_weights=keep_weights, retry=retry or RetryPolicy())
     return HubSource(manifest.repo, offline=offline, keep_weights=keep_weights, retry=retry or RetryPolicy())
 
 

@@ -21,7 +21,7 @@ interpolated.  For a metric ``m`` (default ``r2_lin``), block ``b`` and a traine
    was there at initialisation) or, with no step 0 measured, from the first measured step on (no value lies
    inside the band), when there is no band, or when the init check failed.
 5. **Verdict of a block**: the seeds' verdict when every trained seed of the arm has the same one; else
-   ``undetermined`` with the reason "seeds disagree: …".
+   ``undetermined`` with the reason "the seeds' verdicts differ: …".
 
 ``z = (final − mean) / sd`` of the last measured value is reported beside the verdict but does not decide it.
 
@@ -35,7 +35,7 @@ trajectories and a band → :func:`.arm_verdicts`; a store's frame → :func:`.v
 one architecture: the trained band, each run's verdict, and whether the runs agree).
 """
 
-from .band import init_check, prediction_band, prediction_half_width, random_init_band
+from .band import init_check, prediction_band, prediction_half_width, random_init_band, shared_inits
 from .exits import MIN_FRACTION, MIN_POINTS, VERDICTS, Events, agreed, series_events, series_verdict, side
 from .frame import (
     BAND_ARM,
@@ -73,6 +73,7 @@ from .summary import (
     as_json,
     band_sentence,
     counts,
+    evaluation_sentence,
     init_names,
     interval_cells,
     metric_shift_sentences,
@@ -114,6 +115,7 @@ __all__ = [
     "block_table",
     "compare_metrics",
     "counts",
+    "evaluation_sentence",
     "init_check",
     "init_names",
     "init_of",
@@ -124,6 +126,7 @@ __all__ = [
     "prediction_band",
     "prediction_half_width",
     "random_init_band",
+    "shared_inits",
     "records",
     "seed_trajectories",
     "series_events",

@@ -115,3 +115,23 @@ def init_check(
         f"band widened to {1.0 - (1.0 - coverage) / k:.4f} coverage for {k} comparisons): the band describes "
         "another initialisation than this run's (see [random_init] init), so no block of this arm is called learned"
     )
+
+
+def shared_inits(frame: pl.DataFrame) -> list[str]:
+    """One sentence per random-init seed whose weights hash equals a trained arm's step-0 weights hash: such a
+    draw is the run's own init, not an independent one (``trajectory.arms.random_init`` draws the band from
+    child seeds so that this never happens; a store written otherwise is flagged here)."""
+    cols = ("arm", "seed", "step", "weights_hash")
+    if any(c not in frame.columns for c in cols):
+        return []
+    units = frame.select(cols).drop_nulls("weights_hash").unique()
+    band = units.filter(pl.col("arm") == BAND_ARM).select("seed", "weights_hash")
+    starts = units.filter((pl.col("arm") != BAND_ARM) & (pl.col("step") == 0)).select(
+        pl.col("arm"), pl.col("seed").alias("run_seed"), "weights_hash"
+    )
+    shared = band.join(starts, on="weights_hash").sort("seed", "arm", "run_seed")
+    return [
+        f"random-init seed {r['seed']} has the weights of {r['arm']} seed {r['run_seed']}'s step 0 "
+        f"(weights hash {r['weights_hash']}): the band is not independent of that run"
+        for r in shared.iter_rows(named=True)
+    ]

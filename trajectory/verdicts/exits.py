@@ -49,9 +49,14 @@ def side(value: float, low: float | None, high: float | None) -> str | None:
 
 
 def series_events(
-    steps: list[int], values: list[float], low: float | None, high: float | None, total_steps: int
+    steps: list[int],
+    values: list[float],
+    low: float | None | list[float | None],
+    high: float | None | list[float | None],
+    total_steps: int,
 ) -> Events:
-    """The events of one series of measured ``(step, value)`` points against the band ``[low, high]``.
+    """The events of one series of measured ``(step, value)`` points against the band ``[low, high]`` (one band
+    for every point, or a list: each point's own band, e.g. a control's band at that step).
 
     * first exit: the first measured step strictly outside the band, and on which side;
     * peak: the largest value and its step (the earliest, on a tie);
@@ -61,9 +66,11 @@ def series_events(
     """
     if not steps or len(steps) != len(values):
         raise ValueError("a series needs as many values as steps, and at least one")
-    order = sorted(range(len(steps)), key=lambda i: steps[i])
+    n = len(steps)
+    lows, highs = (b if isinstance(b, list) else [b] * n for b in (low, high))
+    order = sorted(range(n), key=lambda i: steps[i])
     steps, values = [steps[i] for i in order], [values[i] for i in order]
-    sides = [side(v, low, high) for v in values]
+    sides = [side(values[j], lows[i], highs[i]) for j, i in enumerate(order)]
     first = next((i for i, s in enumerate(sides) if s is not None), None)
     peak = max(range(len(values)), key=lambda i: (values[i], -i))
     start = None
@@ -140,7 +147,7 @@ def agreed(verdicts: dict[int, tuple[str, str]]) -> tuple[str, str]:
             f"seed {s}: {r}" for s, (_, r) in sorted(verdicts.items())
         )
     listed = ", ".join(f"seed {s} {v}" for s, (v, _) in sorted(verdicts.items()))
-    return "undetermined", f"seeds disagree: {listed}"
+    return "undetermined", f"the seeds' verdicts differ: {listed}"
 
 
 def z_score(value: float | None, mean: float | None, sd: float | None) -> float | None:

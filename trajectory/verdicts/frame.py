@@ -16,7 +16,7 @@ from __future__ import annotations
 import polars as pl
 
 from ..config import TRAINED_ARMS as _TRAINED
-from ..config import Arm
+from ..config import Arm, is_twin
 
 TRAINED_ARMS = tuple(str(a) for a in _TRAINED)
 BAND_ARM = str(Arm.RANDOM_INIT)
@@ -83,9 +83,10 @@ def one_init(frame: pl.DataFrame, scheme: str | None = None) -> tuple[pl.DataFra
 
 
 def trained_arms(frame: pl.DataFrame, metric: str = "r2_lin") -> list[str]:
-    """The trained arms with usable rows, in the order hub, local, twin."""
+    """The trained arms with usable rows, in the order hub, local, twin, then the twin's variants by name."""
     present = set(usable(frame, metric)["arm"].unique().to_list())
-    return [a for a in TRAINED_ARMS if a in present]
+    variants = sorted(a for a in present if is_twin(a) and a != str(Arm.TWIN))  # twin:NAME, twin:perturbation
+    return [a for a in TRAINED_ARMS if a in present] + variants
 
 
 def trajectory(frame: pl.DataFrame, arm: str, metric: str = "r2_lin") -> pl.DataFrame:

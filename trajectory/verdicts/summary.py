@@ -134,6 +134,19 @@ def as_json(table: pl.DataFrame, experiment: str, metric: str, coverage: float) 
     }
 
 
+def evaluation_sentence(frame: pl.DataFrame) -> str:
+    """The documents the evaluation windows come from, as the rows record them (trajectory.engine.measure)."""
+    cols = ("eval_documents", "eval_max_doc_share", "heldout_documents")
+    facts = frame.select(cols).drop_nulls().unique() if all(c in frame.columns for c in cols) else frame.clear()
+    if facts.height != 1:
+        return "the rows do not record the documents of their windows (measured before they did)."
+    n, share, held = facts.row(0)
+    return (
+        f"the windows come from {n} documents (the largest holds {share:.1%} of the tokens), split by document: "
+        f"{held} held out, {n - held} train."
+    )
+
+
 #: The rule by which the report reads the token tail's concentration (docs/tokens.md).
 TAIL_RULE = (
     "Tail concentration is the share of a block's held-out SSE on its top 1% of tokens (token_tail_top1). "
