@@ -37,7 +37,8 @@ SECTIONS: dict[str, list[tuple[str, tuple[type, str] | None]]] = {
     "metric": [(f.name, (MetricConfig, f.name)) for f in dataclasses.fields(MetricConfig)],
     "random_init": [("seeds", (Manifest, "random_init_seeds")), ("init", (Manifest, "init_scheme")),
                     ("coverage", (Manifest, "band_coverage"))],
-    "twin": [*((f.name, (TwinSpec, f.name)) for f in dataclasses.fields(TwinSpec)), ("seed", None)],
+    "twin": [*((f.name, (TwinSpec, f.name)) for f in dataclasses.fields(TwinSpec)), ("seed", None),
+             ("variants", None), ("perturbation", None)],
     "sweep": [("store", (Manifest, "store_dir")), ("prefetch", (Manifest, "prefetch")),
               ("workers", (Manifest, "workers"))],
     "reference": [("profile", (Manifest, "reference_profile")), ("label", (Manifest, "reference_label"))],
@@ -100,6 +101,16 @@ TOML_ONLY: dict[tuple[str, str], tuple[str, str, str]] = {
         "The embedded corpus (the default source when none of the four is given)."
     ),
     ("twin", "seed"): ("int", "—", "Short for `seeds = [N]`."),
+    ("twin", "variants"): (
+        "table of tables",
+        "—",
+        "`[twin.variants.NAME]`: each overrides any `[twin]` field and is its own arm `twin:NAME` (docs/controls.md).",
+    ),
+    ("twin", "perturbation"): (
+        "table",
+        "—",
+        "`[twin.perturbation]`: the moved-but-not-learned null, draws × points of θ₀ + ε (docs/controls.md).",
+    ),
 }  # fmt: skip
 
 
