@@ -229,7 +229,7 @@ def top_tokens(
     id seen ≥ ``min_count`` times, its mean share and count — what ``trajectory tokens`` prints
     (:mod:`trajectory.engine.toptokens`; docs/tokens.md).  ``model`` is a model in memory or a Hub id / local
     folder (with ``revision``; its tokenizer is loaded); the windows (from ``text``, ``text_file``, ``tokens``
-    or a :class:`DataSpec` ``data``) and the split are :func:`measure`'s.
+    or a :class:`~trajectory.config.DataSpec` ``data``) and the split are :func:`measure`'s.
     """
     from .engine.toptokens import top_tokens as scan
 

@@ -18,7 +18,7 @@ from .args import PRESETS
 from .compress import add_compress, run_compress
 from .measure import add_measure, run_measure
 from .sweep import add_sweep, run_sweep
-from .tokens import add_tokens, run_tokens
+from .tokenshares import add_tokens, run_tokens
 from .views import (
     add_figures,
     add_report,
